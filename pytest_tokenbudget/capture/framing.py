@@ -1,0 +1,133 @@
+"""Incremental framing of streamed bodies (SSE, NDJSON) and content decoding.
+
+The framer keeps only the current partial line; it never holds the stream. Events are handed to a
+provider's accumulator, which decides which few of them are worth a JSON parse.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from typing import Protocol
+
+from ..providers.base import ParseError, StreamAccumulator
+
+MAX_LINE = 4 * 1024 * 1024
+"""A line longer than this is dropped (bounded memory on hostile streams)."""
+
+
+class Decoder(Protocol):
+    def __call__(self, chunk: bytes) -> bytes: ...
+
+
+def decoder_for(content_encoding: str) -> Decoder | None:
+    """A chunk decoder for a ``Content-Encoding``; raises :class:`ParseError` when unsupported."""
+    encoding = content_encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        # wbits=47 detects gzip and zlib headers; raw deflate is retried below.
+        state = {"obj": zlib.decompressobj(47)}
+
+        def inflate(chunk: bytes) -> bytes:
+            try:
+                return state["obj"].decompress(chunk)
+            except zlib.error:
+                if encoding != "deflate":
+                    raise
+                state["obj"] = zlib.decompressobj(-zlib.MAX_WBITS)
+                return state["obj"].decompress(chunk)
+
+        return inflate
+    if encoding == "br":
+        try:
+            import brotli  # type: ignore[import-not-found]
+        except ImportError:
+            raise ParseError("brotli-encoded stream and no brotli module installed") from None
+        brotli_decoder = brotli.Decompressor()
+        return brotli_decoder.process  # type: ignore[no-any-return]
+    if encoding == "zstd":
+        try:
+            import zstandard  # type: ignore[import-not-found]
+        except ImportError:
+            raise ParseError("zstd-encoded stream and no zstandard module installed") from None
+        zstd_decoder = zstandard.ZstdDecompressor().decompressobj()
+        return zstd_decoder.decompress  # type: ignore[no-any-return]
+    raise ParseError(f"unsupported content-encoding {encoding!r}")
+
+
+class LineFramer:
+    """Splits bytes into lines and feeds SSE events or NDJSON lines to an accumulator."""
+
+    __slots__ = ("_accumulator", "_data", "_event", "_partial", "_sse", "on_line")
+
+    def __init__(self, accumulator: StreamAccumulator) -> None:
+        self._accumulator = accumulator
+        self._sse = accumulator.framing == "sse"
+        self._partial = b""
+        self._event = b""
+        self._data: list[bytes] = []
+        self.on_line: Callable[[bytes], None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if b"\n" not in chunk:
+            if len(self._partial) + len(chunk) <= MAX_LINE:
+                self._partial += chunk
+            else:
+                self._partial = b""
+            return
+        lines = chunk.split(b"\n")
+        if self._partial:
+            lines[0] = self._partial + lines[0]
+        self._partial = lines.pop()
+        if len(self._partial) > MAX_LINE:
+            self._partial = b""
+        handle = self._sse_line if self._sse else self._ndjson_line
+        for line in lines:
+            handle(line)
+
+    def finish(self) -> None:
+        """End of stream: flush a last line without newline and a pending event."""
+        if self._partial:
+            (self._sse_line if self._sse else self._ndjson_line)(self._partial)
+            self._partial = b""
+        if self._sse:
+            self._sse_line(b"")
+
+    def _ndjson_line(self, line: bytes) -> None:
+        line = line.strip()
+        if line:
+            self._accumulator.on_event(b"", line)
+
+    def _sse_line(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if not line:
+            if self._data:
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                self._data = []
+                event, self._event = self._event, b""
+                self._accumulator.on_event(event, data)
+            else:
+                self._event = b""
+            return
+        if line.startswith(b"data:"):
+            value = line[5:]
+            self._data.append(value[1:] if value.startswith(b" ") else value)
+        elif line.startswith(b"event:"):
+            self._event = line[6:].strip()
+        # comments (":"), id: and retry: lines carry no usage
+
+
+def is_framed(content_type: str) -> bool:
+    """True for content types read line by line (server-sent events, NDJSON)."""
+    content_type = content_type.lower()
+    return "event-stream" in content_type or "ndjson" in content_type
+
+
+def sniff_framing(first_bytes: bytes) -> str | None:
+    """Guess the framing of a body whose content type was stripped: sse, ndjson or None (JSON)."""
+    head = first_bytes.lstrip()[:16]
+    if head.startswith((b"data:", b"event:", b":", b"id:", b"retry:")):
+        return "sse"
+    return None

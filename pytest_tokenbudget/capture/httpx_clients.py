@@ -1,0 +1,195 @@
+"""Capture at ``Client.send`` / ``AsyncClient.send`` of httpx2 and httpx.
+
+Every source of responses sits below ``send`` — the network, vcrpy's transport stubs,
+pytest-httpx, respx, a ``MockTransport`` — so one class-level wrapper sees them all, once per
+logical request (redirect and auth hops happen inside). httpx and httpx2 share this code; under
+``httpx2.alias_httpx()`` both names are one module and it is wrapped once.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+from types import ModuleType
+from typing import Any
+
+from .. import providers
+from . import replay
+from .recorder import Exchange, Recorder, StreamTap
+
+_ORIGINAL = "_tokenbudget_original_send"
+_MOCK_TRANSPORTS = frozenset({"MockTransport", "HTTPXMock", "_PytestSyncTransport", "_PytestAsyncTransport"})
+
+
+def install(recorder: Recorder, module_names: tuple[str, ...] = ("httpx2", "httpx")) -> list[str]:
+    """Wrap ``send`` in each importable library; returns the names wrapped."""
+    wrapped = []
+    for name in module_names:
+        try:
+            module = __import__(name)
+        except ImportError:
+            continue
+        if _wrap_module(module, recorder):
+            wrapped.append(name)
+    return wrapped
+
+
+def uninstall(module_names: tuple[str, ...] = ("httpx2", "httpx")) -> None:
+    for name in module_names:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for cls in (module.Client, module.AsyncClient):
+            original = cls.__dict__.get(_ORIGINAL)
+            if original is not None:
+                cls.send = original
+                delattr(cls, _ORIGINAL)
+
+
+def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
+    if _ORIGINAL in module.Client.__dict__:
+        return False  # already wrapped (httpx aliased to httpx2)
+    sync_tee, async_tee = _tee_classes(module)
+    original_sync = module.Client.send
+    original_async = module.AsyncClient.send
+
+    @functools.wraps(original_sync)
+    def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        url = request.url
+        route = providers.route(request.method, url.host, url.path)
+        if route is None:
+            return original_sync(self, request, *args, **kwargs)
+        exchange = _begin(recorder, route, request, self)
+        mark = replay.mark()
+        try:
+            response = original_sync(self, request, *args, **kwargs)
+        except BaseException as exc:
+            _note_replay(exchange, mark)
+            recorder.failed(exchange, exc)
+            raise
+        _note_replay(exchange, mark)
+        tap = _observe(recorder, exchange, response)
+        if tap is not None:
+            response.stream = sync_tee(response.stream, tap)
+        return response
+
+    @functools.wraps(original_async)
+    async def asend(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
+        url = request.url
+        route = providers.route(request.method, url.host, url.path)
+        if route is None:
+            return await original_async(self, request, *args, **kwargs)
+        exchange = _begin(recorder, route, request, self)
+        mark = replay.mark()
+        try:
+            response = await original_async(self, request, *args, **kwargs)
+        except BaseException as exc:
+            _note_replay(exchange, mark)
+            recorder.failed(exchange, exc)
+            raise
+        _note_replay(exchange, mark)
+        tap = _observe(recorder, exchange, response)
+        if tap is not None:
+            response.stream = async_tee(response.stream, tap)
+        return response
+
+    setattr(module.Client, _ORIGINAL, original_sync)
+    setattr(module.AsyncClient, _ORIGINAL, original_async)
+    module.Client.send = send
+    module.AsyncClient.send = asend
+    return True
+
+
+def _begin(recorder: Recorder, route: providers.Route, request: Any, client: Any) -> Exchange:
+    replay.ensure_installed()
+    exchange = recorder.start(route, request)
+    if _is_mocked(client, request):
+        exchange.source = "mocked"
+    return exchange
+
+
+def _note_replay(exchange: Exchange, mark: int) -> None:
+    if replay.replayed_since(mark):
+        exchange.source = "replayed"
+
+
+def _is_mocked(client: Any, request: Any) -> bool:
+    try:
+        transport = client._transport_for_url(request.url)
+    except Exception:  # a client subclass without the private helper: cannot tell
+        return False
+    return type(transport).__name__ in _MOCK_TRANSPORTS
+
+
+def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> StreamTap | None:
+    """Record a read response now, or return a tap for a stream the caller will read."""
+    if response.is_stream_consumed or response.is_closed:
+        try:
+            content = response.content
+        except Exception as exc:  # e.g. ResponseNotRead after a caller closed it unread
+            recorder.failed(exchange, exc)
+            return None
+        recorder.body(exchange, response.status_code, content, response.headers.get("content-type", ""))
+        return None
+    headers = response.headers
+    return recorder.stream(
+        exchange,
+        response.status_code,
+        headers.get("content-type", ""),
+        headers.get("content-encoding", ""),
+    )
+
+
+@functools.cache
+def _tee_classes(module: ModuleType) -> tuple[type, type]:
+    """Pass-through subclasses of this library's own byte-stream classes."""
+
+    class SyncTee(module.SyncByteStream):  # type: ignore[name-defined,misc]
+        __slots__ = ("_inner", "_tap")
+
+        def __init__(self, inner: Any, tap: StreamTap) -> None:
+            self._inner = inner
+            self._tap = tap
+
+        def __iter__(self) -> Any:
+            feed = self._tap.feed
+            for chunk in self._inner:
+                feed(chunk)
+                yield chunk
+            self._tap.eof()
+
+        def close(self) -> None:
+            try:
+                self._inner.close()
+            finally:
+                self._tap.close()
+
+        @property
+        def elapsed(self) -> Any:
+            return getattr(self._inner, "elapsed", None)
+
+    class AsyncTee(module.AsyncByteStream):  # type: ignore[name-defined,misc]
+        __slots__ = ("_inner", "_tap")
+
+        def __init__(self, inner: Any, tap: StreamTap) -> None:
+            self._inner = inner
+            self._tap = tap
+
+        async def __aiter__(self) -> Any:
+            feed = self._tap.feed
+            async for chunk in self._inner:
+                feed(chunk)
+                yield chunk
+            self._tap.eof()
+
+        async def aclose(self) -> None:
+            try:
+                await self._inner.aclose()
+            finally:
+                self._tap.close()
+
+        @property
+        def elapsed(self) -> Any:
+            return getattr(self._inner, "elapsed", None)
+
+    return SyncTee, AsyncTee

@@ -1,0 +1,271 @@
+"""Turn what an HTTP client saw into :class:`~pytest_tokenbudget.model.Call` records.
+
+The client wrappers (one module per HTTP stack) call :meth:`Recorder.start` before sending and
+then exactly one of :meth:`Recorder.body`, :meth:`Recorder.stream` or :meth:`Recorder.failed`.
+Nothing here raises into the code under test: a response the plugin cannot read becomes an
+``unparsed`` call that says why.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..ledger import Ledger, Owner
+from ..model import Call, CallState, Usage
+from ..providers import Route
+from ..providers.base import Extracted, ParseError, StreamAccumulator
+from .framing import Decoder, LineFramer, decoder_for, is_framed, sniff_framing
+
+PreflightHook = Callable[["Exchange", Any], None]
+"""Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
+
+
+class Exchange:
+    """One request on its way: where it goes, who sent it, when."""
+
+    __slots__ = ("owner", "route", "source", "started")
+
+    def __init__(self, route: Route, owner: Owner) -> None:
+        self.route = route
+        self.owner = owner
+        self.started = time.perf_counter()
+        self.source = "live"
+
+
+class Recorder:
+    """Shared by all HTTP-stack wrappers; records into one :class:`Ledger`."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self.ledger = ledger
+        self.preflight: list[PreflightHook] = []
+        self._tokens = itertools.count()
+
+    def start(self, route: Route, request: Any = None) -> Exchange:
+        exchange = Exchange(route, self.ledger.owner)
+        for hook in self.preflight:
+            hook(exchange, request)
+        return exchange
+
+    # -- outcomes -------------------------------------------------------------------------------
+
+    def body(self, exchange: Exchange, status_code: int, body: bytes, content_type: str = "") -> None:
+        """A complete response body (an event stream read whole, too)."""
+        if status_code >= 400:
+            self._record(exchange, status_code, None, CallState.FAILED, f"HTTP {status_code}")
+            return
+        parser = exchange.route.parser
+        try:
+            if is_framed(content_type) or sniff_framing(body[:64]):
+                accumulator = parser.stream()
+                framer = LineFramer(accumulator)
+                framer.feed(body)
+                framer.finish()
+                extracted = accumulator.result()
+                self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, True)
+                return
+            extracted = parser.parse(body)
+        except ParseError as exc:
+            self._record(exchange, status_code, None, CallState.UNPARSED, str(exc))
+            return
+        except Exception as exc:  # a bug in a parser must not fail the user's test
+            self._record(exchange, status_code, None, CallState.UNPARSED, _internal(exc))
+            return
+        self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE)
+
+    def failed(self, exchange: Exchange, exc: BaseException) -> None:
+        """The request raised (connection error, timeout, a cassette miss …)."""
+        self._record(exchange, 0, None, CallState.FAILED, type(exc).__name__)
+
+    def stream(
+        self, exchange: Exchange, status_code: int, content_type: str, content_encoding: str
+    ) -> StreamTap:
+        """A tap to feed the raw bytes of a streamed response as the caller consumes them."""
+        token = next(self._tokens)
+        tap = StreamTap(self, exchange, status_code, content_type, content_encoding, token)
+        self.ledger.stream_opened(exchange.owner.nodeid, token, tap.settle)
+        return tap
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _record_extracted(
+        self,
+        exchange: Exchange,
+        status_code: int,
+        extracted: Extracted,
+        state: str,
+        streamed: bool = False,
+    ) -> None:
+        if extracted.usage is None and state == CallState.COMPLETE:
+            state = CallState.NO_USAGE
+        self._record(
+            exchange,
+            status_code,
+            extracted,
+            state,
+            "response reports no usage" if state == CallState.NO_USAGE else "",
+            streamed,
+        )
+
+    def _record(
+        self,
+        exchange: Exchange,
+        status_code: int,
+        extracted: Extracted | None,
+        state: str,
+        detail: str,
+        streamed: bool = False,
+    ) -> None:
+        route = exchange.route
+        owner = exchange.owner
+        usage = extracted.usage if extracted is not None and extracted.usage is not None else None
+        call = Call(
+            owner=owner.nodeid,
+            phase=owner.phase,
+            provider=route.provider,
+            api=route.api,
+            host=route.host,
+            model=(extracted.model if extracted is not None else None) or "unknown",
+            usage=usage or Usage(),
+            streamed=streamed,
+            status_code=status_code,
+            source=exchange.source,
+            duration_s=time.perf_counter() - exchange.started,
+            state=state,
+            detail=detail,
+        )
+        self.ledger.record(call, owner.kind)
+
+
+class StreamTap:
+    """Sees a streamed body chunk by chunk; records the call once, when the stream ends."""
+
+    __slots__ = (
+        "_accumulator",
+        "_buffer",
+        "_decode",
+        "_error",
+        "_exchange",
+        "_framer",
+        "_lock",
+        "_recorder",
+        "_settled",
+        "_status",
+        "_token",
+    )
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        exchange: Exchange,
+        status_code: int,
+        content_type: str,
+        content_encoding: str,
+        token: int,
+    ) -> None:
+        self._recorder = recorder
+        self._exchange = exchange
+        self._status = status_code
+        self._token = token
+        self._settled = False
+        self._lock = threading.Lock()
+        self._error = ""
+        self._decode: Decoder | None = None
+        self._accumulator: StreamAccumulator | None = None
+        self._framer: LineFramer | None = None
+        self._buffer: bytearray | None = None  # a non-streamed body read through stream=True
+        if status_code >= 400:
+            return
+        try:
+            self._decode = decoder_for(content_encoding)
+        except ParseError as exc:
+            self._error = str(exc)
+            return
+        if is_framed(content_type):
+            self._start_framing()
+        elif "json" in content_type.lower():
+            self._buffer = bytearray()
+        # else: decided from the first bytes (recorders sometimes strip headers)
+
+    def _start_framing(self) -> None:
+        self._accumulator = self._exchange.route.parser.stream()
+        self._framer = LineFramer(self._accumulator)
+
+    def feed(self, chunk: bytes) -> None:
+        """Called with each raw chunk the caller receives; never raises."""
+        if self._settled or self._error or self._status >= 400 or not chunk:
+            return
+        try:
+            if self._decode is not None:
+                chunk = self._decode(chunk)
+            if self._framer is not None:
+                self._framer.feed(chunk)
+            elif self._buffer is not None:
+                self._buffer += chunk
+            elif sniff_framing(chunk) is not None:
+                self._start_framing()
+                self._framer.feed(chunk)  # type: ignore[union-attr]
+            else:
+                self._buffer = bytearray(chunk)
+        except Exception as exc:  # bad compression or a parser bug: report, never raise
+            self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
+
+    def eof(self) -> None:
+        """The stream was read to its end."""
+        self._finish(CallState.COMPLETE)
+
+    def close(self) -> None:
+        """The caller closed the stream (possibly before its end)."""
+        self._finish(CallState.COMPLETE)
+
+    def settle(self) -> None:
+        """The owning test ended and the stream was never closed."""
+        self._finish(CallState.UNCLOSED)
+
+    def _finish(self, state: str) -> None:
+        with self._lock:
+            if self._settled:
+                return
+            self._settled = True
+        recorder = self._recorder
+        exchange = self._exchange
+        recorder.ledger.stream_closed(exchange.owner.nodeid, self._token)
+        if self._status >= 400:
+            recorder._record(exchange, self._status, None, CallState.FAILED, f"HTTP {self._status}", True)
+            return
+        if self._error:
+            recorder._record(exchange, self._status, None, CallState.UNPARSED, self._error, True)
+            return
+        try:
+            if self._framer is not None and self._accumulator is not None:
+                self._framer.finish()
+                extracted = self._accumulator.result()
+                if not self._accumulator.done and state == CallState.COMPLETE:
+                    state = CallState.CLOSED_EARLY
+                if extracted.usage is None and state == CallState.COMPLETE:
+                    state = CallState.NO_USAGE
+                detail = {
+                    CallState.CLOSED_EARLY: "stream closed before its final event",
+                    CallState.UNCLOSED: "stream never closed; settled at teardown",
+                    CallState.NO_USAGE: "stream reports no usage",
+                }.get(state, "")
+                recorder._record(exchange, self._status, extracted, state, detail, True)
+                return
+            if self._buffer is None:
+                recorder._record(exchange, self._status, None, CallState.NO_USAGE, "empty body", True)
+                return
+            extracted = exchange.route.parser.parse(bytes(self._buffer))
+        except ParseError as exc:
+            recorder._record(exchange, self._status, None, CallState.UNPARSED, str(exc), True)
+            return
+        except Exception as exc:
+            recorder._record(exchange, self._status, None, CallState.UNPARSED, _internal(exc), True)
+            return
+        recorder._record_extracted(exchange, self._status, extracted, state)
+
+
+def _internal(exc: Exception) -> str:
+    return f"internal error in pytest-tokenbudget: {type(exc).__name__}: {exc}"

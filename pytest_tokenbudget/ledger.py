@@ -1,0 +1,128 @@
+"""Thread-safe attribution of calls to the test (or fixture) that made them.
+
+Attribution rule (documented in the README): a call belongs to the owner that was current when
+its request *left* — the running test and phase, or a module/session-scoped fixture being set up.
+The owner is process-global, not a contextvar, because a contextvar is empty in thread pools and
+``run_in_executor`` and goes stale in tasks started by session-scoped async fixtures. A stream that
+finishes later is still charged to the owner its request left under. A thread leaked from one test
+is charged to whichever owner is current when it sends — it can be flagged, not prevented.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .model import Call, CallState, Run, TestUsage
+
+SESSION_OWNER = "<session>"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Who is charged for a call: a node id (or fixture label), the phase, and its kind."""
+
+    nodeid: str
+    phase: str
+    kind: str = "test"  # test | fixture | session
+
+
+_SESSION = Owner(SESSION_OWNER, "session", "session")
+
+
+class Ledger:
+    """Collects calls into a :class:`Run`; safe to call from any thread."""
+
+    def __init__(self, run: Run | None = None) -> None:
+        self.run = run if run is not None else Run()
+        self._lock = threading.Lock()
+        self._owner_stack: list[Owner] = []
+        self._calls: list[Call] = []
+        self._listeners: list[Callable[[Call], None]] = []
+        self._open_streams: dict[int, Callable[[], None]] = {}
+        self._open_by_owner: dict[str, set[int]] = {}
+
+    # -- who is running -------------------------------------------------------------------------
+
+    @property
+    def owner(self) -> Owner:
+        stack = self._owner_stack
+        return stack[-1] if stack else _SESSION
+
+    def push_owner(self, owner: Owner) -> None:
+        with self._lock:
+            self._owner_stack.append(owner)
+
+    def pop_owner(self, owner: Owner) -> None:
+        with self._lock:
+            # Remove the last occurrence, tolerating out-of-order pops from misbehaving hooks.
+            for index in range(len(self._owner_stack) - 1, -1, -1):
+                if self._owner_stack[index] == owner:
+                    del self._owner_stack[index]
+                    break
+
+    # -- recording ------------------------------------------------------------------------------
+
+    def add_listener(self, listener: Callable[[Call], None]) -> None:
+        """Call ``listener(call)`` for each recorded call (e.g. pricing, the JSONL log)."""
+        self._listeners.append(listener)
+
+    def record(self, call: Call, kind: str = "test") -> None:
+        """Add ``call`` to its owner's tally; ``kind`` is the owner's kind (test/fixture/session)."""
+        for listener in self._listeners:
+            listener(call)
+        with self._lock:
+            self._calls.append(call)
+            self.run.usage_for(call.owner, kind).add_call(call)
+            if call.state != CallState.COMPLETE:
+                self.run.issues.append(
+                    {
+                        "test": call.owner,
+                        "phase": call.phase,
+                        "provider": call.provider,
+                        "api": call.api,
+                        "model": call.model,
+                        "state": call.state,
+                        "detail": call.detail,
+                    }
+                )
+
+    @property
+    def calls(self) -> list[Call]:
+        with self._lock:
+            return list(self._calls)
+
+    def usage_of(self, nodeid: str) -> TestUsage:
+        """A snapshot of what ``nodeid`` used so far (an empty one if nothing)."""
+        with self._lock:
+            entry = self.run.tests.get(nodeid)
+            snapshot = TestUsage(nodeid=nodeid)
+            if entry is not None:
+                snapshot.merge(entry)
+            return snapshot
+
+    # -- streams that outlive their test --------------------------------------------------------
+
+    def stream_opened(self, owner: str, token: int, settle: Callable[[], None]) -> None:
+        with self._lock:
+            self._open_streams[token] = settle
+            self._open_by_owner.setdefault(owner, set()).add(token)
+
+    def stream_closed(self, owner: str, token: int) -> None:
+        with self._lock:
+            self._open_streams.pop(token, None)
+            tokens = self._open_by_owner.get(owner)
+            if tokens is not None:
+                tokens.discard(token)
+
+    def settle_streams(self, owner: str | None = None) -> None:
+        """Record streams still open (for ``owner``, or all) as ``unclosed``."""
+        with self._lock:
+            if owner is None:
+                tokens = list(self._open_streams)
+            else:
+                tokens = list(self._open_by_owner.pop(owner, ()))
+            settles = [self._open_streams[t] for t in tokens if t in self._open_streams]
+        for settle in settles:
+            settle()

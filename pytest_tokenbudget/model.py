@@ -1,0 +1,406 @@
+"""The data model: token usage, one LLM call, per-test tallies and a whole run.
+
+One meaning everywhere (documented in the README):
+
+* ``input_tokens``   all input, including cached reads and cache writes;
+* ``cached_input_tokens`` and ``cache_write_tokens`` are parts of ``input_tokens``;
+* ``output_tokens``  all output, including reasoning/thinking;
+* ``reasoning_tokens`` is a part of ``output_tokens``;
+* ``total_tokens`` = input + output.
+
+Everything here is plain Python: the pytest plugin, the CLI and the reports share it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+SCHEMA_VERSION: Final = 1
+"""Version of the JSON run artifact layout; bumped on any incompatible change."""
+
+USAGE_FIELDS: Final = (
+    "input_tokens",
+    "cached_input_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)
+
+PHASES: Final = ("setup", "call", "teardown")
+
+
+class ArtifactError(ValueError):
+    """A run artifact (or baseline) that cannot be read: says what is wrong and where."""
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts of one call or of many; immutable, additive."""
+
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    @property
+    def uncached_input_tokens(self) -> int:
+        """Input billed at the plain input rate (neither a cache read nor a cache write)."""
+        return self.input_tokens - self.cached_input_tokens - self.cache_write_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        if not isinstance(other, Usage):
+            return NotImplemented
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.output_tokens + other.output_tokens,
+            self.reasoning_tokens + other.reasoning_tokens,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.input_tokens or self.output_tokens)
+
+    def to_dict(self) -> dict[str, int]:
+        return {
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.total_tokens,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Usage:
+        return cls(*(_int(data, name) for name in USAGE_FIELDS))
+
+
+ZERO: Final = Usage()
+
+
+class CallState:
+    """How a call ended, as far as the plugin could see (plain strings in the artifact)."""
+
+    COMPLETE = "complete"  # usage found (a stream saw its terminal event)
+    CLOSED_EARLY = "closed-early"  # the caller closed a stream before its terminal event
+    UNCLOSED = "unclosed"  # a stream never closed; settled at the test's teardown
+    NO_USAGE = "no-usage"  # a well-formed response that reports no usage
+    UNPARSED = "unparsed"  # the plugin could not read the response
+    FAILED = "failed"  # the request raised or the server answered with an error status
+
+
+@dataclass(slots=True)
+class Call:
+    """One LLM API call as captured: who made it, what it was, what it cost."""
+
+    owner: str  # test node id, or "<fixture …>" / "<session>" for calls outside tests
+    phase: str  # setup | call | teardown (or "session" outside tests)
+    provider: str  # e.g. openai, azure, anthropic, groq, openai-compatible
+    api: str  # e.g. openai.chat, openai.responses, openai.embeddings, anthropic.messages
+    host: str
+    model: str
+    usage: Usage = ZERO
+    streamed: bool = False
+    status_code: int = 0
+    source: str = "live"  # live | replayed (a vcr cassette) | mocked (MockTransport, pytest-httpx)
+    duration_s: float = 0.0
+    state: str = CallState.COMPLETE
+    estimated: bool = False
+    cost_usd: float | None = None  # None: price unknown (never shown as $0)
+    detail: str = ""  # why unparsed / failed; never request or response text
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "test": self.owner,
+            "phase": self.phase,
+            "provider": self.provider,
+            "api": self.api,
+            "host": self.host,
+            "model": self.model,
+            **self.usage.to_dict(),
+            "cost_usd": self.cost_usd,
+            "streamed": self.streamed,
+            "status_code": self.status_code,
+            "source": self.source,
+            "estimated": self.estimated,
+            "state": self.state,
+            "duration_s": round(self.duration_s, 6),
+            "detail": self.detail,
+        }
+
+
+@dataclass(slots=True)
+class Tally:
+    """A running sum over calls: tokens, cost, and the counts that qualify them."""
+
+    calls: int = 0
+    usage: Usage = ZERO
+    cost_usd: float = 0.0  # sum over priced calls only
+    unpriced_calls: int = 0
+    live_calls: int = 0
+    live_cost_usd: float = 0.0
+    replayed_calls: int = 0
+    estimated_calls: int = 0
+    unparsed_calls: int = 0
+    failed_calls: int = 0
+
+    def add_call(self, call: Call) -> None:
+        self.calls += 1
+        self.usage = self.usage + call.usage
+        if call.cost_usd is None:
+            if call.usage:
+                self.unpriced_calls += 1
+        else:
+            self.cost_usd += call.cost_usd
+        if call.source == "live":
+            self.live_calls += 1
+            if call.cost_usd is not None:
+                self.live_cost_usd += call.cost_usd
+        elif call.source == "replayed":
+            self.replayed_calls += 1
+        if call.estimated:
+            self.estimated_calls += 1
+        if call.state == CallState.UNPARSED:
+            self.unparsed_calls += 1
+        elif call.state == CallState.FAILED:
+            self.failed_calls += 1
+
+    def merge(self, other: Tally) -> None:
+        self.calls += other.calls
+        self.usage = self.usage + other.usage
+        self.cost_usd += other.cost_usd
+        self.unpriced_calls += other.unpriced_calls
+        self.live_calls += other.live_calls
+        self.live_cost_usd += other.live_cost_usd
+        self.replayed_calls += other.replayed_calls
+        self.estimated_calls += other.estimated_calls
+        self.unparsed_calls += other.unparsed_calls
+        self.failed_calls += other.failed_calls
+
+    @property
+    def cost_known(self) -> bool:
+        """False when any call with tokens had no price: the cost is then a lower bound."""
+        return self.unpriced_calls == 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.usage.total_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            **self.usage.to_dict(),
+            "cost_usd": _money(self.cost_usd),
+            "cost_known": self.cost_known,
+            "unpriced_calls": self.unpriced_calls,
+            "live_calls": self.live_calls,
+            "live_cost_usd": _money(self.live_cost_usd),
+            "replayed_calls": self.replayed_calls,
+            "replayed_cost_usd": _money(self.cost_usd - self.live_cost_usd),  # replayed + mocked
+            "estimated_calls": self.estimated_calls,
+            "unparsed_calls": self.unparsed_calls,
+            "failed_calls": self.failed_calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tally:
+        return cls(
+            calls=_int(data, "calls"),
+            usage=Usage.from_dict(data),
+            cost_usd=_float(data, "cost_usd"),
+            unpriced_calls=_int(data, "unpriced_calls"),
+            live_calls=_int(data, "live_calls"),
+            live_cost_usd=_float(data, "live_cost_usd"),
+            replayed_calls=_int(data, "replayed_calls"),
+            estimated_calls=_int(data, "estimated_calls"),
+            unparsed_calls=_int(data, "unparsed_calls"),
+            failed_calls=_int(data, "failed_calls"),
+        )
+
+    @classmethod
+    def of(cls, calls: Iterable[Call]) -> Tally:
+        tally = cls()
+        for call in calls:
+            tally.add_call(call)
+        return tally
+
+
+def model_key(provider: str, model: str) -> str:
+    """The key of a per-model breakdown: ``provider/model``."""
+    return f"{provider}/{model}"
+
+
+@dataclass(slots=True)
+class TestUsage:
+    """Everything one test (or one fixture / the session, for calls outside tests) used."""
+
+    nodeid: str
+    kind: str = "test"  # test | fixture | session
+    path: str = ""  # file of the test, relative to rootdir, when known
+    line: int | None = None  # 1-based line of the test function, when known
+    outcome: str = ""  # passed | failed | skipped | error (pytest's word), when known
+    total: Tally = field(default_factory=Tally)
+    phases: dict[str, Tally] = field(default_factory=dict)
+    models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
+
+    def add_call(self, call: Call) -> None:
+        self.total.add_call(call)
+        phase = self.phases.get(call.phase)
+        if phase is None:
+            phase = self.phases[call.phase] = Tally()
+        phase.add_call(call)
+        key = model_key(call.provider, call.model)
+        per_model = self.models.get(key)
+        if per_model is None:
+            per_model = self.models[key] = Tally()
+        per_model.add_call(call)
+
+    def merge(self, other: TestUsage) -> None:
+        self.total.merge(other.total)
+        for name, tally in other.phases.items():
+            self.phases.setdefault(name, Tally()).merge(tally)
+        for key, tally in other.models.items():
+            self.models.setdefault(key, Tally()).merge(tally)
+        self.outcome = other.outcome or self.outcome
+        self.path = self.path or other.path
+        self.line = self.line if self.line is not None else other.line
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "path": self.path,
+            "line": self.line,
+            "outcome": self.outcome,
+            **self.total.to_dict(),
+            "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
+            "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
+        }
+
+    @classmethod
+    def from_dict(cls, nodeid: str, data: Mapping[str, Any]) -> TestUsage:
+        return cls(
+            nodeid=nodeid,
+            kind=str(data.get("kind", "test")),
+            path=str(data.get("path") or ""),
+            line=data.get("line") if isinstance(data.get("line"), int) else None,
+            outcome=str(data.get("outcome") or ""),
+            total=Tally.from_dict(data),
+            phases={k: Tally.from_dict(v) for k, v in _mapping(data, "phases").items()},
+            models={k: Tally.from_dict(v) for k, v in _mapping(data, "models").items()},
+        )
+
+
+@dataclass(slots=True)
+class Run:
+    """A whole session: metadata plus usage per test. The JSON artifact is its serialisation."""
+
+    meta: dict[str, Any] = field(default_factory=dict)
+    tests: dict[str, TestUsage] = field(default_factory=dict)  # keyed by node id; also fixtures
+    issues: list[dict[str, Any]] = field(default_factory=list)  # unparsed / failed / unclosed calls
+    verdicts: list[dict[str, Any]] = field(default_factory=list)  # budget verdicts, when evaluated
+
+    def usage_for(self, nodeid: str, kind: str = "test") -> TestUsage:
+        entry = self.tests.get(nodeid)
+        if entry is None:
+            entry = self.tests[nodeid] = TestUsage(nodeid=nodeid, kind=kind)
+        return entry
+
+    def iter_tests(self) -> Iterator[TestUsage]:
+        """Entries that are tests (not fixtures or the session)."""
+        return (t for t in self.tests.values() if t.kind == "test")
+
+    def totals(self) -> Tally:
+        tally = Tally()
+        for entry in self.tests.values():
+            tally.merge(entry.total)
+        return tally
+
+    def models(self) -> dict[str, Tally]:
+        merged: dict[str, Tally] = {}
+        for entry in self.tests.values():
+            for key, tally in entry.models.items():
+                merged.setdefault(key, Tally()).merge(tally)
+        return dict(sorted(merged.items()))
+
+    def providers(self) -> dict[str, Tally]:
+        merged: dict[str, Tally] = {}
+        for key, tally in self.models().items():
+            merged.setdefault(key.split("/", 1)[0], Tally()).merge(tally)
+        return dict(sorted(merged.items()))
+
+    def heaviest(self, n: int) -> list[TestUsage]:
+        """The ``n`` entries with the most tokens (ties broken by node id, so output is stable)."""
+        ranked = sorted(
+            (t for t in self.tests.values() if t.total.calls),
+            key=lambda t: (-t.total.total_tokens, -t.total.cost_usd, t.nodeid),
+        )
+        return ranked[:n]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": "pytest-tokenbudget/run",
+            "schema_version": SCHEMA_VERSION,
+            "meta": self.meta,
+            "totals": self.totals().to_dict(),
+            "models": {key: tally.to_dict() for key, tally in self.models().items()},
+            "providers": {key: tally.to_dict() for key, tally in self.providers().items()},
+            "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
+            "issues": self.issues,
+            "verdicts": self.verdicts,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "artifact") -> Run:
+        if not isinstance(data, Mapping) or data.get("schema") != "pytest-tokenbudget/run":
+            raise ArtifactError(f"{source}: not a pytest-tokenbudget run artifact")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise ArtifactError(
+                f"{source}: schema_version {version!r} is not supported "
+                f"(this pytest-tokenbudget reads version {SCHEMA_VERSION})"
+            )
+        try:
+            return cls(
+                meta=dict(_mapping(data, "meta")),
+                tests={k: TestUsage.from_dict(k, v) for k, v in _mapping(data, "tests").items()},
+                issues=list(data.get("issues") or []),
+                verdicts=list(data.get("verdicts") or []),
+            )
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"{source}: malformed run artifact: {exc}") from exc
+
+
+def _int(data: Mapping[str, Any], key: str) -> int:
+    value = data.get(key, 0)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArtifactError(f"{key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _float(data: Mapping[str, Any], key: str) -> float:
+    value = data.get(key, 0.0)
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArtifactError(f"{key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key) or {}
+    if not isinstance(value, Mapping):
+        raise ArtifactError(f"{key!r} must be a table/object, got {type(value).__name__}")
+    return value
+
+
+def _money(value: float) -> float:
+    """Stable money formatting for artifacts: 10 decimal places, no float noise."""
+    return round(value, 10)

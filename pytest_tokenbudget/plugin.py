@@ -1,0 +1,384 @@
+"""The pytest plugin: options, markers, the ``token_usage`` fixture, and the session hooks.
+
+This is the only module that speaks pytest. Loading it costs nothing more than reading
+``[tool.tokenbudget]``: capture, providers and reports are imported only when the plugin is
+switched on (``--token-budget``, ``enabled = true``, or a collected test that uses the
+``token_budget`` marker or the ``token_usage`` fixture).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from .config import ConfigError, Settings, find_pyproject, read_table, resolve
+
+if TYPE_CHECKING:
+    from .ledger import Ledger, Owner
+    from .model import Run, TestUsage
+
+MARKER = "token_budget"
+MARKER_HELP = (
+    "token_budget(max_tokens=None, *, max_input_tokens=None, max_output_tokens=None, "
+    "max_cost=None, max_calls=None): fail the test when its LLM calls exceed these limits "
+    "(a bare number is max_tokens; max_cost in USD). See pytest-tokenbudget."
+)
+
+_plugin_key = pytest.StashKey["TokenBudgetPlugin"]()
+_settings_key = pytest.StashKey[Settings]()
+REPORT_ATTR = "tokenbudget"
+"""Attribute set on teardown reports: the test's usage, JSON-safe, so it crosses xdist."""
+
+
+# -- options and configuration -------------------------------------------------------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("tokenbudget", "LLM token budgets")
+    group.addoption(
+        "--token-budget",
+        action="store_true",
+        default=None,
+        dest="token_budget",
+        help="capture LLM calls, report tokens per test and enforce the budgets.",
+    )
+    group.addoption(
+        "--token-budget-json",
+        default=None,
+        dest="token_budget_json",
+        metavar="PATH",
+        help="write the JSON run artifact to PATH.",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_HELP)
+    settings = _load_settings(config)
+    config.stash[_settings_key] = settings
+    if settings.enabled:
+        activate(config)
+    else:
+        config.pluginmanager.register(_ActivateOnDemand(), "tokenbudget-on-demand")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(_plugin_key, None)
+    if plugin is not None:
+        plugin.close()
+        config.pluginmanager.unregister(plugin)
+        del config.stash[_plugin_key]
+
+
+def _load_settings(config: pytest.Config) -> Settings:
+    pyproject = find_pyproject(config.rootpath, config.inipath)
+    cli = {
+        "enabled": config.getoption("token_budget"),
+        "json": config.getoption("token_budget_json"),
+    }
+    try:
+        return resolve(read_table(pyproject), cli, pyproject=pyproject, root=config.rootpath)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
+
+
+def activate(config: pytest.Config) -> TokenBudgetPlugin:
+    """Switch capture on for this session (idempotent)."""
+    plugin = config.stash.get(_plugin_key, None)
+    if plugin is None:
+        plugin = TokenBudgetPlugin(config, config.stash[_settings_key])
+        config.stash[_plugin_key] = plugin
+        config.pluginmanager.register(plugin, "tokenbudget-session")
+    return plugin
+
+
+class _ActivateOnDemand:
+    """Without ``--token-budget``: switch capture on only if a collected test asks for it."""
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[pytest.Item]) -> None:
+        for item in items:
+            if item.get_closest_marker(MARKER) is not None or "token_usage" in getattr(
+                item, "fixturenames", ()
+            ):
+                activate(config)
+                return
+
+
+# -- the fixture ------------------------------------------------------------------------------
+
+
+class TokenUsage:
+    """The running test's usage so far, and :meth:`record` for calls the plugin cannot see."""
+
+    def __init__(self, ledger: Ledger, nodeid: str) -> None:
+        self._ledger = ledger
+        self._nodeid = nodeid
+
+    @property
+    def snapshot(self) -> TestUsage:
+        return self._ledger.usage_of(self._nodeid)
+
+    @property
+    def calls(self) -> int:
+        return self.snapshot.total.calls
+
+    @property
+    def input_tokens(self) -> int:
+        return self.snapshot.total.usage.input_tokens
+
+    @property
+    def cached_input_tokens(self) -> int:
+        return self.snapshot.total.usage.cached_input_tokens
+
+    @property
+    def cache_write_tokens(self) -> int:
+        return self.snapshot.total.usage.cache_write_tokens
+
+    @property
+    def output_tokens(self) -> int:
+        return self.snapshot.total.usage.output_tokens
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.snapshot.total.usage.reasoning_tokens
+
+    @property
+    def total_tokens(self) -> int:
+        return self.snapshot.total.usage.total_tokens
+
+    @property
+    def cost_usd(self) -> float:
+        return self.snapshot.total.cost_usd
+
+    def by_model(self) -> dict[str, int]:
+        """Total tokens per ``provider/model``."""
+        return {key: tally.total_tokens for key, tally in self.snapshot.models.items()}
+
+    def record(
+        self,
+        *,
+        model: str,
+        input_tokens: int = 0,
+        output_tokens: int = 0,
+        cached_input_tokens: int = 0,
+        cache_write_tokens: int = 0,
+        reasoning_tokens: int = 0,
+        provider: str = "manual",
+        cost_usd: float | None = None,
+    ) -> None:
+        """Count a call the plugin cannot see (a local model, a custom transport)."""
+        from .model import Call, Usage
+
+        values = {
+            "input_tokens": input_tokens,
+            "output_tokens": output_tokens,
+            "cached_input_tokens": cached_input_tokens,
+            "cache_write_tokens": cache_write_tokens,
+            "reasoning_tokens": reasoning_tokens,
+        }
+        for name, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"token_usage.record: {name} must be a non-negative int, got {value!r}")
+        if cached_input_tokens + cache_write_tokens > input_tokens:
+            raise ValueError("token_usage.record: cached and cache-write tokens are parts of input_tokens")
+        if reasoning_tokens > output_tokens:
+            raise ValueError("token_usage.record: reasoning_tokens are a part of output_tokens")
+        owner = self._ledger.owner
+        call = Call(
+            owner=self._nodeid,
+            phase=owner.phase if owner.nodeid == self._nodeid else "call",
+            provider=provider,
+            api="manual",
+            host="",
+            model=model,
+            usage=Usage(**values),
+            source="manual",
+            cost_usd=cost_usd,
+        )
+        self._ledger.record(call)
+
+    def __repr__(self) -> str:
+        return f"<token_usage {self._nodeid}: {self.calls} calls, {self.total_tokens:,} tokens>"
+
+
+@pytest.fixture
+def token_usage(request: pytest.FixtureRequest) -> TokenUsage:
+    """The running test's LLM token usage (``.total_tokens``, ``.calls`` …) and ``.record(...)``."""
+    plugin = activate(request.config)
+    return TokenUsage(plugin.ledger, request.node.nodeid)
+
+
+# -- the session ------------------------------------------------------------------------------
+
+
+class TokenBudgetPlugin:
+    """Registered only when the plugin is on; its methods are the session's hooks."""
+
+    def __init__(self, config: pytest.Config, settings: Settings) -> None:
+        from .artifact import now_iso
+        from .capture import Capture
+        from .ledger import Ledger
+
+        self.config = config
+        self.settings = settings
+        self.ledger = Ledger()
+        self.is_worker = hasattr(config, "workerinput")
+        self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
+        self.capture = Capture(self.ledger)
+        self.capture.install()
+        self.ledger.run.meta["started"] = now_iso()
+        self._fixture_teardowns: dict[int, Owner] = {}
+        self._closed = False
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.capture.uninstall()
+
+    @property
+    def run(self) -> Run:
+        return self.ledger.run
+
+    # -- attribution ----------------------------------------------------------------------------
+
+    def _during(self, owner: Owner) -> Generator[None, Any, Any]:
+        self.ledger.push_owner(owner)
+        try:
+            return (yield)
+        finally:
+            self.ledger.pop_owner(owner)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        from .ledger import Owner
+
+        return (yield from self._during(Owner(item.nodeid, "setup")))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        from .ledger import Owner
+
+        return (yield from self._during(Owner(item.nodeid, "call")))
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        from .ledger import Owner
+
+        try:
+            return (yield from self._during(Owner(item.nodeid, "teardown")))
+        finally:
+            self.ledger.settle_streams(item.nodeid)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(
+        self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
+    ) -> Generator[None, Any, Any]:
+        if fixturedef.scope == "function":
+            return (yield)
+        from .ledger import Owner
+
+        label = f"<{fixturedef.scope} fixture {fixturedef.argname}>"
+        result = yield from self._during(Owner(label, "setup", "fixture"))
+        teardown = Owner(label, "teardown", "fixture")
+        # Finalizers run last-in first-out: this one runs just before the fixture's own teardown.
+        fixturedef.addfinalizer(lambda: self.ledger.push_owner(teardown))
+        self._fixture_teardowns[id(fixturedef)] = teardown
+        return result
+
+    def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any]) -> None:
+        teardown = self._fixture_teardowns.pop(id(fixturedef), None)
+        if teardown is not None:
+            self.ledger.pop_owner(teardown)
+            self.ledger.settle_streams(teardown.nodeid)
+
+    # -- per-test results -----------------------------------------------------------------------
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        if report.when == "teardown" and self.is_worker:
+            entry = self.run.tests.get(item.nodeid)
+            if entry is not None:
+                setattr(report, REPORT_ATTR, entry.to_dict())
+        return report
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.is_worker:
+            return
+        if self.is_controller and report.when == "teardown":
+            shipped = getattr(report, REPORT_ATTR, None)
+            if isinstance(shipped, dict):
+                from .model import TestUsage
+
+                self.run.usage_for(report.nodeid).merge(TestUsage.from_dict(report.nodeid, shipped))
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            entry = self.run.usage_for(report.nodeid)
+            path, line, _ = report.location
+            entry.path = path
+            entry.line = line + 1 if line is not None else None
+            entry.outcome = report.outcome
+        elif report.when == "teardown" and report.failed:
+            self.run.usage_for(report.nodeid).outcome = "error"
+
+    # -- end of session ---------------------------------------------------------------------------
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
+        from .artifact import environment, git_info, now_iso, write_run
+
+        self.ledger.settle_streams()
+        if self.is_worker:
+            outside = {k: v.to_dict() for k, v in self.run.tests.items() if v.kind != "test"}
+            self.config.workeroutput[REPORT_ATTR] = {"outside": outside, "issues": self.run.issues}  # type: ignore[attr-defined]
+            return
+        from . import __version__
+
+        meta = self.run.meta
+        meta.update(
+            finished=now_iso(),
+            plugin_version=__version__,
+            pytest_version=pytest.__version__,
+            exit_status=int(exitstatus),
+            partial=bool(session.shouldstop) or int(exitstatus) in (2, 3),
+            **environment(),
+            **git_info(self.config.rootpath),
+        )
+        if self.settings.json_path is not None:
+            write_run(self.settings.json_path, self.run)
+
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        """xdist controller: fold in what a worker used outside tests (session fixtures)."""
+        from .model import TestUsage
+
+        output = getattr(node, "workeroutput", {}).get(REPORT_ATTR)
+        if not output:
+            return
+        for nodeid, data in output.get("outside", {}).items():
+            self.run.usage_for(nodeid, data.get("kind", "fixture")).merge(TestUsage.from_dict(nodeid, data))
+        self.run.issues.extend(output.get("issues", []))
+
+    def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
+        if self.is_worker or not self.config.stash[_settings_key].enabled:
+            return
+        from .report.terminal import render
+
+        verbose = self.config.get_verbosity() > 0
+        terminalreporter.write_sep("=", "token budget")
+        for line in render(self.run, verbose=verbose, top=self.settings.top):
+            terminalreporter.write_line(line.text, **line.markup)
+        if self.settings.json_path is not None:
+            terminalreporter.write_line(
+                f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
+            )
+
+
+def _display(path: Path, config: pytest.Config) -> str:
+    try:
+        return str(path.relative_to(config.invocation_params.dir))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,121 @@
+"""What every API family provides: a body parser and a stream accumulator, both pure."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..model import Usage
+
+
+class ParseError(ValueError):
+    """The response could not be read; the call is recorded as ``unparsed`` with this message."""
+
+
+@dataclass(frozen=True, slots=True)
+class Extracted:
+    """What a response says about itself: the model and the usage (None when it reports none)."""
+
+    model: str | None
+    usage: Usage | None
+
+
+class StreamAccumulator(Protocol):
+    """Receives the events of one streamed response as the caller consumes them."""
+
+    framing: str  # "sse" or "ndjson"
+    done: bool  # a terminal event was seen
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        """One SSE event (``event`` may be empty) or one NDJSON line (``event`` is empty)."""
+
+    def result(self) -> Extracted:
+        """The usage seen so far (partial when the stream ended early)."""
+
+
+class ApiParser(Protocol):
+    """Reads one API shape (e.g. OpenAI chat completions)."""
+
+    api: str
+
+    def parse(self, body: bytes) -> Extracted:
+        """Usage of a complete (non-streamed) body; raises :class:`ParseError`."""
+
+    def stream(self) -> StreamAccumulator:
+        """A fresh accumulator for one streamed response."""
+
+
+def load_json(body: bytes | str) -> Any:
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ParseError(f"response is not JSON ({exc.__class__.__name__})") from exc
+
+
+def load_object(body: bytes | str) -> dict[str, Any]:
+    data = load_json(body)
+    if not isinstance(data, dict):
+        raise ParseError(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def count(value: Any) -> int:
+    """A token count from untrusted JSON: a non-negative int, else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, int):
+        return value if value > 0 else 0
+    if isinstance(value, float) and value.is_integer() and value > 0:
+        return int(value)
+    return 0
+
+
+def sub(data: Any, key: str) -> dict[str, Any]:
+    """``data[key]`` when it is an object, else an empty dict."""
+    if isinstance(data, dict):
+        value = data.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}
+
+
+def text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+_TAIL_WINDOW = 64 * 1024
+
+
+def parse_large_object(body: bytes, keys: tuple[bytes, ...]) -> dict[str, Any] | None:
+    """Find top-level ``keys`` near the end of a big JSON object without parsing all of it.
+
+    Embeddings responses carry megabytes of floats before a small ``usage`` object; decoding only
+    the tail costs microseconds instead of milliseconds. Returns None when the shortcut does not
+    apply (the caller then parses the whole body).
+    """
+    if len(body) <= _TAIL_WINDOW:
+        return None
+    found: dict[str, Any] = {}
+    decoder = json.JSONDecoder()
+    head = body[:4096].decode("utf-8", "replace")
+    tail = body[-_TAIL_WINDOW:].decode("utf-8", "replace")
+    for key in keys:
+        needle = b'"' + key + b'"'
+        for window in (tail, head):
+            index = window.rfind(needle.decode())
+            if index < 0:
+                continue
+            colon = window.find(":", index + len(needle))
+            if colon < 0:
+                continue
+            start = colon + 1
+            while start < len(window) and window[start] in " \t\r\n":
+                start += 1
+            try:
+                value, _ = decoder.raw_decode(window, start)
+            except ValueError:
+                continue
+            found[key.decode()] = value
+            break
+    return found or None

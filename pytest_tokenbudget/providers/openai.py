@@ -1,0 +1,152 @@
+"""OpenAI and OpenAI-compatible APIs: chat completions, completions, Responses, embeddings.
+
+OpenAI reports cached input inside ``prompt_tokens`` and reasoning inside ``completion_tokens``,
+which is already this plugin's meaning. Compatible servers vary: DeepSeek reports
+``prompt_cache_hit_tokens``; Groq streams usage under ``x_groq.usage``; Perplexity, Together and
+OpenRouter follow OpenAI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Usage
+from .base import Extracted, ParseError, count, load_json, load_object, parse_large_object, sub, text
+
+
+def chat_usage(usage: dict[str, Any]) -> Usage:
+    """Usage of chat/completions/embeddings (``prompt_tokens``/``completion_tokens``)."""
+    prompt_details = sub(usage, "prompt_tokens_details")
+    completion_details = sub(usage, "completion_tokens_details")
+    cached = count(prompt_details.get("cached_tokens")) or count(usage.get("prompt_cache_hit_tokens"))
+    input_tokens = count(usage.get("prompt_tokens"))
+    output_tokens = count(usage.get("completion_tokens"))
+    if not input_tokens and not output_tokens:
+        input_tokens = count(usage.get("input_tokens"))  # a few compatible servers
+        output_tokens = count(usage.get("output_tokens"))
+    return Usage(
+        input_tokens=input_tokens,
+        cached_input_tokens=min(cached, input_tokens),
+        output_tokens=output_tokens,
+        reasoning_tokens=min(count(completion_details.get("reasoning_tokens")), output_tokens),
+    )
+
+
+def responses_usage(usage: dict[str, Any]) -> Usage:
+    """Usage of the Responses API (``input_tokens``/``output_tokens`` with details)."""
+    input_tokens = count(usage.get("input_tokens"))
+    output_tokens = count(usage.get("output_tokens"))
+    return Usage(
+        input_tokens=input_tokens,
+        cached_input_tokens=min(count(sub(usage, "input_tokens_details").get("cached_tokens")), input_tokens),
+        output_tokens=output_tokens,
+        reasoning_tokens=min(
+            count(sub(usage, "output_tokens_details").get("reasoning_tokens")), output_tokens
+        ),
+    )
+
+
+def _usage_object(data: dict[str, Any]) -> dict[str, Any] | None:
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        return usage
+    groq = sub(sub(data, "x_groq"), "usage")
+    return groq or None
+
+
+class ChatCompletions:
+    """``/chat/completions``, ``/completions`` and ``/embeddings``: one usage shape."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+
+    def parse(self, body: bytes) -> Extracted:
+        data = parse_large_object(body, (b"usage", b"model")) or load_object(body)
+        usage = _usage_object(data)
+        return Extracted(text(data.get("model")), chat_usage(usage) if usage is not None else None)
+
+    def stream(self) -> ChatStream:
+        return ChatStream()
+
+
+class ChatStream:
+    """SSE chunks; usage arrives in a final chunk when ``stream_options.include_usage`` is set."""
+
+    framing = "sse"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model: str | None = None
+        self.usage: Usage | None = None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if data.startswith(b"[DONE]"):
+            self.done = True
+            return
+        # Parse only the chunks that matter: the first (for the model) and any with usage.
+        if self.model is not None and b'"usage"' not in data:
+            return
+        try:
+            chunk = load_json(data)
+        except ParseError:
+            return
+        if not isinstance(chunk, dict):
+            return
+        if self.model is None:
+            self.model = text(chunk.get("model"))
+        usage = _usage_object(chunk)
+        if usage is not None:
+            self.usage = chat_usage(usage)
+
+    def result(self) -> Extracted:
+        return Extracted(self.model, self.usage)
+
+
+_RESPONSES_TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")
+
+
+class Responses:
+    """``/responses``: usage in the body, or in the streamed ``response.completed`` event."""
+
+    api = "openai.responses"
+
+    def parse(self, body: bytes) -> Extracted:
+        data = load_object(body)
+        usage = data.get("usage")
+        return Extracted(text(data.get("model")), responses_usage(usage) if isinstance(usage, dict) else None)
+
+    def stream(self) -> ResponsesStream:
+        return ResponsesStream()
+
+
+class ResponsesStream:
+    framing = "sse"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model: str | None = None
+        self.usage: Usage | None = None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        kind = event or b""
+        if not kind:  # some servers put the type only inside the data
+            head = data[:80]
+            kind = next((t for t in _RESPONSES_TERMINAL if t in head), b"")
+            if not kind and self.model is None and b"response.created" in head:
+                kind = b"response.created"
+        if kind not in _RESPONSES_TERMINAL and (kind != b"response.created" or self.model):
+            return
+        try:
+            payload = load_json(data)
+        except ParseError:
+            return
+        response = sub(payload, "response")
+        self.model = text(response.get("model")) or self.model
+        if kind in _RESPONSES_TERMINAL:
+            self.done = True
+            usage = response.get("usage")
+            if isinstance(usage, dict):
+                self.usage = responses_usage(usage)
+
+    def result(self) -> Extracted:
+        return Extracted(self.model, self.usage)

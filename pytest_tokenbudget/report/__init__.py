@@ -1,0 +1,1 @@
+"""Renderers: each turns a :class:`~pytest_tokenbudget.model.Run` into one report format."""
