@@ -119,10 +119,7 @@ class Ledger:
     def settle_streams(self, owner: str | None = None) -> None:
         """Record streams still open (for ``owner``, or all) as ``unclosed``."""
         with self._lock:
-            if owner is None:
-                tokens = list(self._open_streams)
-            else:
-                tokens = list(self._open_by_owner.pop(owner, ()))
+            tokens = list(self._open_streams) if owner is None else list(self._open_by_owner.pop(owner, ()))
             settles = [self._open_streams[t] for t in tokens if t in self._open_streams]
         for settle in settles:
             settle()

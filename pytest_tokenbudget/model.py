@@ -274,11 +274,16 @@ class TestUsage:
         self.line = self.line if self.line is not None else other.line
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        head: dict[str, Any] = {
             "kind": self.kind,
             "path": self.path,
             "line": self.line,
             "outcome": self.outcome,
+        }
+        if not self.total.calls:
+            return {**head, "calls": 0}  # compact: most tests of a suite call no LLM
+        return {
+            **head,
             **self.total.to_dict(),
             "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
             "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
@@ -298,6 +303,66 @@ class TestUsage:
         )
 
 
+class Status:
+    """A verdict's status (plain strings in the artifact)."""
+
+    OK = "ok"
+    WARN = "warn"  # approaching the limit (>= warn-at), or exceeded in warn mode
+    EXCEEDED = "exceeded"
+    UNKNOWN = "unknown"  # cannot be judged (e.g. a cost budget over calls with no price)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One evaluated limit: a budget (marker, scoped, session) or a baseline threshold."""
+
+    name: str  # stable id, e.g. "session", "marker tests/test_x.py::test_a", "scope agents/*"
+    kind: str  # marker | test-default | scope | session | baseline | unmetered …
+    metric: str  # total_tokens | input_tokens | output_tokens | cost_usd | calls | …
+    limit: float
+    actual: float
+    status: str  # a Status value
+    message: str = ""  # one sentence with the numbers, as shown to people
+    nodeid: str = ""  # the test it is about, when it is about one
+    path: str = ""  # file and line to point annotations at
+    line: int | None = None
+
+    @property
+    def overshoot(self) -> float | None:
+        """How far over the limit, as a fraction (0.25 = 25 % over); None when the limit is 0."""
+        return (self.actual - self.limit) / self.limit if self.limit else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "metric": self.metric,
+            "limit": self.limit,
+            "actual": self.actual,
+            "status": self.status,
+            "message": self.message,
+            "nodeid": self.nodeid,
+            "path": self.path,
+            "line": self.line,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        line = data.get("line")
+        return cls(
+            name=str(data["name"]),
+            kind=str(data["kind"]),
+            metric=str(data["metric"]),
+            limit=float(data["limit"]),
+            actual=float(data["actual"]),
+            status=str(data["status"]),
+            message=str(data.get("message", "")),
+            nodeid=str(data.get("nodeid", "")),
+            path=str(data.get("path", "")),
+            line=line if isinstance(line, int) else None,
+        )
+
+
 @dataclass(slots=True)
 class Run:
     """A whole session: metadata plus usage per test. The JSON artifact is its serialisation."""
@@ -305,7 +370,7 @@ class Run:
     meta: dict[str, Any] = field(default_factory=dict)
     tests: dict[str, TestUsage] = field(default_factory=dict)  # keyed by node id; also fixtures
     issues: list[dict[str, Any]] = field(default_factory=list)  # unparsed / failed / unclosed calls
-    verdicts: list[dict[str, Any]] = field(default_factory=list)  # budget verdicts, when evaluated
+    verdicts: list[Verdict] = field(default_factory=list)  # budget and baseline verdicts
 
     def usage_for(self, nodeid: str, kind: str = "test") -> TestUsage:
         entry = self.tests.get(nodeid)
@@ -354,7 +419,7 @@ class Run:
             "providers": {key: tally.to_dict() for key, tally in self.providers().items()},
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "issues": self.issues,
-            "verdicts": self.verdicts,
+            "verdicts": [v.to_dict() for v in self.verdicts],
         }
 
     @classmethod
@@ -372,9 +437,9 @@ class Run:
                 meta=dict(_mapping(data, "meta")),
                 tests={k: TestUsage.from_dict(k, v) for k, v in _mapping(data, "tests").items()},
                 issues=list(data.get("issues") or []),
-                verdicts=list(data.get("verdicts") or []),
+                verdicts=[Verdict.from_dict(v) for v in data.get("verdicts") or []],
             )
-        except (TypeError, ValueError, AttributeError) as exc:
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ArtifactError(f"{source}: malformed run artifact: {exc}") from exc
 
 

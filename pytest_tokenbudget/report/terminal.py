@@ -106,12 +106,8 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         )
         shown = run.issues if verbose else run.issues[:top]
         for issue in shown:
-            lines.append(
-                Line(
-                    f"  {issue['state']}: {issue['test']} [{issue['api']} {issue['model']}] {issue['detail']}".rstrip(),
-                    {"yellow": True},
-                )
-            )
+            where = f"{issue['test']} [{issue['api']} {issue['model']}]"
+            lines.append(Line(f"  {issue['state']}: {where} {issue['detail']}".rstrip(), {"yellow": True}))
         if len(shown) < len(run.issues):
             lines.append(Line(f"  … {len(run.issues) - len(shown):,} more (-v shows all)"))
     return lines
