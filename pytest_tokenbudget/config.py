@@ -28,6 +28,7 @@ class Settings:
     enabled: bool = False
     json_path: Path | None = None
     top: int = 5
+    mode: str = "fail"  # fail | warn: warn reports everything and leaves the exit status alone
     source: str = ""  # the file the table came from, for messages
 
 
@@ -66,10 +67,20 @@ def positive_int(key: str, value: Any, ctx: Context) -> int:
     raise ctx.error(key, "a positive integer", value)
 
 
+def choice(*options: str) -> Validator:
+    def validate(key: str, value: Any, ctx: Context) -> str:
+        if value in options:
+            return str(value)
+        raise ctx.error(key, " or ".join(repr(o) for o in options), value)
+
+    return validate
+
+
 KEYS: dict[str, tuple[str, Validator]] = {
     "enabled": ("enabled", boolean),
     "json": ("json_path", path),
     "top": ("top", positive_int),
+    "mode": ("mode", choice("fail", "warn")),
 }
 """Scalar keys of the table. Sub-tables (budgets, prices) are read by their own modules."""
 

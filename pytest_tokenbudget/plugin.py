@@ -17,8 +17,12 @@ import pytest
 from .config import ConfigError, Settings, find_pyproject, read_table, resolve
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .ledger import Ledger, Owner
-    from .model import Run, TestUsage
+    from .model import Run, TestUsage, Verdict
+
+    Evaluator = Callable[[Run], list[Verdict]]
 
 MARKER = "token_budget"
 MARKER_HELP = (
@@ -231,6 +235,7 @@ class TokenBudgetPlugin:
         self.capture.install()
         self.ledger.run.meta["started"] = now_iso()
         self._fixture_teardowns: dict[int, Owner] = {}
+        self.evaluators: list[Evaluator] = []
         self._closed = False
 
     def close(self) -> None:
@@ -324,6 +329,34 @@ class TokenBudgetPlugin:
             entry.outcome = report.outcome
         elif report.when == "teardown" and report.failed:
             self.run.usage_for(report.nodeid).outcome = "error"
+
+    # -- the session gate ----------------------------------------------------------------------------
+
+    def add_evaluator(self, evaluator: Evaluator) -> None:
+        """Register a session-level check (budgets, baseline thresholds) run once after the tests."""
+        self.evaluators.append(evaluator)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtestloop(self, session: pytest.Session) -> Generator[None, Any, Any]:
+        """After the loop, take the session verdicts; an exceeded one fails the run (exit 1).
+
+        Like pytest-cov's --cov-fail-under: the summary still says "N passed", the exit status
+        becomes 1. Workers never judge the session: the controller does, over merged data.
+        """
+        result = yield
+        if not self.is_worker:
+            self.take_session_verdicts(session)
+        return result
+
+    def take_session_verdicts(self, session: pytest.Session) -> None:
+        from .model import Status
+
+        self.ledger.settle_streams()
+        for evaluator in self.evaluators:
+            self.run.verdicts.extend(evaluator(self.run))
+        if self.settings.mode == "fail":
+            exceeded = [v for v in self.run.verdicts if v.status == Status.EXCEEDED and v.kind != "marker"]
+            session.testsfailed += len(exceeded)
 
     # -- end of session ---------------------------------------------------------------------------
 
