@@ -61,9 +61,9 @@ class LineFramer:
 
     __slots__ = ("_accumulator", "_data", "_event", "_partial", "_sse", "on_line")
 
-    def __init__(self, accumulator: StreamAccumulator) -> None:
+    def __init__(self, accumulator: StreamAccumulator, framing: str | None = None) -> None:
         self._accumulator = accumulator
-        self._sse = accumulator.framing == "sse"
+        self._sse = (framing or accumulator.framing) == "sse"
         self._partial = b""
         self._event = b""
         self._data: list[bytes] = []
@@ -119,10 +119,19 @@ class LineFramer:
         # comments (":"), id: and retry: lines carry no usage
 
 
+def framing_of(content_type: str) -> str | None:
+    """``sse`` or ``ndjson`` for content types read line by line, else None."""
+    content_type = content_type.lower()
+    if "event-stream" in content_type:
+        return "sse"
+    if "ndjson" in content_type or "stream+json" in content_type or "jsonl" in content_type:
+        return "ndjson"
+    return None
+
+
 def is_framed(content_type: str) -> bool:
     """True for content types read line by line (server-sent events, NDJSON)."""
-    content_type = content_type.lower()
-    return "event-stream" in content_type or "ndjson" in content_type
+    return framing_of(content_type) is not None
 
 
 def sniff_framing(first_bytes: bytes) -> str | None:

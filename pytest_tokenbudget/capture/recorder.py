@@ -18,7 +18,7 @@ from ..ledger import Ledger, Owner
 from ..model import Call, CallState, Usage
 from ..providers import Route
 from ..providers.base import Extracted, ParseError, StreamAccumulator
-from .framing import Decoder, LineFramer, decoder_for, is_framed, sniff_framing
+from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
 
 PreflightHook = Callable[["Exchange", Any], None]
 """Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
@@ -59,9 +59,10 @@ class Recorder:
             return
         parser = exchange.route.parser
         try:
-            if is_framed(content_type) or sniff_framing(body[:64]):
+            framing = framing_of(content_type) or sniff_framing(body[:64])
+            if framing is not None:
                 accumulator = parser.stream()
-                framer = LineFramer(accumulator)
+                framer = LineFramer(accumulator, framing)
                 framer.feed(body)
                 framer.finish()
                 extracted = accumulator.result()
@@ -128,7 +129,7 @@ class Recorder:
             provider=route.provider,
             api=route.api,
             host=route.host,
-            model=(extracted.model if extracted is not None else None) or "unknown",
+            model=(extracted.model if extracted is not None else None) or route.model_hint or "unknown",
             usage=usage or Usage(),
             streamed=streamed,
             status_code=status_code,
@@ -185,14 +186,14 @@ class StreamTap:
             self._error = str(exc)
             return
         if is_framed(content_type):
-            self._start_framing()
+            self._start_framing(framing_of(content_type))
         elif "json" in content_type.lower():
             self._buffer = bytearray()
         # else: decided from the first bytes (recorders sometimes strip headers)
 
-    def _start_framing(self) -> None:
+    def _start_framing(self, framing: str | None = None) -> None:
         self._accumulator = self._exchange.route.parser.stream()
-        self._framer = LineFramer(self._accumulator)
+        self._framer = LineFramer(self._accumulator, framing)
 
     def feed(self, chunk: bytes) -> None:
         """Called with each raw chunk the caller receives; never raises."""
@@ -206,7 +207,7 @@ class StreamTap:
             elif self._buffer is not None:
                 self._buffer += chunk
             elif sniff_framing(chunk) is not None:
-                self._start_framing()
+                self._start_framing("sse")
                 self._framer.feed(chunk)  # type: ignore[union-attr]
             else:
                 self._buffer = bytearray(chunk)

@@ -12,6 +12,9 @@ from functools import lru_cache
 
 from .anthropic import Messages
 from .base import ApiParser, Extracted, ParseError, StreamAccumulator
+from .cohere import Chat
+from .gemini import GenerateContent, Interactions
+from .ollama import Native
 from .openai import ChatCompletions, Responses
 
 __all__ = ["ApiParser", "Extracted", "ParseError", "Route", "StreamAccumulator", "provider_for_host", "route"]
@@ -25,6 +28,7 @@ class Route:
     api: str
     host: str
     parser: ApiParser
+    model_hint: str | None = None  # the model named in the path (Gemini, Vertex), if any
 
 
 _CHAT = ChatCompletions("openai.chat")
@@ -32,6 +36,14 @@ _COMPLETIONS = ChatCompletions("openai.completions")
 _EMBEDDINGS = ChatCompletions("openai.embeddings")
 _RESPONSES = Responses()
 _MESSAGES = Messages()
+_GEMINI_GENERATE = GenerateContent("gemini.generate")
+_GEMINI_EMBED = GenerateContent("gemini.embed")
+_GEMINI_INTERACTIONS = Interactions()
+_OLLAMA_CHAT = Native("ollama.chat")
+_OLLAMA_GENERATE = Native("ollama.generate")
+_OLLAMA_EMBED = Native("ollama.embed")
+_COHERE_CHAT = Chat("cohere.chat")
+_COHERE_EMBED = Chat("cohere.embed")
 
 # (suffix of the host, provider id as genai-prices knows it)
 _HOSTS: tuple[tuple[str, str], ...] = (
@@ -51,7 +63,13 @@ _HOSTS: tuple[tuple[str, str], ...] = (
     ("api.perplexity.ai", "perplexity"),
     ("api.cerebras.ai", "cerebras"),
     ("generativelanguage.googleapis.com", "google"),
+    ("aiplatform.googleapis.com", "google-vertex"),
+    ("api.cohere.com", "cohere"),
+    ("api.cohere.ai", "cohere"),
+    ("api.ai21.com", "ai21"),
 )
+
+_FAMILY_DEFAULT = {"ollama": "ollama", "gemini": "google", "cohere": "cohere"}
 
 
 def provider_for_host(host: str, family: str) -> str:
@@ -60,31 +78,63 @@ def provider_for_host(host: str, family: str) -> str:
     for suffix, provider in _HOSTS:
         if host == suffix.lstrip(".") or host.endswith(suffix):
             return provider
-    return f"{family}-compatible"
+    return _FAMILY_DEFAULT.get(family, f"{family}-compatible")
 
 
-def _parser_for_path(path: str) -> ApiParser | None:
+def _google_method(path: str) -> tuple[str | None, str | None]:
+    """``(model, method)`` of ``…/models/NAME:method`` paths, else ``(None, None)``."""
+    _, sep, tail = path.rpartition("/models/")
+    if not sep or ":" not in tail:
+        return None, None
+    model, _, method = tail.partition(":")
+    return model, method
+
+
+def _parser_for_path(host: str, path: str) -> tuple[ApiParser | None, str | None]:
     path = path.rstrip("/")
     if path.endswith("/chat/completions"):
-        return _CHAT
+        return _CHAT, None
     if path.endswith("/completions"):
-        return _COMPLETIONS
-    if path.endswith("/embeddings"):
-        return _EMBEDDINGS
+        return _COMPLETIONS, None
+    if path.endswith("/embeddings") and not path.endswith("/api/embeddings"):
+        return _EMBEDDINGS, None
     if path.endswith("/responses"):
-        return _RESPONSES
+        return _RESPONSES, None
     if path.endswith("/v1/messages") or path == "/messages":
-        return _MESSAGES
-    return None
+        return _MESSAGES, None
+    model, method = _google_method(path)
+    if method is not None:
+        if method in ("generateContent", "streamGenerateContent"):
+            return _GEMINI_GENERATE, model
+        if method in ("embedContent", "batchEmbedContents"):
+            return _GEMINI_EMBED, model
+        if method in ("rawPredict", "streamRawPredict") and "/publishers/anthropic/" in path:
+            return _MESSAGES, model  # Anthropic on Vertex AI
+        return None, None  # countTokens and friends are not usage
+    if path.endswith("/interactions") and "googleapis.com" in host:
+        return _GEMINI_INTERACTIONS, None
+    if path == "/api/chat":
+        return _OLLAMA_CHAT, None
+    if path == "/api/generate":
+        return _OLLAMA_GENERATE, None
+    if path in ("/api/embed", "/api/embeddings"):
+        return _OLLAMA_EMBED, None
+    if path in ("/v1/chat", "/v2/chat") and ("cohere" in host or path == "/v2/chat"):
+        return _COHERE_CHAT, None
+    if path in ("/v1/embed", "/v2/embed") and "cohere" in host:
+        return _COHERE_EMBED, None
+    return None, None
 
 
 @lru_cache(maxsize=1024)
 def _route(host: str, path: str) -> Route | None:
-    parser = _parser_for_path(path)
+    parser, model_hint = _parser_for_path(host, path)
     if parser is None:
         return None
     family = parser.api.split(".", 1)[0]
-    return Route(provider_for_host(host, family), parser.api, host, parser)
+    if family == "anthropic" and "googleapis.com" in host:
+        return Route("google-vertex", parser.api, host, parser, model_hint)
+    return Route(provider_for_host(host, family), parser.api, host, parser, model_hint)
 
 
 def route(method: str, host: str, path: str) -> Route | None:

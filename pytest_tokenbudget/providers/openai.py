@@ -24,9 +24,11 @@ def chat_usage(usage: dict[str, Any]) -> Usage:
     if not input_tokens and not output_tokens:
         input_tokens = count(usage.get("input_tokens"))  # a few compatible servers
         output_tokens = count(usage.get("output_tokens"))
+    cached = min(cached, input_tokens)
     return Usage(
         input_tokens=input_tokens,
-        cached_input_tokens=min(cached, input_tokens),
+        cached_input_tokens=cached,
+        cache_write_tokens=min(count(prompt_details.get("cache_write_tokens")), input_tokens - cached),
         output_tokens=output_tokens,
         reasoning_tokens=min(count(completion_details.get("reasoning_tokens")), output_tokens),
     )
@@ -36,9 +38,12 @@ def responses_usage(usage: dict[str, Any]) -> Usage:
     """Usage of the Responses API (``input_tokens``/``output_tokens`` with details)."""
     input_tokens = count(usage.get("input_tokens"))
     output_tokens = count(usage.get("output_tokens"))
+    details = sub(usage, "input_tokens_details")
+    cached = min(count(details.get("cached_tokens")), input_tokens)
     return Usage(
         input_tokens=input_tokens,
-        cached_input_tokens=min(count(sub(usage, "input_tokens_details").get("cached_tokens")), input_tokens),
+        cached_input_tokens=cached,
+        cache_write_tokens=min(count(details.get("cache_write_tokens")), input_tokens - cached),
         output_tokens=output_tokens,
         reasoning_tokens=min(
             count(sub(usage, "output_tokens_details").get("reasoning_tokens")), output_tokens

@@ -1,0 +1,234 @@
+"""Per-call overhead of capture: the real openai and anthropic SDKs on an in-process transport.
+
+Each figure is a ratio measured side by side in one process: the same calls with capture installed
+÷ without, repetitions interleaved (off, on, off, on …) so drift hits both sides, median reported.
+
+    python benchmarks/bench_calls.py [--calls 10000] [--reps 7] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import httpx2
+import openai
+
+from pytest_tokenbudget.capture import Capture
+from pytest_tokenbudget.ledger import Ledger, Owner
+
+CHAT = json.dumps(
+    {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-mini-2024-07-18",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Hello there!"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+    }
+).encode()
+
+MESSAGE = json.dumps(
+    {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sonnet-4-5",
+        "content": [{"type": "text", "text": "Hello there!"}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": 12, "output_tokens": 3},
+    }
+).encode()
+
+
+def sse_stream(chunks: int) -> bytes:
+    parts = []
+    for i in range(chunks):
+        chunk = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "gpt-4o-mini",
+            "choices": [{"index": 0, "delta": {"content": f"tok{i} "}, "finish_reason": None}],
+        }
+        parts.append(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+    usage = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [],
+        "usage": {"prompt_tokens": 12, "completion_tokens": chunks, "total_tokens": 12 + chunks},
+    }
+    parts.append(b"data: " + json.dumps(usage).encode() + b"\n\n")
+    parts.append(b"data: [DONE]\n\n")
+    return b"".join(parts)
+
+
+def chunked(body: bytes, size: int) -> list[bytes]:
+    """Split a stream at event boundaries, one event per chunk, as a server would flush them."""
+    events = body.split(b"\n\n")
+    return [e + b"\n\n" for e in events if e][: size + 2]
+
+
+class _Chunks(httpx2.SyncByteStream):
+    def __init__(self, chunks: list[bytes]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Any:
+        yield from self._chunks
+
+
+def openai_client(stream_chunks: list[bytes] | None = None) -> openai.OpenAI:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        if stream_chunks is not None:
+            return httpx2.Response(
+                200, headers={"content-type": "text/event-stream"}, stream=_Chunks(stream_chunks)
+            )
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=CHAT)
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    return openai.OpenAI(api_key="sk-bench", http_client=http, max_retries=0)
+
+
+def anthropic_client() -> anthropic.Anthropic:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=MESSAGE)
+
+    http = httpx2.Client(transport=httpx2.MockTransport(handler))
+    return anthropic.Anthropic(api_key="sk-bench", http_client=http, max_retries=0)
+
+
+def measure(work: Callable[[], None], reps: int) -> tuple[list[float], list[float], Ledger]:
+    """Interleaved repetitions of ``work`` without and with capture; seconds per repetition."""
+    off: list[float] = []
+    on: list[float] = []
+    ledger = Ledger()
+    ledger.push_owner(Owner("bench::test", "call"))
+    work()  # warm imports and caches on both sides
+    for _ in range(reps):
+        start = time.perf_counter()
+        work()
+        off.append(time.perf_counter() - start)
+        capture = Capture(ledger)
+        capture.install()
+        try:
+            start = time.perf_counter()
+            work()
+            on.append(time.perf_counter() - start)
+        finally:
+            capture.uninstall()
+    return off, on, ledger
+
+
+def bench_openai_chat(calls: int, reps: int) -> dict[str, Any]:
+    client = openai_client()
+
+    def work() -> None:
+        for _ in range(calls):
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+
+    return _result("openai chat, non-streaming", calls, *measure(work, reps))
+
+
+def bench_anthropic(calls: int, reps: int) -> dict[str, Any]:
+    client = anthropic_client()
+
+    def work() -> None:
+        for _ in range(calls):
+            client.messages.create(
+                model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+            )
+
+    return _result("anthropic messages, non-streaming", calls, *measure(work, reps))
+
+
+def bench_openai_stream(streams: int, chunks: int, reps: int) -> dict[str, Any]:
+    client = openai_client(chunked(sse_stream(chunks), chunks))
+
+    def work() -> None:
+        for _ in range(streams):
+            stream = client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            for _event in stream:
+                pass
+
+    result = _result(f"openai chat stream, {chunks} chunks", streams, *measure(work, reps))
+    result["per_chunk_overhead_us"] = round(result["per_call_overhead_us"] / (chunks + 2), 3)
+    return result
+
+
+def bench_async_openai(calls: int, reps: int) -> dict[str, Any]:
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(200, headers={"content-type": "application/json"}, content=CHAT)
+
+    async def many() -> None:
+        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+        client = openai.AsyncOpenAI(api_key="sk-bench", http_client=http, max_retries=0)
+        for _ in range(calls):
+            await client.chat.completions.create(
+                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+            )
+
+    return _result("openai chat async, non-streaming", calls, *measure(lambda: asyncio.run(many()), reps))
+
+
+def _result(name: str, calls: int, off: list[float], on: list[float], ledger: Ledger) -> dict[str, Any]:
+    ratios = [b / a for a, b in zip(off, on, strict=True)]
+    off_med, on_med = statistics.median(off), statistics.median(on)
+    return {
+        "benchmark": name,
+        "calls_per_rep": calls,
+        "reps": len(off),
+        "without_s": round(off_med, 4),
+        "with_s": round(on_med, 4),
+        "ratio": round(statistics.median(ratios), 4),
+        "per_call_without_us": round(off_med / calls * 1e6, 1),
+        "per_call_overhead_us": round((on_med - off_med) / calls * 1e6, 2),
+        "calls_recorded": len(ledger.calls),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--chunks", type=int, default=500)
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    results = [
+        bench_openai_chat(args.calls, args.reps),
+        bench_anthropic(args.calls, args.reps),
+        bench_async_openai(args.calls // 2, args.reps),
+        bench_openai_stream(args.streams, args.chunks, args.reps),
+    ]
+    machine = f"{platform.machine()} · Python {platform.python_version()} · openai {openai.__version__}"
+    print(f"per-call overhead ({machine}), median of {args.reps} interleaved repetitions")
+    print(f"{'benchmark':<38} {'without':>9} {'with':>9} {'ratio':>7} {'µs/call':>9}")
+    for r in results:
+        print(
+            f"{r['benchmark']:<38} {r['without_s']:>8.3f}s {r['with_s']:>8.3f}s "
+            f"{r['ratio']:>6.3f}× {r['per_call_overhead_us']:>9.2f}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,68 @@
+"""Ollama's native API: ``/api/chat``, ``/api/generate`` (NDJSON streams), ``/api/embed``.
+
+The final object (``"done": true``) carries ``prompt_eval_count`` (input) and ``eval_count``
+(output). A prompt served from Ollama's cache may omit ``prompt_eval_count``: then input is 0.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..model import Usage
+from .base import Extracted, ParseError, count, load_json, text
+
+
+def _usage(data: dict[str, Any]) -> Usage | None:
+    if "prompt_eval_count" not in data and "eval_count" not in data:
+        return None
+    return Usage(
+        input_tokens=count(data.get("prompt_eval_count")), output_tokens=count(data.get("eval_count"))
+    )
+
+
+class Native:
+    def __init__(self, api: str) -> None:
+        self.api = api
+
+    def parse(self, body: bytes) -> Extracted:
+        stream = NativeStream()
+        lines = [line for line in body.splitlines() if line.strip()]
+        if not lines:
+            raise ParseError("empty body")
+        for line in lines:
+            stream.on_event(b"", line)
+        if stream.model is None and stream.usage is None:
+            load_json(lines[-1])  # raise a ParseError for a body that is not JSON at all
+        return stream.result()
+
+    def stream(self) -> NativeStream:
+        return NativeStream()
+
+
+class NativeStream:
+    framing = "ndjson"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model: str | None = None
+        self.usage: Usage | None = None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        final = b'"done":true' in data or b'"done": true' in data or b"prompt_eval_count" in data
+        if self.model is not None and not final:  # /api/embed has no "done", only the counts
+            return
+        try:
+            item = load_json(data)
+        except ParseError:
+            return
+        if not isinstance(item, dict):
+            return
+        self.model = self.model or text(item.get("model"))
+        usage = _usage(item)
+        if usage is not None:
+            self.usage = usage
+        if item.get("done") is True or usage is not None:
+            self.done = True
+
+    def result(self) -> Extracted:
+        return Extracted(self.model, self.usage)
