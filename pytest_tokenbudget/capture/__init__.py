@@ -1,10 +1,19 @@
-"""HTTP-level capture: install wrappers on every HTTP stack present, remove them again."""
+"""HTTP-level capture: wrap every HTTP stack in use, and restore them afterwards.
+
+Nothing is imported to be wrapped: a library is wrapped once it has been imported, checked at
+:meth:`Capture.install` and again at each :meth:`Capture.refresh` (cheap: a few dict lookups),
+which the plugin calls at session start, after collection and before each test and fixture.
+"""
 
 from __future__ import annotations
 
-from ..ledger import Ledger
-from . import httpx_clients, replay
+from typing import TYPE_CHECKING
+
+from . import botocore_stack, httpx_clients, replay
 from .recorder import Exchange, Recorder, StreamTap
+
+if TYPE_CHECKING:
+    from ..ledger import Ledger
 
 __all__ = ["Capture", "Exchange", "Recorder", "StreamTap"]
 
@@ -15,12 +24,24 @@ class Capture:
     def __init__(self, ledger: Ledger) -> None:
         self.recorder = Recorder(ledger)
         self.stacks: list[str] = []
+        self._installed = False
 
     def install(self) -> None:
+        self._installed = True
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Wrap the stacks imported since the last call."""
+        if not self._installed:
+            return
         replay.ensure_installed()
-        self.stacks = httpx_clients.install(self.recorder)
+        self.stacks.extend(httpx_clients.install(self.recorder))
+        if botocore_stack.install(self.recorder):
+            self.stacks.append("botocore")
 
     def uninstall(self) -> None:
+        self._installed = False
         httpx_clients.uninstall()
+        botocore_stack.uninstall()
         replay.uninstall()
         self.stacks = []

@@ -22,14 +22,15 @@ _MOCK_TRANSPORTS = frozenset({"MockTransport", "HTTPXMock", "_PytestSyncTranspor
 
 
 def install(recorder: Recorder, module_names: tuple[str, ...] = ("httpx2", "httpx")) -> list[str]:
-    """Wrap ``send`` in each importable library; returns the names wrapped."""
+    """Wrap ``send`` in each of these libraries that is imported; returns the names wrapped.
+
+    Nothing is imported here: a library imported later is wrapped by the next call (the plugin
+    calls :meth:`Capture.refresh` at session start and before each test).
+    """
     wrapped = []
     for name in module_names:
-        try:
-            module = __import__(name)
-        except ImportError:
-            continue
-        if _wrap_module(module, recorder):
+        module = sys.modules.get(name)
+        if module is not None and _wrap_module(module, recorder):
             wrapped.append(name)
     return wrapped
 

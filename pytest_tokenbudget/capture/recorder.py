@@ -77,6 +77,18 @@ class Recorder:
             return
         self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE)
 
+    def parsed(
+        self,
+        exchange: Exchange,
+        status_code: int,
+        extracted: Extracted,
+        *,
+        streamed: bool = False,
+        state: str = CallState.COMPLETE,
+    ) -> None:
+        """Usage a client library already parsed (botocore); ``state`` says how a stream ended."""
+        self._record_extracted(exchange, status_code, extracted, state, streamed)
+
     def failed(self, exchange: Exchange, exc: BaseException) -> None:
         """The request raised (connection error, timeout, a cassette miss …)."""
         self._record(exchange, 0, None, CallState.FAILED, type(exc).__name__)
@@ -102,14 +114,7 @@ class Recorder:
     ) -> None:
         if extracted.usage is None and state == CallState.COMPLETE:
             state = CallState.NO_USAGE
-        self._record(
-            exchange,
-            status_code,
-            extracted,
-            state,
-            "response reports no usage" if state == CallState.NO_USAGE else "",
-            streamed,
-        )
+        self._record(exchange, status_code, extracted, state, _DETAILS.get(state, ""), streamed)
 
     def _record(
         self,
@@ -248,12 +253,7 @@ class StreamTap:
                     state = CallState.CLOSED_EARLY
                 if extracted.usage is None and state == CallState.COMPLETE:
                     state = CallState.NO_USAGE
-                detail = {
-                    CallState.CLOSED_EARLY: "stream closed before its final event",
-                    CallState.UNCLOSED: "stream never closed; settled at teardown",
-                    CallState.NO_USAGE: "stream reports no usage",
-                }.get(state, "")
-                recorder._record(exchange, self._status, extracted, state, detail, True)
+                recorder._record_extracted(exchange, self._status, extracted, state, True)
                 return
             if self._buffer is None:
                 recorder._record(exchange, self._status, None, CallState.NO_USAGE, "empty body", True)
@@ -266,6 +266,13 @@ class StreamTap:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, _internal(exc), True)
             return
         recorder._record_extracted(exchange, self._status, extracted, state)
+
+
+_DETAILS = {
+    CallState.CLOSED_EARLY: "stream closed before its final event",
+    CallState.UNCLOSED: "stream never closed; settled at teardown",
+    CallState.NO_USAGE: "response reports no usage",
+}
 
 
 def _internal(exc: Exception) -> str:

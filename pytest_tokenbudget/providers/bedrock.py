@@ -1,0 +1,160 @@
+"""AWS Bedrock runtime: Converse, ConverseStream, InvokeModel, InvokeModelWithResponseStream.
+
+botocore parses these responses itself, so the functions here read botocore's parsed results
+(dicts), not bytes. Converse reports ``inputTokens`` *excluding* cache reads and writes; the
+plugin's input includes them. InvokeModel carries the counts in ``X-Amzn-Bedrock-*-Token-Count``
+response headers whatever the model; streams end with ``amazon-bedrock-invocationMetrics`` — the
+numbers Bedrock bills, preferred where a model's own events disagree with them.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..model import Usage
+from .anthropic import messages_usage
+from .base import count, sub
+
+OPERATIONS = {
+    "Converse": "bedrock.converse",
+    "ConverseStream": "bedrock.converse-stream",
+    "InvokeModel": "bedrock.invoke",
+    "InvokeModelWithResponseStream": "bedrock.invoke-stream",
+}
+
+
+def converse_usage(usage: dict[str, Any]) -> Usage:
+    cache_read = count(usage.get("cacheReadInputTokens")) or count(usage.get("cacheReadInputTokenCount"))
+    cache_write = count(usage.get("cacheWriteInputTokens")) or count(usage.get("cacheWriteInputTokenCount"))
+    return Usage(
+        input_tokens=count(usage.get("inputTokens")) + cache_read + cache_write,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=count(usage.get("outputTokens")),
+    )
+
+
+def metrics_usage(metrics: dict[str, Any]) -> Usage:
+    """``amazon-bedrock-invocationMetrics`` (also the shape of the token-count headers)."""
+    cache_read = count(metrics.get("cacheReadInputTokenCount"))
+    cache_write = count(metrics.get("cacheWriteInputTokenCount"))
+    return Usage(
+        input_tokens=count(metrics.get("inputTokenCount")) + cache_read + cache_write,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+        output_tokens=count(metrics.get("outputTokenCount")),
+    )
+
+
+def header_usage(headers: dict[str, Any]) -> Usage | None:
+    """InvokeModel's ``X-Amzn-Bedrock-Input-Token-Count`` family of headers (lower-cased by botocore)."""
+    prefix = "x-amzn-bedrock-"
+    values = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+    if "input-token-count" not in values and "output-token-count" not in values:
+        return None
+
+    def number(name: str) -> int:
+        try:
+            return max(int(values.get(name, 0)), 0)
+        except (TypeError, ValueError):
+            return 0
+
+    return metrics_usage(
+        {
+            "inputTokenCount": number("input-token-count"),
+            "outputTokenCount": number("output-token-count"),
+            "cacheReadInputTokenCount": number("cache-read-input-token-count"),
+            "cacheWriteInputTokenCount": number("cache-write-input-token-count"),
+        }
+    )
+
+
+def invoke_body_usage(body: bytes) -> Usage | None:
+    """Usage from an InvokeModel body, for the model families that report it there."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    metrics = data.get("amazon-bedrock-invocationMetrics")
+    if isinstance(metrics, dict):
+        return metrics_usage(metrics)
+    usage = data.get("usage")
+    if isinstance(usage, dict):
+        if "inputTokens" in usage:  # Nova
+            return converse_usage(usage)
+        return messages_usage(usage)  # Anthropic Messages
+    if "prompt_token_count" in data or "generation_token_count" in data:  # Llama
+        return Usage(
+            input_tokens=count(data.get("prompt_token_count")),
+            output_tokens=count(data.get("generation_token_count")),
+        )
+    if "inputTextTokenCount" in data:  # Titan
+        results = data.get("results")
+        out = (
+            sum(count(r.get("tokenCount")) for r in results if isinstance(r, dict))
+            if isinstance(results, list)
+            else 0
+        )
+        return Usage(input_tokens=count(data.get("inputTextTokenCount")), output_tokens=out)
+    return None
+
+
+class ConverseEvents:
+    """ConverseStream events: usage in the final ``metadata`` event."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+
+    def on_event(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        if "metadata" in event:
+            usage = sub(event["metadata"], "usage")
+            if usage:
+                self.usage = converse_usage(usage)
+            self.done = True
+
+    def result(self) -> Usage | None:
+        return self.usage
+
+
+class InvokeEvents:
+    """InvokeModelWithResponseStream chunks: JSON payloads, the last with invocation metrics."""
+
+    def __init__(self) -> None:
+        self.done = False
+        self.usage: Usage | None = None
+        self._own: dict[str, Any] = {}
+
+    def on_event(self, event: Any) -> None:
+        if not isinstance(event, dict):
+            return
+        payload = sub(event, "chunk").get("bytes")
+        if not isinstance(payload, (bytes, bytearray)):
+            return
+        if b"invocationMetrics" not in payload and b"usage" not in payload:
+            return
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(data, dict):
+            return
+        metrics = data.get("amazon-bedrock-invocationMetrics")
+        if isinstance(metrics, dict):
+            self.usage = metrics_usage(metrics)
+            self.done = True
+            return
+        # A model's own usage events (Anthropic message_start / message_delta), if no metrics come.
+        message_usage = sub(sub(data, "message"), "usage") or sub(data, "usage")
+        self._own.update({k: v for k, v in message_usage.items() if count(v) or k not in self._own})
+
+    def result(self) -> Usage | None:
+        """Bedrock's invocation metrics when sent, else the model's own usage events."""
+        if self.usage is not None:
+            return self.usage
+        return messages_usage(self._own) if self._own else None
