@@ -249,7 +249,11 @@ class TokenBudgetPlugin:
 
     # -- attribution ----------------------------------------------------------------------------
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        self.capture.refresh()  # test modules have imported their SDKs by now
+
     def _during(self, owner: Owner) -> Generator[None, Any, Any]:
+        self.capture.refresh()  # wrap HTTP stacks imported since (cheap)
         self.ledger.push_owner(owner)
         try:
             return (yield)
