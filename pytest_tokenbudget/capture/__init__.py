@@ -9,13 +9,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from . import botocore_stack, httpx_clients, replay
+from . import aiohttp_stack, botocore_stack, httpx_clients, replay, requests_stack
 from .recorder import Exchange, Recorder, StreamTap
 
 if TYPE_CHECKING:
     from ..ledger import Ledger
 
 __all__ = ["Capture", "Exchange", "Recorder", "StreamTap"]
+
+_OTHER_STACKS = (("requests", requests_stack), ("aiohttp", aiohttp_stack), ("botocore", botocore_stack))
 
 
 class Capture:
@@ -36,12 +38,14 @@ class Capture:
             return
         replay.ensure_installed()
         self.stacks.extend(httpx_clients.install(self.recorder))
-        if botocore_stack.install(self.recorder):
-            self.stacks.append("botocore")
+        for name, stack in _OTHER_STACKS:
+            if stack.install(self.recorder):
+                self.stacks.append(name)
 
     def uninstall(self) -> None:
         self._installed = False
         httpx_clients.uninstall()
-        botocore_stack.uninstall()
+        for _, stack in _OTHER_STACKS:
+            stack.uninstall()
         replay.uninstall()
         self.stacks = []

@@ -15,7 +15,7 @@ from typing import Any
 
 from .. import providers
 from . import replay
-from .recorder import Exchange, Recorder, StreamTap
+from .recorder import Exchange, Recorder, StreamTap, inside_capture
 
 _ORIGINAL = "_tokenbudget_original_send"
 _MOCK_TRANSPORTS = frozenset({"MockTransport", "HTTPXMock", "_PytestSyncTransport", "_PytestAsyncTransport"})
@@ -58,12 +58,13 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
     def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         url = request.url
         route = providers.route(request.method, url.host, url.path)
-        if route is None:
+        if route is None or inside_capture():
             return original_sync(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
         mark = replay.mark()
         try:
-            response = original_sync(self, request, *args, **kwargs)
+            with recorder.capturing():
+                response = original_sync(self, request, *args, **kwargs)
         except BaseException as exc:
             _note_replay(exchange, mark)
             recorder.failed(exchange, exc)
@@ -78,12 +79,13 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
     async def asend(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         url = request.url
         route = providers.route(request.method, url.host, url.path)
-        if route is None:
+        if route is None or inside_capture():
             return await original_async(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
         mark = replay.mark()
         try:
-            response = await original_async(self, request, *args, **kwargs)
+            with recorder.capturing():
+                response = await original_async(self, request, *args, **kwargs)
         except BaseException as exc:
             _note_replay(exchange, mark)
             recorder.failed(exchange, exc)

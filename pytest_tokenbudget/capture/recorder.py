@@ -11,7 +11,9 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from ..ledger import Ledger, Owner
@@ -22,6 +24,17 @@ from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sn
 
 PreflightHook = Callable[["Exchange", Any], None]
 """Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
+
+
+_capturing: ContextVar[bool] = ContextVar("tokenbudget_capturing", default=False)
+
+
+def inside_capture() -> bool:
+    """True while a captured request is being sent: a nested client must not count it again.
+
+    (LiteLLM runs an aiohttp transport under ``httpx.AsyncClient``: the call is seen at httpx.)
+    """
+    return _capturing.get()
 
 
 class Exchange:
@@ -43,6 +56,15 @@ class Recorder:
         self.ledger = ledger
         self.preflight: list[PreflightHook] = []
         self._tokens = itertools.count()
+
+    @contextmanager
+    def capturing(self) -> Iterator[None]:
+        """Mark the current context as inside a captured request (see :func:`inside_capture`)."""
+        token = _capturing.set(True)
+        try:
+            yield
+        finally:
+            _capturing.reset(token)
 
     def start(self, route: Route, request: Any = None) -> Exchange:
         exchange = Exchange(route, self.ledger.owner)
@@ -195,6 +217,13 @@ class StreamTap:
         elif "json" in content_type.lower():
             self._buffer = bytearray()
         # else: decided from the first bytes (recorders sometimes strip headers)
+
+    def set_content_encoding(self, content_encoding: str) -> None:
+        """Decode what follows (a caller reading raw, still-encoded bytes)."""
+        try:
+            self._decode = decoder_for(content_encoding)
+        except ParseError as exc:
+            self._error = str(exc)
 
     def _start_framing(self, framing: str | None = None) -> None:
         self._accumulator = self._exchange.route.parser.stream()
