@@ -64,9 +64,15 @@ class Ledger:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def add_listener(self, listener: Callable[[Call], None]) -> None:
-        """Call ``listener(call)`` for each recorded call (e.g. pricing, the JSONL log)."""
-        self._listeners.append(listener)
+    def add_listener(self, listener: Callable[[Call], None], *, first: bool = False) -> None:
+        """Call ``listener(call)`` for each call before it is tallied (pricing, the JSONL log).
+
+        ``first`` puts it ahead of those already added (a plugin's price before genai-prices).
+        """
+        if first:
+            self._listeners.insert(0, listener)
+        else:
+            self._listeners.append(listener)
 
     def record(self, call: Call, kind: str = "test") -> None:
         """Add ``call`` to its owner's tally; ``kind`` is the owner's kind (test/fixture/session)."""

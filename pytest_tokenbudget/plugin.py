@@ -40,6 +40,12 @@ REPORT_ATTR = "tokenbudget"
 # -- options and configuration -------------------------------------------------------------------
 
 
+def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
+    from . import hookspecs
+
+    pluginmanager.add_hookspecs(hookspecs)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tokenbudget", "LLM token budgets")
     group.addoption(
@@ -231,12 +237,14 @@ class TokenBudgetPlugin:
         self.ledger = Ledger()
         self.is_worker = hasattr(config, "workerinput")
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
-        self.capture = Capture(self.ledger)
-        self.capture.install()
         self.ledger.run.meta["started"] = now_iso()
         self._fixture_teardowns: dict[int, Owner] = {}
         self.evaluators: list[Evaluator] = []
+        self._price_hook_added = False
         self._closed = False
+        self.capture = Capture(self.ledger)
+        self.capture.install()
+        self._use_plugin_hooks()
 
     def close(self) -> None:
         if not self._closed:
@@ -251,6 +259,27 @@ class TokenBudgetPlugin:
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.capture.refresh()  # test modules have imported their SDKs by now
+        self._use_plugin_hooks()  # conftest files below the rootdir are loaded by now
+
+    def _use_plugin_hooks(self) -> None:
+        """Consult third-party providers and prices (hookspecs.py) only when implemented."""
+        hook = self.config.hook
+        if hook.pytest_tokenbudget_route.get_hookimpls():
+            from .providers import route as builtin_route
+
+            def route(method: str, host: str, path: str) -> Any:
+                found = hook.pytest_tokenbudget_route(method=method, host=host, path=path)
+                return found if found is not None else builtin_route(method, host, path)
+
+            self.capture.recorder.route = route
+        if hook.pytest_tokenbudget_price.get_hookimpls() and not self._price_hook_added:
+            self._price_hook_added = True
+
+            def price(call: Any) -> None:
+                if call.cost_usd is None:
+                    call.cost_usd = hook.pytest_tokenbudget_price(call=call)
+
+            self.ledger.add_listener(price, first=True)
 
     def _during(self, owner: Owner) -> Generator[None, Any, Any]:
         self.capture.refresh()  # wrap HTTP stacks imported since (cheap)
@@ -387,6 +416,7 @@ class TokenBudgetPlugin:
         )
         if self.settings.json_path is not None:
             write_run(self.settings.json_path, self.run)
+        self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
 
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist controller: fold in what a worker used outside tests (session fixtures)."""

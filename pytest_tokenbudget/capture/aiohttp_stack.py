@@ -15,7 +15,6 @@ import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .. import providers
 from . import replay
 from .recorder import Recorder, StreamTap, inside_capture
 
@@ -36,7 +35,7 @@ def install(recorder: Recorder) -> bool:
         base_url = getattr(self, "_base_url", None)
         if base_url is not None and not url.is_absolute():
             url = base_url.join(url)
-        route = providers.route(method.upper(), url.host or "", url.path)
+        route = recorder.route(method.upper(), url.host or "", url.path)
         if route is None or inside_capture():
             return await original(self, method, str_or_url, *args, **kwargs)
         exchange = recorder.start(route, kwargs.get("json"))

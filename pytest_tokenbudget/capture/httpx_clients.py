@@ -11,11 +11,13 @@ from __future__ import annotations
 import functools
 import sys
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .. import providers
 from . import replay
 from .recorder import Exchange, Recorder, StreamTap, inside_capture
+
+if TYPE_CHECKING:
+    from ..providers import Route
 
 _ORIGINAL = "_tokenbudget_original_send"
 _MOCK_TRANSPORTS = frozenset({"MockTransport", "HTTPXMock", "_PytestSyncTransport", "_PytestAsyncTransport"})
@@ -57,7 +59,7 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
     @functools.wraps(original_sync)
     def send(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         url = request.url
-        route = providers.route(request.method, url.host, url.path)
+        route = recorder.route(request.method, url.host, url.path)
         if route is None or inside_capture():
             return original_sync(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
@@ -78,7 +80,7 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
     @functools.wraps(original_async)
     async def asend(self: Any, request: Any, *args: Any, **kwargs: Any) -> Any:
         url = request.url
-        route = providers.route(request.method, url.host, url.path)
+        route = recorder.route(request.method, url.host, url.path)
         if route is None or inside_capture():
             return await original_async(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
@@ -103,7 +105,7 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
     return True
 
 
-def _begin(recorder: Recorder, route: providers.Route, request: Any, client: Any) -> Exchange:
+def _begin(recorder: Recorder, route: Route, request: Any, client: Any) -> Exchange:
     replay.ensure_installed()
     exchange = recorder.start(route, request)
     if _is_mocked(client, request):

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from .. import providers
 from ..ledger import Ledger, Owner
 from ..model import Call, CallState, Usage
 from ..providers import Route
@@ -55,6 +56,8 @@ class Recorder:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.preflight: list[PreflightHook] = []
+        self.route: Callable[[str, str, str], Route | None] = providers.route
+        """Recognise a request (method, host, path); replaced when plugins add providers."""
         self._tokens = itertools.count()
 
     @contextmanager

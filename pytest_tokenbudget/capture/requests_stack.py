@@ -14,7 +14,6 @@ import sys
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import providers
 from . import replay
 from .recorder import Recorder, StreamTap, inside_capture
 
@@ -32,7 +31,7 @@ def install(recorder: Recorder) -> bool:
     @functools.wraps(original)
     def send(self: Any, request: Any, **kwargs: Any) -> Any:
         url = urlsplit(request.url or "")
-        route = providers.route(request.method or "", url.hostname or "", url.path)
+        route = recorder.route(request.method or "", url.hostname or "", url.path)
         if route is None or inside_capture():
             return original(self, request, **kwargs)
         exchange = recorder.start(route, request)
