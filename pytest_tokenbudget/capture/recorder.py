@@ -21,6 +21,7 @@ from ..ledger import Ledger, Owner
 from ..model import Call, CallState, Usage
 from ..providers import Route
 from ..providers.base import Extracted, ParseError, StreamAccumulator
+from . import replay
 from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
 
 PreflightHook = Callable[["Exchange", Any], None]
@@ -70,6 +71,8 @@ class Recorder:
             _capturing.reset(token)
 
     def start(self, route: Route, request: Any = None) -> Exchange:
+        """A request is about to leave: note who sends it and run the preflight hooks."""
+        replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner)
         for hook in self.preflight:
             hook(exchange, request)

@@ -1,0 +1,196 @@
+"""A loopback server speaking the wire formats of Gemini, Ollama, Cohere v2 and Mistral/OpenAI chat.
+
+Real HTTP on 127.0.0.1 for the real SDKs (google-genai, ollama, cohere, mistralai) and for raw
+requests/aiohttp clients. Numbers are fixed so tests can assert them exactly; a request body with
+``"gzip": true`` gets a gzip-encoded response.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+GEMINI_USAGE = {
+    "promptTokenCount": 45,
+    "candidatesTokenCount": 23,
+    "thoughtsTokenCount": 25,
+    "cachedContentTokenCount": 10,
+    "totalTokenCount": 93,
+}
+OLLAMA_COUNTS = {"prompt_eval_count": 17, "eval_count": 50}
+COHERE_USAGE = {
+    "billed_units": {"input_tokens": 7, "output_tokens": 115},
+    "tokens": {"input_tokens": 69, "output_tokens": 116},
+}
+CHAT_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+
+
+def _gemini_chunk(text: str, usage: dict[str, int], finish: bool) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"parts": [{"text": text}], "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = "STOP"
+    return {
+        "candidates": [candidate],
+        "usageMetadata": usage,
+        "modelVersion": "gemini-2.5-flash",
+        "responseId": "r1",
+    }
+
+
+def _sse(events: list[tuple[str | None, dict[str, Any]]]) -> bytes:
+    out = b""
+    for name, data in events:
+        if name:
+            out += b"event: " + name.encode() + b"\n"
+        out += b"data: " + json.dumps(data).encode() + b"\n\n"
+    return out
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one connection per request, so SDK connection pools leave no socket open.
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        raw = self.rfile.read(int(self.headers.get("content-length", 0)))
+        try:
+            body = json.loads(raw or b"{}")
+        except ValueError:
+            body = {}
+        path = self.path.split("?", 1)[0]
+        if path.endswith(":generateContent"):
+            self._json(_gemini_chunk("Hello", GEMINI_USAGE, True), body)
+        elif path.endswith(":streamGenerateContent"):
+            partial = {"promptTokenCount": 45, "candidatesTokenCount": 5, "totalTokenCount": 50}
+            chunks = [_gemini_chunk("Hel", partial, False), _gemini_chunk("lo", GEMINI_USAGE, True)]
+            if "alt=sse" in self.path:
+                self._send(_sse([(None, c) for c in chunks]), "text/event-stream", body)
+            else:  # without alt=sse Gemini streams one JSON array
+                self._send(json.dumps(chunks).encode(), "application/json", body)
+        elif path == "/api/chat":
+            final = {
+                "model": "llama3",
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+                **OLLAMA_COUNTS,
+            }
+            if body.get("stream", True):
+                lines = [
+                    {"model": "llama3", "message": {"role": "assistant", "content": w}, "done": False}
+                    for w in ("Hi", " there")
+                ]
+                data = b"".join(json.dumps(x).encode() + b"\n" for x in [*lines, final])
+                self._send(data, "application/x-ndjson", body)
+            else:
+                final["message"]["content"] = "Hi there"
+                self._json(final, body)
+        elif path == "/v2/chat":
+            message = {"role": "assistant", "content": [{"type": "text", "text": "Hi"}]}
+            if body.get("stream"):
+                events = [
+                    (
+                        "message-start",
+                        {"type": "message-start", "id": "c1", "delta": {"message": {"role": "assistant"}}},
+                    ),
+                    (
+                        "content-delta",
+                        {
+                            "type": "content-delta",
+                            "index": 0,
+                            "delta": {"message": {"content": {"text": "Hi"}}},
+                        },
+                    ),
+                    (
+                        "message-end",
+                        {
+                            "type": "message-end",
+                            "delta": {"finish_reason": "COMPLETE", "usage": COHERE_USAGE},
+                        },
+                    ),
+                ]
+                self._send(_sse(events), "text/event-stream", body)
+            else:
+                self._json(
+                    {"id": "c1", "finish_reason": "COMPLETE", "message": message, "usage": COHERE_USAGE}, body
+                )
+        elif path.endswith("/chat/completions"):
+            model = body.get("model", "mistral-small-latest")
+            if body.get("stream"):
+                delta = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": model}
+                events = [
+                    (
+                        None,
+                        {
+                            **delta,
+                            "choices": [
+                                {
+                                    "index": 0,
+                                    "delta": {"role": "assistant", "content": "Hi"},
+                                    "finish_reason": None,
+                                }
+                            ],
+                        },
+                    ),
+                    (
+                        None,
+                        {
+                            **delta,
+                            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "stop"}],
+                            "usage": CHAT_USAGE,
+                        },
+                    ),
+                ]
+                self._send(_sse(events) + b"data: [DONE]\n\n", "text/event-stream", body)
+            else:
+                choice = {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "Hi"},
+                    "finish_reason": "stop",
+                }
+                self._json(
+                    {
+                        "id": "x",
+                        "object": "chat.completion",
+                        "created": 1,
+                        "model": model,
+                        "choices": [choice],
+                        "usage": CHAT_USAGE,
+                    },
+                    body,
+                )
+        else:
+            self._send(b'{"error": "not found"}', "application/json", body, status=404)
+
+    def _json(self, data: dict[str, Any], request: dict[str, Any]) -> None:
+        self._send(json.dumps(data).encode(), "application/json", request)
+
+    def _send(self, data: bytes, content_type: str, request: dict[str, Any], status: int = 200) -> None:
+        self.send_response(status)
+        self.send_header("content-type", content_type)
+        if request.get("gzip"):
+            data = gzip.compress(data)
+            self.send_header("content-encoding", "gzip")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+class ProviderServer:
+    """Start with :meth:`start`, stop with :meth:`stop`; ``url`` is the base URL."""
+
+    def __init__(self) -> None:
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    def start(self) -> ProviderServer:
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

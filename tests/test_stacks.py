@@ -1,0 +1,245 @@
+"""requests, aiohttp and the SDKs built on them or on httpx: Gemini, Ollama, Cohere, Mistral.
+
+Real SDKs and real HTTP on 127.0.0.1 (tests/provider_server.py); each asserts exact numbers in
+the plugin's meaning and that each call is counted once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from provider_server import ProviderServer
+
+from pytest_tokenbudget.capture import Capture
+from pytest_tokenbudget.ledger import Ledger, Owner
+from pytest_tokenbudget.model import Call, Usage
+
+GEMINI = Usage(input_tokens=45, cached_input_tokens=10, output_tokens=48, reasoning_tokens=25)
+OLLAMA = Usage(input_tokens=17, output_tokens=50)
+COHERE = Usage(input_tokens=69, output_tokens=116)  # the model's tokens, not billed_units
+CHAT = Usage(input_tokens=11, output_tokens=7)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    running = ProviderServer().start()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def calls() -> Iterator[list[Call]]:
+    ledger = Ledger()
+    ledger.push_owner(Owner("test", "call"))
+    recorded: list[Call] = []
+    ledger.add_listener(recorded.append)
+    capture = Capture(ledger)
+    capture.install()
+    try:
+        yield recorded
+    finally:
+        capture.uninstall()
+
+
+def only(calls: list[Call]) -> Call:
+    assert len(calls) == 1, [(c.api, c.state) for c in calls]
+    return calls[0]
+
+
+# -- requests ------------------------------------------------------------------------------------
+
+requests = pytest.importorskip("requests")
+
+
+def test_requests_body(server: ProviderServer, calls: list[Call]) -> None:
+    response = requests.post(f"{server.url}/v1/chat/completions", json={"model": "gpt-4o-mini"})
+    assert response.json()["usage"]["prompt_tokens"] == 11
+    call = only(calls)
+    assert (call.api, call.model, call.usage, call.streamed, call.source) == (
+        "openai.chat",
+        "gpt-4o-mini",
+        CHAT,
+        False,
+        "live",
+    )
+
+
+@pytest.mark.parametrize("gzip", [False, True])
+def test_requests_stream_is_passed_through(server: ProviderServer, calls: list[Call], gzip: bool) -> None:
+    body = {"model": "gpt-4o-mini", "stream": True, "gzip": gzip}
+    with requests.post(f"{server.url}/v1/chat/completions", json=body, stream=True) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines[-1] == b"data: [DONE]"
+    call = only(calls)
+    assert (call.usage, call.streamed, call.state) == (CHAT, True, "complete")
+
+
+def test_requests_ollama_ndjson_stream(server: ProviderServer, calls: list[Call]) -> None:
+    with requests.post(f"{server.url}/api/chat", json={"model": "llama3"}, stream=True) as response:
+        words = [json.loads(line)["message"]["content"] for line in response.iter_lines() if line]
+    assert "".join(words) == "Hi there"
+    call = only(calls)
+    assert (call.provider, call.api, call.model, call.usage) == ("ollama", "ollama.chat", "llama3", OLLAMA)
+
+
+def test_requests_replayed_by_vcrpy(server: ProviderServer, calls: list[Call], tmp_path: Any) -> None:
+    vcr = pytest.importorskip("vcr")
+    cassette = str(tmp_path / "chat.yaml")
+    with vcr.use_cassette(cassette, record_mode="once"):
+        requests.post(f"{server.url}/v1/chat/completions", json={"model": "gpt-4o-mini"})
+    with vcr.use_cassette(cassette, record_mode="none"):
+        replayed = requests.post(f"{server.url}/v1/chat/completions", json={"model": "gpt-4o-mini"})
+    assert replayed.json()["usage"]["completion_tokens"] == 7
+    assert [c.source for c in calls] == ["live", "replayed"]
+    assert calls[1].usage == CHAT
+
+
+# -- aiohttp -------------------------------------------------------------------------------------
+
+aiohttp = pytest.importorskip("aiohttp")
+
+
+@pytest.mark.parametrize("read", ["json", "lines", "iter_any", "iter_chunked"])
+def test_aiohttp_every_way_of_reading(server: ProviderServer, calls: list[Call], read: str) -> None:
+    async def run() -> bytes:
+        stream = read != "json"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{server.url}/v1/chat/completions", json={"model": "gpt-4o-mini", "stream": stream}
+            ) as response,
+        ):
+            if read == "json":
+                return json.dumps(await response.json()).encode()
+            if read == "lines":
+                return b"".join([line async for line in response.content])
+            if read == "iter_any":
+                return b"".join([chunk async for chunk in response.content.iter_any()])
+            return b"".join([chunk async for chunk in response.content.iter_chunked(7)])
+
+    data = asyncio.run(run())
+    assert b"prompt_tokens" in data
+    assert only(calls).usage == CHAT
+
+
+def test_aiohttp_gzip_stream(server: ProviderServer, calls: list[Call]) -> None:
+    async def run() -> bytes:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"{server.url}/v1/chat/completions", json={"stream": True, "gzip": True}
+            ) as response,
+        ):
+            return await response.read()
+
+    assert asyncio.run(run()).endswith(b"data: [DONE]\n\n")
+    assert only(calls).usage == CHAT
+
+
+def test_aiohttp_under_httpx_is_counted_once(server: ProviderServer, calls: list[Call]) -> None:
+    """LiteLLM's async path: an aiohttp transport under httpx.AsyncClient. One call, seen at httpx."""
+    httpx = pytest.importorskip("httpx")
+
+    class AiohttpTransport(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: Any) -> Any:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.request(
+                    request.method, str(request.url), data=request.content, headers=dict(request.headers)
+                ) as response,
+            ):
+                body = await response.read()
+                headers = [(k, v) for k, v in response.headers.items() if k.lower() != "content-encoding"]
+                return httpx.Response(response.status, headers=headers, content=body)
+
+    async def run() -> None:
+        async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+            await client.post(f"{server.url}/v1/chat/completions", json={"model": "gpt-4o-mini"})
+
+    asyncio.run(run())
+    call = only(calls)
+    assert call.usage == CHAT
+
+
+# -- SDKs ----------------------------------------------------------------------------------------
+
+
+def gemini_client(server: ProviderServer) -> Any:
+    genai = pytest.importorskip("google.genai")
+    from google.genai import types
+
+    return genai.Client(api_key="test-key", http_options=types.HttpOptions(base_url=server.url))
+
+
+def test_gemini_generate_content(server: ProviderServer, calls: list[Call]) -> None:
+    client = gemini_client(server)  # keep it: google-genai closes its HTTP client when collected
+    response = client.models.generate_content(model="gemini-2.5-flash", contents="hi")
+    assert response.text == "Hello"
+    call = only(calls)
+    assert (call.provider, call.api, call.model) == ("google", "gemini.generate", "gemini-2.5-flash")
+    assert call.usage == GEMINI
+
+
+def test_gemini_stream(server: ProviderServer, calls: list[Call]) -> None:
+    client = gemini_client(server)
+    chunks = client.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+    assert "".join(c.text for c in chunks) == "Hello"
+    call = only(calls)
+    assert (call.usage, call.streamed, call.state) == (GEMINI, True, "complete")
+
+
+@pytest.mark.filterwarnings("ignore:Inheritance class AiohttpClientSession:DeprecationWarning")
+def test_gemini_async_uses_aiohttp_and_is_counted(server: ProviderServer, calls: list[Call]) -> None:
+    client = gemini_client(server)
+
+    async def run() -> str:
+        response = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hi")
+        stream = await client.aio.models.generate_content_stream(model="gemini-2.5-flash", contents="hi")
+        streamed = "".join([chunk.text async for chunk in stream])
+        return response.text + streamed
+
+    assert asyncio.run(run()) == "HelloHello"
+    assert [c.usage for c in calls] == [GEMINI, GEMINI]
+
+
+def test_ollama_sdk_chat(server: ProviderServer, calls: list[Call]) -> None:
+    ollama = pytest.importorskip("ollama")
+    client = ollama.Client(host=server.url)
+    reply = client.chat(model="llama3", messages=[{"role": "user", "content": "hi"}], stream=False)
+    assert reply.message.content == "Hi there"
+    streamed = "".join(part.message.content for part in client.chat(model="llama3", messages=[], stream=True))
+    assert streamed == "Hi there"
+    assert [c.usage for c in calls] == [OLLAMA, OLLAMA]
+    assert calls[1].streamed
+
+
+def test_cohere_v2_chat(server: ProviderServer, calls: list[Call]) -> None:
+    cohere = pytest.importorskip("cohere")
+    client = cohere.ClientV2(api_key="test-key", base_url=server.url)
+    reply = client.chat(model="command-r", messages=[{"role": "user", "content": "hi"}])
+    assert reply.message.content[0].text == "Hi"
+    events = [
+        event.type
+        for event in client.chat_stream(model="command-r", messages=[{"role": "user", "content": "hi"}])
+    ]
+    assert events[-1] == "message-end"
+    assert [(c.provider, c.usage) for c in calls] == [("cohere", COHERE), ("cohere", COHERE)]
+
+
+def test_mistral_sdk_chat_and_stream(server: ProviderServer, calls: list[Call]) -> None:
+    mistral = pytest.importorskip("mistralai.client")
+    client = mistral.Mistral(api_key="test-key", server_url=server.url)
+    reply = client.chat.complete(model="mistral-small-latest", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "Hi"
+    for _event in client.chat.stream(
+        model="mistral-small-latest", messages=[{"role": "user", "content": "hi"}]
+    ):
+        pass
+    assert [(c.model, c.usage, c.streamed) for c in calls] == [
+        ("mistral-small-latest", CHAT, False),
+        ("mistral-small-latest", CHAT, True),
+    ]
