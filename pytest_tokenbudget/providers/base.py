@@ -47,10 +47,13 @@ class ApiParser(Protocol):
 
 
 def load_json(body: bytes | str) -> Any:
+    """Parse JSON from an untrusted body; every failure is a :class:`ParseError`."""
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ParseError(f"response is not JSON ({exc.__class__.__name__})") from exc
+    except RecursionError:  # a JSON bomb: nesting deeper than the interpreter allows
+        raise ParseError("response JSON is nested too deeply") from None
 
 
 def load_object(body: bytes | str) -> dict[str, Any]:
@@ -114,7 +117,7 @@ def parse_large_object(body: bytes, keys: tuple[bytes, ...]) -> dict[str, Any] |
                 start += 1
             try:
                 value, _ = decoder.raw_decode(window, start)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
             found[key.decode()] = value
             break

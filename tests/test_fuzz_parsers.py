@@ -1,0 +1,242 @@
+"""Hostile and broken input never escapes the parsers; chunk boundaries never change a result.
+
+The suite runs a modest number of examples; ``TOKENBUDGET_FUZZ_EXAMPLES`` raises it (the long run
+in benchmarks/ sets 100,000).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pytest_tokenbudget import providers
+from pytest_tokenbudget.capture.framing import LineFramer
+from pytest_tokenbudget.capture.recorder import Recorder
+from pytest_tokenbudget.ledger import Ledger, Owner
+from pytest_tokenbudget.model import CallState, Usage
+
+EXAMPLES = int(os.environ.get("TOKENBUDGET_FUZZ_EXAMPLES", "300"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# One route per API shape the plugin reads.
+ROUTES = {
+    "openai.chat": ("api.openai.com", "/v1/chat/completions"),
+    "openai.responses": ("api.openai.com", "/v1/responses"),
+    "openai.embeddings": ("api.openai.com", "/v1/embeddings"),
+    "anthropic.messages": ("api.anthropic.com", "/v1/messages"),
+    "gemini.generate": (
+        "generativelanguage.googleapis.com",
+        "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+    ),
+    "gemini.interactions": ("generativelanguage.googleapis.com", "/v1beta/interactions"),
+    "ollama.chat": ("localhost", "/api/chat"),
+    "cohere.chat": ("api.cohere.com", "/v2/chat"),
+}
+
+
+def route_for(api: str) -> providers.Route:
+    host, path = ROUTES[api]
+    found = providers.route("POST", host, path)
+    assert found is not None
+    assert found.api == api
+    return found
+
+
+# Realistic streams, one per API, to cut into pieces.
+STREAMS = {
+    "openai.chat": b'data: {"model":"gpt-4o","choices":[{"delta":{"content":"Hi"}}]}\n\n'
+    b'data: {"model":"gpt-4o","choices":[],"usage":{"prompt_tokens":9,"completion_tokens":4,'
+    b'"prompt_tokens_details":{"cached_tokens":3}}}\n\ndata: [DONE]\n\n',
+    "openai.responses": b'event: response.created\ndata: {"response":{"model":"gpt-5"}}\n\n'
+    b'event: response.output_text.delta\ndata: {"delta":"Hi"}\n\n'
+    b'event: response.completed\ndata: {"response":{"model":"gpt-5","usage":{"input_tokens":20,'
+    b'"output_tokens":30,"output_tokens_details":{"reasoning_tokens":12}}}}\n\n',
+    "anthropic.messages": b'event: message_start\r\ndata: {"type":"message_start","message":{"model":"c",'
+    b'"usage":{"input_tokens":5,"cache_read_input_tokens":100,"output_tokens":1}}}\r\n\r\n'
+    b'event: message_delta\r\ndata: {"type":"message_delta","usage":{"output_tokens":42}}\r\n\r\n'
+    b'event: message_stop\r\ndata: {"type":"message_stop"}\r\n\r\n',
+    "gemini.generate": b'data: {"candidates":[{"content":{"parts":[{"text":"a"}]}}],"usageMetadata":'
+    b'{"promptTokenCount":7,"candidatesTokenCount":1},"modelVersion":"gemini-2.5-flash"}\r\n\r\n'
+    b'data: {"candidates":[{"finishReason":"STOP"}],"usageMetadata":{"promptTokenCount":7,'
+    b'"candidatesTokenCount":5,"thoughtsTokenCount":3},"modelVersion":"gemini-2.5-flash"}\r\n\r\n',
+    "ollama.chat": b'{"model":"llama3","done":false}\n{"model":"llama3","done":true,'
+    b'"prompt_eval_count":17,"eval_count":50}\n',
+    "cohere.chat": b'event: message-start\ndata: {"type":"message-start"}\n\n'
+    b'event: message-end\ndata: {"type":"message-end","delta":{"usage":{"tokens":'
+    b'{"input_tokens":69,"output_tokens":116}}}}\n\n',
+}
+EXPECTED = {
+    "openai.chat": Usage(input_tokens=9, cached_input_tokens=3, output_tokens=4),
+    "openai.responses": Usage(input_tokens=20, output_tokens=30, reasoning_tokens=12),
+    "anthropic.messages": Usage(input_tokens=105, cached_input_tokens=100, output_tokens=42),
+    "gemini.generate": Usage(input_tokens=7, output_tokens=8, reasoning_tokens=3),
+    "ollama.chat": Usage(input_tokens=17, output_tokens=50),
+    "cohere.chat": Usage(input_tokens=69, output_tokens=116),
+}
+FRAMING = {"ollama.chat": "ndjson"}
+
+
+def run_stream(api: str, chunks: list[bytes]) -> tuple[Usage | None, bool]:
+    accumulator = route_for(api).parser.stream()
+    framer = LineFramer(accumulator, FRAMING.get(api, "sse"))
+    for chunk in chunks:
+        framer.feed(chunk)
+    framer.finish()
+    return accumulator.result().usage, accumulator.done
+
+
+def split(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts})
+    return [data[a:b] for a, b in zip([0, *points], [*points, len(data)], strict=True)]
+
+
+@pytest.mark.parametrize("api", sorted(STREAMS))
+@FUZZ
+@given(cuts=st.lists(st.integers(min_value=0, max_value=10_000), max_size=40))
+def test_chunk_boundaries_never_change_the_result(api: str, cuts: list[int]) -> None:
+    usage, done = run_stream(api, split(STREAMS[api], cuts))
+    assert usage == EXPECTED[api]
+    assert done
+
+
+@pytest.mark.parametrize("api", sorted(STREAMS))
+@FUZZ
+@given(cut=st.integers(min_value=0, max_value=10_000))
+def test_a_truncated_stream_never_raises_and_never_overcounts(api: str, cut: int) -> None:
+    data = STREAMS[api]
+    usage, _ = run_stream(api, [data[: cut % (len(data) + 1)]])
+    if usage is not None:
+        full = EXPECTED[api]
+        assert usage.input_tokens <= full.input_tokens
+        assert usage.output_tokens <= full.output_tokens
+
+
+def _sane(usage: Usage) -> None:
+    for value in (usage.input_tokens, usage.output_tokens):
+        assert isinstance(value, int)
+        assert value >= 0
+    assert usage.cached_input_tokens + usage.cache_write_tokens <= usage.input_tokens
+    assert usage.reasoning_tokens <= usage.output_tokens
+
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+usage_keys = st.sampled_from(
+    [
+        "usage",
+        "prompt_tokens",
+        "completion_tokens",
+        "input_tokens",
+        "output_tokens",
+        "cached_tokens",
+        "prompt_tokens_details",
+        "cache_read_input_tokens",
+        "cache_creation_input_tokens",
+        "usageMetadata",
+        "promptTokenCount",
+        "candidatesTokenCount",
+        "thoughtsTokenCount",
+        "prompt_eval_count",
+        "eval_count",
+        "tokens",
+        "reasoning_tokens",
+        "model",
+        "response",
+        "message",
+        "delta",
+        "done",
+    ]
+)
+usage_like = st.recursive(
+    st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.none() | st.text(max_size=5),
+    lambda children: st.dictionaries(usage_keys, children, max_size=6) | st.lists(children, max_size=3),
+    max_leaves=30,
+)
+
+
+def record_body(api: str, body: bytes, content_type: str = "application/json") -> list[object]:
+    ledger = Ledger()
+    ledger.push_owner(Owner("t", "call"))
+    recorder = Recorder(ledger)
+    recorder.body(recorder.start(route_for(api)), 200, body, content_type)
+    return ledger.calls
+
+
+@pytest.mark.parametrize("api", sorted(ROUTES))
+@FUZZ
+@given(data=st.one_of(json_values, usage_like))
+def test_any_json_body_is_recorded_never_raised(api: str, data: object) -> None:
+    body = json.dumps(data, allow_nan=True).encode()
+    (call,) = record_body(api, body)
+    assert call.state in {CallState.COMPLETE, CallState.NO_USAGE, CallState.UNPARSED}
+    assert "internal error" not in call.detail
+    _sane(call.usage)
+
+
+@pytest.mark.parametrize("api", sorted(ROUTES))
+@FUZZ
+@given(
+    body=st.binary(max_size=512), content_type=st.sampled_from(["application/json", "text/event-stream", ""])
+)
+def test_any_bytes_are_recorded_never_raised(api: str, body: bytes, content_type: str) -> None:
+    (call,) = record_body(api, body, content_type)
+    assert "internal error" not in call.detail
+    _sane(call.usage)
+
+
+@pytest.mark.parametrize("api", sorted(ROUTES))
+def test_json_bomb_is_unparsed_not_a_crash(api: str) -> None:
+    bomb = b"[" * 200_000 + b"]" * 200_000
+    (call,) = record_body(api, bomb)
+    assert call.state == CallState.UNPARSED
+    assert "internal error" not in call.detail
+
+
+def test_absurd_and_negative_counts_are_clamped() -> None:
+    body = json.dumps(
+        {
+            "model": "m",
+            "usage": {
+                "prompt_tokens": -5,
+                "completion_tokens": 10**30,
+                "prompt_tokens_details": {"cached_tokens": 10**31},
+            },
+        }
+    ).encode()
+    (call,) = record_body("openai.chat", body)
+    _sane(call.usage)
+    assert call.usage.input_tokens == 0
+
+
+def test_gzip_stream_through_the_tap() -> None:
+    ledger = Ledger()
+    ledger.push_owner(Owner("t", "call"))
+    recorder = Recorder(ledger)
+    tap = recorder.stream(recorder.start(route_for("openai.chat")), 200, "text/event-stream", "gzip")
+    compressed = gzip.compress(STREAMS["openai.chat"])
+    for i in range(0, len(compressed), 7):
+        tap.feed(compressed[i : i + 7])
+    tap.eof()
+    (call,) = ledger.calls
+    assert call.usage == EXPECTED["openai.chat"]
+
+
+def test_invalid_utf8_inside_a_stream_is_skipped() -> None:
+    data = b"data: \xff\xfe{not json\n\n" + STREAMS["openai.chat"]
+    usage, done = run_stream("openai.chat", [data])
+    assert usage == EXPECTED["openai.chat"]
+    assert done
