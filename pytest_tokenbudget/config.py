@@ -8,9 +8,10 @@ the key and what was expected; the plugin turns it into a pytest usage error.
 from __future__ import annotations
 
 import difflib
+import math
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,55 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Everything the plugin reads from configuration, resolved once."""
+    """Everything the plugin reads from configuration, resolved once.
+
+    Scalar keys are validated here; sub-tables (``per-test``, ``budgets``, ``prices``, ``aliases``,
+    ``context-windows``) are kept raw in :attr:`tables` and parsed by the module that owns them
+    (budgets.py, pricing.py, …) with the helpers below, so every error still names file and key.
+    """
 
     enabled: bool = False
-    json_path: Path | None = None
-    top: int = 5
     mode: str = "fail"  # fail | warn: warn reports everything and leaves the exit status alone
-    source: str = ""  # the file the table came from, for messages
+    top: int = 5
+    # reports (report/)
+    json_path: Path | None = None
+    junit_path: Path | None = None
+    markdown_path: Path | None = None
+    csv_path: Path | None = None
+    calls_path: Path | None = None
+    github_summary: bool = True  # append markdown to $GITHUB_STEP_SUMMARY under GitHub Actions
+    github_annotations: bool = True  # ::error / ::warning workflow commands under GitHub Actions
+    # budgets (budgets.py)
+    warn_at: float = 0.8
+    max_tokens: int | None = None  # session totals
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_cost: float | None = None
+    max_calls: int | None = None
+    hard_max_cost: float | None = None
+    defer_session: bool = False
+    # prices and estimates (pricing.py, tokenizer.py)
+    unknown_price: str = "warn"  # ignore | warn | fail
+    estimated: str = "count"  # count | warn-only
+    unmetered: str = "warn"  # ignore | warn | fail
+    context_warn_at: float = 0.9
+    # baselines (baseline.py)
+    baseline: str | None = None  # a path, or git:REF / git:REF:PATH
+    baseline_file: Path | None = None  # where --token-budget-save-baseline writes by default
+    save_baseline: Path | None = None  # set: write the baseline after the verdict
+    update_baseline: bool = False  # save even when the run fails its budgets/thresholds
+    max_increase: tuple[str, ...] = ()  # "10%", "total:10%", "test:25%", "cost:5%", "tokens:+5000"
+    min_tokens: int = 1000  # below this many tokens a test's % growth is ignored
+    save_run: bool = False
+    history_dir: Path | None = None
+    # raw sub-tables and where they came from
+    tables: Mapping[str, Any] = field(default_factory=dict)
+    source: str = ""  # the pyproject.toml the table came from, for messages
+    root: Path = Path()
+
+    def context(self) -> Context:
+        """Where sub-table values came from, for their error messages."""
+        return Context(self.source or "pyproject.toml", self.root)
 
 
 # key in [tool.tokenbudget] -> (Settings field, validator)
@@ -62,9 +105,69 @@ def path(key: str, value: Any, ctx: Context) -> Path:
 
 
 def positive_int(key: str, value: Any, ctx: Context) -> int:
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return value
+    number = _number(value)
+    if isinstance(number, int) and number > 0:
+        return number
     raise ctx.error(key, "a positive integer", value)
+
+
+def non_negative_int(key: str, value: Any, ctx: Context) -> int:
+    number = _number(value)
+    if isinstance(number, int) and number >= 0:
+        return number
+    raise ctx.error(key, "a whole number >= 0", value)
+
+
+def money(key: str, value: Any, ctx: Context) -> float:
+    """USD: a number or a string like ``"2.50"`` / ``"$2.50"``; never negative."""
+    raw = value.strip().removeprefix("$") if isinstance(value, str) else value
+    number = _number(raw)
+    if number is not None and math.isfinite(number) and number >= 0:
+        return float(number)
+    raise ctx.error(key, "an amount in USD >= 0 (e.g. 2.50)", value)
+
+
+def fraction(key: str, value: Any, ctx: Context) -> float:
+    """A fraction in (0, 1]; ``"80%"`` is accepted too."""
+    text = value.strip() if isinstance(value, str) else value
+    scale = 1.0
+    if isinstance(text, str) and text.endswith("%"):
+        text, scale = text[:-1], 0.01
+    number = _number(text)
+    if number is not None and 0 < number * scale <= 1:
+        return float(number) * scale
+    raise ctx.error(key, "a fraction between 0 and 1 (e.g. 0.8 or \"80%\")", value)
+
+
+def text(key: str, value: Any, ctx: Context) -> str:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise ctx.error(key, "a non-empty string", value)
+
+
+def strings(key: str, value: Any, ctx: Context) -> tuple[str, ...]:
+    """A string or a list of strings (a repeated command-line option gives a list)."""
+    items = [value] if isinstance(value, str) else value
+    if isinstance(items, (list, tuple)) and items and all(isinstance(i, str) and i.strip() for i in items):
+        return tuple(i.strip() for i in items)
+    raise ctx.error(key, "a string or a list of strings", value)
+
+
+def _number(value: Any) -> int | float | None:
+    """An int or float from a TOML number or a command-line string; None if it is not one."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.replace("_", "").replace(",", ""))
+        except ValueError:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def choice(*options: str) -> Validator:
@@ -78,13 +181,43 @@ def choice(*options: str) -> Validator:
 
 KEYS: dict[str, tuple[str, Validator]] = {
     "enabled": ("enabled", boolean),
-    "json": ("json_path", path),
-    "top": ("top", positive_int),
     "mode": ("mode", choice("fail", "warn")),
+    "top": ("top", positive_int),
+    "json": ("json_path", path),
+    "junit": ("junit_path", path),
+    "markdown": ("markdown_path", path),
+    "csv": ("csv_path", path),
+    "calls": ("calls_path", path),
+    "github-summary": ("github_summary", boolean),
+    "github-annotations": ("github_annotations", boolean),
+    "warn-at": ("warn_at", fraction),
+    "max-tokens": ("max_tokens", non_negative_int),
+    "max-input-tokens": ("max_input_tokens", non_negative_int),
+    "max-output-tokens": ("max_output_tokens", non_negative_int),
+    "max-cost": ("max_cost", money),
+    "max-calls": ("max_calls", non_negative_int),
+    "hard-max-cost": ("hard_max_cost", money),
+    "defer-session": ("defer_session", boolean),
+    "unknown-price": ("unknown_price", choice("ignore", "warn", "fail")),
+    "estimated": ("estimated", choice("count", "warn-only")),
+    "unmetered": ("unmetered", choice("ignore", "warn", "fail")),
+    "context-warn-at": ("context_warn_at", fraction),
+    "baseline": ("baseline", text),
+    "baseline-file": ("baseline_file", path),
+    "save-baseline": ("save_baseline", path),
+    "update-baseline": ("update_baseline", boolean),
+    "max-increase": ("max_increase", strings),
+    "min-tokens": ("min_tokens", non_negative_int),
+    "save-run": ("save_run", boolean),
+    "history-dir": ("history_dir", path),
 }
-"""Scalar keys of the table. Sub-tables (budgets, prices) are read by their own modules."""
+"""Scalar keys of the table (also the command line's ``--token-budget-<key>``)."""
 
-SUBTABLES: frozenset[str] = frozenset()
+SUBTABLES: frozenset[str] = frozenset({"per-test", "budgets", "prices", "aliases", "context-windows"})
+"""Sub-tables, kept raw in :attr:`Settings.tables` and parsed by the module that owns them."""
+
+DEFAULT_BASELINE_FILE = "tokenbudget.baseline.json"
+DEFAULT_HISTORY_DIR = ".tokenbudget/runs"
 
 
 def find_pyproject(rootpath: Path, inipath: Path | None) -> Path | None:
@@ -142,4 +275,7 @@ def resolve(
         values[name] = validate(
             f"--token-budget-{key}" if key != "enabled" else "--token-budget", value, cli_ctx
         )
-    return Settings(**values, source=str(pyproject) if pyproject else "")
+    values.setdefault("baseline_file", root / DEFAULT_BASELINE_FILE)
+    values.setdefault("history_dir", root / DEFAULT_HISTORY_DIR)
+    tables = {key: table[key] for key in SUBTABLES if key in table}
+    return Settings(**values, tables=tables, source=str(pyproject) if pyproject else "", root=root)

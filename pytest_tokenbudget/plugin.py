@@ -8,6 +8,7 @@ switched on (``--token-budget``, ``enabled = true``, or a collected test that us
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Generator
 from pathlib import Path
@@ -47,6 +48,27 @@ def pytest_addhooks(pluginmanager: pytest.PytestPluginManager) -> None:
     pluginmanager.add_hookspecs(hookspecs)
 
 
+_OPTIONS: tuple[tuple[str, str, str], ...] = (
+    # (table key, metavar, help) — each is also ``--token-budget-<key>`` on the command line
+    ("json", "PATH", "write the JSON run artifact to PATH."),
+    ("junit", "PATH", "write a JUnit XML report with one test case per budget to PATH."),
+    ("markdown", "PATH", "write the markdown report (PR comment / job summary) to PATH."),
+    ("csv", "PATH", "write per-test usage as CSV to PATH."),
+    ("calls", "PATH", "write one JSON line per LLM call to PATH."),
+    ("mode", "fail|warn", "warn: report overruns but leave the exit status alone."),
+    ("warn-at", "FRACTION", "warn when usage reaches this fraction of a budget (default 0.8)."),
+    ("max-tokens", "N", "session budget: total tokens."),
+    ("max-input-tokens", "N", "session budget: input tokens."),
+    ("max-output-tokens", "N", "session budget: output tokens."),
+    ("max-cost", "USD", "session budget: cost in USD."),
+    ("max-calls", "N", "session budget: number of LLM calls."),
+    ("hard-max-cost", "USD", "refuse live requests once the session's live spend would exceed USD."),
+    ("unknown-price", "ignore|warn|fail", "what a cost budget does about calls with no known price."),
+    ("baseline", "SOURCE", "compare with a baseline: a path, git:REF or git:REF:PATH."),
+    ("min-tokens", "N", "ignore % growth of tests below N tokens in baseline thresholds."),
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("tokenbudget", "LLM token budgets")
     group.addoption(
@@ -56,13 +78,60 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="token_budget",
         help="capture LLM calls, report tokens per test and enforce the budgets.",
     )
+    for key, metavar, text in _OPTIONS:
+        group.addoption(
+            f"--token-budget-{key}", default=None, dest=_dest(key), metavar=metavar, help=text
+        )
     group.addoption(
-        "--token-budget-json",
+        "--token-budget-max-increase",
+        action="append",
         default=None,
-        dest="token_budget_json",
-        metavar="PATH",
-        help="write the JSON run artifact to PATH.",
+        dest="token_budget_max_increase",
+        metavar="RULE",
+        help="fail on growth against the baseline: 10%, total:10%, test:25%, cost:5%, tokens:+5000 "
+        "(repeatable).",
     )
+    group.addoption(
+        "--token-budget-save-baseline",
+        nargs="?",
+        const="",
+        default=None,
+        dest="token_budget_save_baseline",
+        metavar="PATH",
+        help="after a passing run, save it as the baseline (default: tokenbudget.baseline.json).",
+    )
+    group.addoption(
+        "--token-budget-update-baseline",
+        action="store_true",
+        default=None,
+        dest="token_budget_update_baseline",
+        help="save the baseline even when the run exceeds its budgets or thresholds (accept growth).",
+    )
+    group.addoption(
+        "--token-budget-save-run",
+        action="store_true",
+        default=None,
+        dest="token_budget_save_run",
+        help="keep this run in the history folder (.tokenbudget/runs/) for `tokenbudget history`.",
+    )
+    group.addoption(
+        "--token-budget-defer-session",
+        action="store_true",
+        default=None,
+        dest="token_budget_defer_session",
+        help="a shard of a larger run: leave session budgets to `tokenbudget check` on the merged run.",
+    )
+    group.addoption(
+        "--token-budget-no-github",
+        action="store_true",
+        default=False,
+        dest="token_budget_no_github",
+        help="under GitHub Actions, write neither the job summary nor annotations.",
+    )
+
+
+def _dest(key: str) -> str:
+    return "token_budget_" + key.replace("-", "_")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -85,14 +154,22 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 def _load_settings(config: pytest.Config) -> Settings:
     pyproject = find_pyproject(config.rootpath, config.inipath)
-    cli = {
-        "enabled": config.getoption("token_budget"),
-        "json": config.getoption("token_budget_json"),
-    }
+    cli: dict[str, Any] = {"enabled": config.getoption("token_budget")}
+    for key in [k for k, _, _ in _OPTIONS] + ["max-increase", "update-baseline", "save-run", "defer-session"]:
+        cli[key] = config.getoption(_dest(key))
+    save_baseline = config.getoption("token_budget_save_baseline")
+    if save_baseline:
+        cli["save-baseline"] = save_baseline
     try:
-        return resolve(read_table(pyproject), cli, pyproject=pyproject, root=config.rootpath)
+        settings = resolve(read_table(pyproject), cli, pyproject=pyproject, root=config.rootpath)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
+    changes: dict[str, Any] = {}
+    if save_baseline == "":  # the flag without a path: the configured baseline file
+        changes["save_baseline"] = settings.baseline_file
+    if config.getoption("token_budget_no_github"):
+        changes.update(github_summary=False, github_annotations=False)
+    return dataclasses.replace(settings, **changes) if changes else settings
 
 
 def activate(config: pytest.Config) -> TokenBudgetPlugin:
