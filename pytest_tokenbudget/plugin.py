@@ -88,7 +88,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         dest="token_budget_max_increase",
         metavar="RULE",
-        help="fail on growth against the baseline: 10%, total:10%, test:25%, cost:5%, tokens:+5000 "
+        help="fail on growth against the baseline: 10%%, total:10%%, test:25%%, cost:5%%, tokens:+5000 "
         "(repeatable).",
     )
     group.addoption(
