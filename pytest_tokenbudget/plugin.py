@@ -65,7 +65,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("hard-max-cost", "USD", "refuse live requests once the session's live spend would exceed USD."),
     ("unknown-price", "ignore|warn|fail", "what a cost budget does about calls with no known price."),
     ("baseline", "SOURCE", "compare with a baseline: a path, git:REF or git:REF:PATH."),
-    ("min-tokens", "N", "ignore % growth of tests below N tokens in baseline thresholds."),
+    ("min-tokens", "N", "ignore %% growth of tests below N tokens in baseline thresholds."),
 )
 
 
