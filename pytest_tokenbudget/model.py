@@ -371,6 +371,7 @@ class Run:
     tests: dict[str, TestUsage] = field(default_factory=dict)  # keyed by node id; also fixtures
     issues: list[dict[str, Any]] = field(default_factory=list)  # unparsed / failed / unclosed calls
     verdicts: list[Verdict] = field(default_factory=list)  # budget and baseline verdicts
+    comparison: dict[str, Any] | None = None  # baseline.Comparison.to_dict(), when compared
 
     def usage_for(self, nodeid: str, kind: str = "test") -> TestUsage:
         entry = self.tests.get(nodeid)
@@ -420,6 +421,7 @@ class Run:
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],
+            **({"comparison": self.comparison} if self.comparison is not None else {}),
         }
 
     @classmethod
@@ -438,6 +440,7 @@ class Run:
                 tests={k: TestUsage.from_dict(k, v) for k, v in _mapping(data, "tests").items()},
                 issues=list(data.get("issues") or []),
                 verdicts=[Verdict.from_dict(v) for v in data.get("verdicts") or []],
+                comparison=dict(data["comparison"]) if data.get("comparison") else None,
             )
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ArtifactError(f"{source}: malformed run artifact: {exc}") from exc
