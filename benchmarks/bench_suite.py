@@ -1,0 +1,175 @@
+"""Start-up and whole-suite overhead: real pytest runs, with the plugin ÷ without, side by side.
+
+Benchmarks 3 and 4 of issue 9. Each figure is the median of interleaved repetitions
+(without, off, on, without, off, on …) of a fresh ``python -m pytest`` process on a generated
+suite, so drift and caches hit every variant alike:
+
+* start-up: ``pytest --collect-only`` on a small suite — plugin installed but off, and on
+  (``--token-budget``), against ``-p no:tokenbudget`` (absolute milliseconds are the targets);
+* suite: 2,000 tests that call no LLM, and 2,000 tests that make one mocked OpenAI call each
+  (the openai SDK on an in-process ``httpx2.MockTransport``), with ``--token-budget`` ÷ without.
+
+    python benchmarks/bench_suite.py [--reps 5] [--tests 2000] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+SMALL_SUITE = """
+def test_{i}():
+    assert {i} == {i}
+"""
+
+MOCKED_CALL_CONFTEST = '''
+import json
+
+import httpx2
+import openai
+import pytest
+
+BODY = json.dumps({
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-mini-2024-07-18",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15},
+}).encode()
+
+
+def _handler(request):
+    return httpx2.Response(200, headers={"content-type": "application/json"}, content=BODY)
+
+
+@pytest.fixture(scope="session")
+def llm():
+    http = httpx2.Client(transport=httpx2.MockTransport(_handler))
+    client = openai.OpenAI(api_key="sk-bench", http_client=http, max_retries=0)
+    yield client
+    http.close()
+'''
+
+MOCKED_CALL_TEST = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range({n}))
+def test_call(llm, i):
+    reply = llm.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hi"}}])
+    assert reply.usage.total_tokens == 15
+"""
+
+NO_CALL_TEST = """
+import pytest
+
+
+@pytest.mark.parametrize("i", range({n}))
+def test_plain(i):
+    assert i >= 0
+"""
+
+
+def make_suite(root: Path, kind: str, tests: int) -> Path:
+    """Write a suite of ``kind`` (small | plain | mocked) under ``root``; return its folder."""
+    folder = root / kind
+    folder.mkdir()
+    (folder / "pytest.ini").write_text("[pytest]\n")  # own rootdir: no pyproject of this project
+    if kind == "small":
+        for module in range(10):
+            body = "".join(SMALL_SUITE.format(i=i) for i in range(module * 10, module * 10 + 10))
+            (folder / f"test_small_{module}.py").write_text(body)
+    elif kind == "plain":
+        (folder / "test_plain.py").write_text(textwrap.dedent(NO_CALL_TEST.format(n=tests)))
+    else:
+        (folder / "conftest.py").write_text(MOCKED_CALL_CONFTEST)
+        (folder / "test_mocked.py").write_text(textwrap.dedent(MOCKED_CALL_TEST.format(n=tests)))
+    return folder
+
+
+def run_pytest(folder: Path, args: list[str]) -> float:
+    """Seconds for one fresh ``python -m pytest`` process (it must succeed)."""
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"pytest {' '.join(args)} failed in {folder}:\n{done.stdout[-2000:]}{done.stderr}")
+    return elapsed
+
+
+def compare(folder: Path, variants: dict[str, list[str]], reps: int) -> dict[str, float]:
+    """Median seconds per variant over interleaved repetitions (one warm-up round first)."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for warm_up in variants.values():
+        run_pytest(folder, warm_up)  # warm the OS file cache
+    for _ in range(reps):
+        for name, args in variants.items():
+            times[name].append(run_pytest(folder, args))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--tests", type=int, default=2000)
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    results: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="tokenbudget-bench-") as tmp:
+        root = Path(tmp)
+        small = make_suite(root, "small", 0)
+        startup = compare(
+            small,
+            {
+                "absent": ["--collect-only", "-p", "no:tokenbudget"],
+                "off": ["--collect-only"],
+                "on": ["--collect-only", "--token-budget"],
+            },
+            args.reps,
+        )
+        for variant in ("off", "on"):
+            results.append(
+                {
+                    "benchmark": f"start-up, plugin {variant} (collect-only, 100 tests)",
+                    "without_s": round(startup["absent"], 4),
+                    "with_s": round(startup[variant], 4),
+                    "ratio": round(startup[variant] / startup["absent"], 4),
+                    "added_ms": round((startup[variant] - startup["absent"]) * 1000, 1),
+                }
+            )
+        for kind, label in (("plain", "tests with no LLM call"), ("mocked", "tests with one mocked call")):
+            folder = make_suite(root, kind, args.tests)
+            suite = compare(folder, {"without": [], "with": ["--token-budget"]}, args.reps)
+            results.append(
+                {
+                    "benchmark": f"suite, {args.tests:,} {label}",
+                    "without_s": round(suite["without"], 4),
+                    "with_s": round(suite["with"], 4),
+                    "ratio": round(suite["with"] / suite["without"], 4),
+                    "added_ms": round((suite["with"] - suite["without"]) * 1000, 1),
+                }
+            )
+    machine = f"{platform.machine()} · Python {platform.python_version()} · {os.cpu_count()} CPUs"
+    print(f"start-up and suite overhead ({machine}), median of {args.reps} interleaved repetitions")
+    print(f"{'benchmark':<52} {'without':>9} {'with':>9} {'ratio':>7} {'added':>9}")
+    for r in results:
+        print(
+            f"{r['benchmark']:<52} {r['without_s']:>8.3f}s {r['with_s']:>8.3f}s "
+            f"{r['ratio']:>6.3f}× {r['added_ms']:>7.1f}ms"
+        )
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
