@@ -10,7 +10,16 @@ try:
 except PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "token_budget"]
+__all__ = ["TokenBudgetExceeded", "__version__", "token_budget"]
+
+
+def __getattr__(name: str) -> Any:
+    """``TokenBudgetExceeded`` is imported on first use: pytest start-up does not pay for it."""
+    if name == "TokenBudgetExceeded":
+        from .hardcap import TokenBudgetExceeded
+
+        return TokenBudgetExceeded
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def token_budget(

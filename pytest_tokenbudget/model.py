@@ -250,6 +250,7 @@ class TestUsage:
     total: Tally = field(default_factory=Tally)
     phases: dict[str, Tally] = field(default_factory=dict)
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
+    markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
 
     def add_call(self, call: Call) -> None:
         self.total.add_call(call)
@@ -272,6 +273,7 @@ class TestUsage:
         self.outcome = other.outcome or self.outcome
         self.path = self.path or other.path
         self.line = self.line if self.line is not None else other.line
+        self.markers = self.markers or other.markers
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = {
@@ -280,6 +282,8 @@ class TestUsage:
             "line": self.line,
             "outcome": self.outcome,
         }
+        if self.markers:
+            head["markers"] = list(self.markers)
         if not self.total.calls:
             return {**head, "calls": 0}  # compact: most tests of a suite call no LLM
         return {
@@ -300,6 +304,7 @@ class TestUsage:
             total=Tally.from_dict(data),
             phases={k: Tally.from_dict(v) for k, v in _mapping(data, "phases").items()},
             models={k: Tally.from_dict(v) for k, v in _mapping(data, "models").items()},
+            markers=tuple(str(m) for m in data.get("markers") or ()),
         )
 
 

@@ -21,6 +21,8 @@ from .config import ConfigError, Settings, find_pyproject, read_table, resolve
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from .budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
+    from .hardcap import HardCap
     from .ledger import Ledger, Owner
     from .model import Run, TestUsage, Verdict
 
@@ -35,8 +37,13 @@ MARKER_HELP = (
 
 _plugin_key = pytest.StashKey["TokenBudgetPlugin"]()
 _settings_key = pytest.StashKey[Settings]()
+_budgets_key = pytest.StashKey["Budgets"]()
+_marker_key = pytest.StashKey["Limits"]()  # an item's validated token_budget marker
+_bad_phase_key = pytest.StashKey[bool]()  # setup/call failed or skipped: teardown does not judge again
 REPORT_ATTR = "tokenbudget"
 """Attribute set on teardown reports: the test's usage, JSON-safe, so it crosses xdist."""
+VERDICTS_ATTR = "tokenbudget_verdicts"
+"""Attribute set on teardown reports of xdist workers: the test's budget verdicts, JSON-safe."""
 
 
 # -- options and configuration -------------------------------------------------------------------
@@ -138,6 +145,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
     settings = _load_settings(config)
     config.stash[_settings_key] = settings
+    if "per-test" in settings.tables or "budgets" in settings.tables:
+        _load_budgets(config, settings)  # a bad budget table is a usage error now, not later
     if settings.enabled:
         activate(config)
     else:
@@ -170,6 +179,38 @@ def _load_settings(config: pytest.Config) -> Settings:
     if config.getoption("token_budget_no_github"):
         changes.update(github_summary=False, github_annotations=False)
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _load_budgets(config: pytest.Config, settings: Settings) -> Budgets:
+    """Budgets from the settings, parsed once per session."""
+    budgets = config.stash.get(_budgets_key, None)
+    if budgets is None:
+        from .budgets import Budgets
+
+        try:
+            budgets = Budgets.from_settings(settings)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
+        config.stash[_budgets_key] = budgets
+    return budgets
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Validate every ``token_budget`` marker at collection: a typo is a usage error, not a no-op.
+
+    The closest marker wins (function over class over module); markers are not merged.
+    """
+    for item in items:
+        marker = item.get_closest_marker(MARKER)
+        if marker is None:
+            continue
+        from .budgets import BudgetError, marker_limits
+
+        try:
+            item.stash[_marker_key] = marker_limits(marker.args, marker.kwargs)
+        except BudgetError as exc:
+            raise pytest.UsageError(f"pytest-tokenbudget: {item.nodeid}: {exc}") from None
 
 
 def activate(config: pytest.Config) -> TokenBudgetPlugin:
@@ -323,11 +364,46 @@ class TokenBudgetPlugin:
         self.capture = Capture(self.ledger)
         self.capture.install()
         self._use_plugin_hooks()
+        self.budgets = _load_budgets(config, settings)
+        self._shipped = 0  # verdicts a worker has sent to the controller so far
+        if self.budgets.session or self.budgets.scopes:
+            self.add_evaluator(lambda run: self.budgets.evaluate_run(run, session=not settings.defer_session))
+        self.hard_cap: HardCap | None = None
+        if settings.hard_max_cost is not None and not self.is_controller:
+            self.hard_cap = self._install_hard_cap(settings.hard_max_cost)
 
     def close(self) -> None:
         if not self._closed:
             self._closed = True
             self.capture.uninstall()
+            if self.hard_cap is not None:
+                self.hard_cap.watch.uninstall()
+
+    def _install_hard_cap(self, limit: float) -> HardCap:
+        """Refuse live requests that would take the live spend over ``limit`` (per xdist worker:
+        an equal share, so the workers together stay under it)."""
+        from .hardcap import HardCap
+        from .report.format import money
+
+        note = ""
+        workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1) or 1)
+        if workers > 1:
+            note = f"per xdist worker: {money(limit / workers)} of {money(limit)}"
+            limit /= workers
+        pricer: list[Any] = []
+
+        def cost_of(provider: str, model: str, usage: Any, host: str) -> float | None:
+            if not pricer:  # genai-prices is imported at the first live request, not before
+                from .pricing import Pricer
+
+                pricer.append(getattr(self, "pricer", None) or Pricer.from_settings(self.settings))
+            return pricer[0].cost_of(provider, model, usage, host=host)
+
+        cap = HardCap(limit, cost_of, note=note, verdicts=self.run.verdicts)
+        cap.watch.refresh()
+        self.ledger.add_listener(cap.observe)
+        self.capture.recorder.preflight.append(cap)
+        return cap
 
     @property
     def run(self) -> Run:
@@ -361,6 +437,8 @@ class TokenBudgetPlugin:
 
     def _during(self, owner: Owner) -> Generator[None, Any, Any]:
         self.capture.refresh()  # wrap HTTP stacks imported since (cheap)
+        if self.hard_cap is not None:
+            self.hard_cap.watch.refresh()  # know the cassettes vcrpy enters from now on
         self.ledger.push_owner(owner)
         try:
             return (yield)
@@ -417,11 +495,52 @@ class TokenBudgetPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if report.when == "teardown":
+            entry = self.run.tests.get(item.nodeid)
+            if entry is not None and entry.total.calls:
+                entry.markers = tuple(sorted({m.name for m in item.iter_markers()}))
+        self._judge(item, report)
         if report.when == "teardown" and self.is_worker:
             entry = self.run.tests.get(item.nodeid)
             if entry is not None:
                 setattr(report, REPORT_ATTR, entry.to_dict())
+            fresh = self.run.verdicts[self._shipped :]
+            if fresh:
+                self._shipped += len(fresh)
+                setattr(report, VERDICTS_ATTR, [v.to_dict() for v in fresh])
         return report
+
+    def _judge(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """Hold the test to its marker (or the per-test default), counting setup, call and teardown.
+
+        After the call phase an overrun fails the test; a budget crossed only by teardown-phase
+        calls makes the teardown an error. The verdicts are taken once, at teardown.
+        """
+        from .model import Status
+
+        if report.when != "teardown" and not report.passed:
+            item.stash[_bad_phase_key] = True
+        marker = item.stash.get(_marker_key, None)
+        if (marker is None and not self.budgets.per_test) or report.when == "setup":
+            return
+        path, line, _ = report.location
+        verdicts = self.budgets.judge_test(
+            self.ledger.usage_of(item.nodeid), marker, path=path, line=line + 1 if line is not None else None
+        )
+        over = [v for v in verdicts if v.status == Status.EXCEEDED]
+        if report.when == "teardown":
+            self.run.verdicts.extend(verdicts)
+            if not over or item.stash.get(_bad_phase_key, False):
+                return
+        elif not over:
+            return
+        text = "\n".join(v.message for v in over)
+        if report.passed:
+            report.outcome = "failed"
+            report.longrepr = _Overrun(text, path, line)
+            item.stash[_bad_phase_key] = True
+        else:
+            report.sections.append(("token budget", text))
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
@@ -432,6 +551,11 @@ class TokenBudgetPlugin:
                 from .model import TestUsage
 
                 self.run.usage_for(report.nodeid).merge(TestUsage.from_dict(report.nodeid, shipped))
+            verdicts = getattr(report, VERDICTS_ATTR, None)
+            if isinstance(verdicts, list):
+                from .model import Verdict
+
+                self.run.verdicts.extend(Verdict.from_dict(v) for v in verdicts)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             entry = self.run.usage_for(report.nodeid)
             path, line, _ = report.location
@@ -466,7 +590,11 @@ class TokenBudgetPlugin:
         for evaluator in self.evaluators:
             self.run.verdicts.extend(evaluator(self.run))
         if self.settings.mode == "fail":
-            exceeded = [v for v in self.run.verdicts if v.status == Status.EXCEEDED and v.kind != "marker"]
+            from .budgets import PER_TEST_KINDS  # those failed their own test already
+
+            exceeded = [
+                v for v in self.run.verdicts if v.status == Status.EXCEEDED and v.kind not in PER_TEST_KINDS
+            ]
             session.testsfailed += len(exceeded)
 
     # -- end of session ---------------------------------------------------------------------------
@@ -478,7 +606,11 @@ class TokenBudgetPlugin:
         self.ledger.settle_streams()
         if self.is_worker:
             outside = {k: v.to_dict() for k, v in self.run.tests.items() if v.kind != "test"}
-            self.config.workeroutput[REPORT_ATTR] = {"outside": outside, "issues": self.run.issues}  # type: ignore[attr-defined]
+            self.config.workeroutput[REPORT_ATTR] = {  # type: ignore[attr-defined]
+                "outside": outside,
+                "issues": self.run.issues,
+                "verdicts": [v.to_dict() for v in self.run.verdicts[self._shipped :]],
+            }
             return
         from . import __version__
 
@@ -506,6 +638,9 @@ class TokenBudgetPlugin:
         for nodeid, data in output.get("outside", {}).items():
             self.run.usage_for(nodeid, data.get("kind", "fixture")).merge(TestUsage.from_dict(nodeid, data))
         self.run.issues.extend(output.get("issues", []))
+        from .model import Verdict
+
+        self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.is_worker or not self.config.stash[_settings_key].enabled:
@@ -523,6 +658,33 @@ class TokenBudgetPlugin:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
             )
+
+
+class _Overrun:
+    """A budget failure as pytest shows it: the sentence with numbers, no traceback."""
+
+    def __init__(self, text: str, path: str, line: int | None) -> None:
+        self.text = text
+        self.reprcrash = _Crash(path, (line or 0) + 1, text.splitlines()[0])
+
+    def toterminal(self, out: Any) -> None:
+        for line in self.text.splitlines():
+            out.line(line, red=True, bold=True)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class _Crash:
+    """What ``-rf`` and ``--tb=line`` print for an overrun."""
+
+    def __init__(self, path: str, lineno: int, message: str) -> None:
+        self.path = path
+        self.lineno = lineno
+        self.message = message
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.lineno}: {self.message}"
 
 
 def _display(path: Path, config: pytest.Config) -> str:

@@ -107,10 +107,7 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
 
 def _begin(recorder: Recorder, route: Route, request: Any, client: Any) -> Exchange:
     replay.ensure_installed()
-    exchange = recorder.start(route, request)
-    if _is_mocked(client, request):
-        exchange.source = "mocked"
-    return exchange
+    return recorder.start(route, request, "mocked" if _is_mocked(client, request) else "live")
 
 
 def _note_replay(exchange: Exchange, mark: int) -> None:

@@ -70,10 +70,14 @@ class Recorder:
         finally:
             _capturing.reset(token)
 
-    def start(self, route: Route, request: Any = None) -> Exchange:
-        """A request is about to leave: note who sends it and run the preflight hooks."""
+    def start(self, route: Route, request: Any = None, source: str = "live") -> Exchange:
+        """A request is about to leave: note who sends it and run the preflight hooks.
+
+        ``source`` is "mocked" when the client's transport is known to answer in-process.
+        """
         replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner)
+        exchange.source = source
         for hook in self.preflight:
             hook(exchange, request)
         return exchange

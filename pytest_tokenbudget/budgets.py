@@ -1,0 +1,516 @@
+"""Budget rules → verdicts: markers, the per-test default, scoped budgets and session totals.
+
+Plain Python over :class:`~pytest_tokenbudget.model.Run` data: the plugin calls it per test (at the
+test's reports) and once after the loop; the CLI can call :meth:`Budgets.evaluate_run` on a saved
+or merged run. Parsing happens once, at configuration time, and every error names its origin.
+
+Which usage a per-test budget sees: every call the test made in setup, call *and* teardown
+(function-scoped fixtures belong to the test). Calls made by module/session-scoped fixtures belong
+to those fixtures and count only toward session and unfiltered scoped budgets.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import TABLE, ConfigError, Context, Settings, money, non_negative_int, strings, text
+from .model import Run, Status, Tally, TestUsage, Verdict
+from .report import format as fmt
+
+METRICS: dict[str, str] = {
+    "max_tokens": "total_tokens",
+    "max_input_tokens": "input_tokens",
+    "max_output_tokens": "output_tokens",
+    "max_cost": "cost_usd",
+    "max_calls": "calls",
+}
+"""Limit field (marker keyword; ``max-*`` key with ``_``) → the metric it limits."""
+
+PER = ("test", "total")
+SCOPE_MATCHERS = ("path", "model", "provider", "marker")
+_SCOPE_KEYS = ("name", "per", *SCOPE_MATCHERS)
+_LIMIT_KEYS = tuple(name.replace("_", "-") for name in METRICS)
+
+PER_TEST_KINDS = frozenset({"marker", "test-default"})
+"""Verdict kinds that fail their own test (the session gate does not count them again)."""
+
+
+class BudgetError(ValueError):
+    """A ``token_budget`` marker with arguments that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The limits of one budget; ``None`` = not limited."""
+
+    max_tokens: int | None = None
+    max_input_tokens: int | None = None
+    max_output_tokens: int | None = None
+    max_cost: float | None = None
+    max_calls: int | None = None
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) is not None for name in METRICS)
+
+    def items(self) -> list[tuple[str, float]]:
+        """``(metric, limit)`` for each limit that is set, in a fixed order."""
+        return [
+            (metric, getattr(self, name))
+            for name, metric in METRICS.items()
+            if getattr(self, name) is not None
+        ]
+
+    @classmethod
+    def from_table(cls, table: Mapping[str, Any], ctx: Context, prefix: str) -> Limits:
+        """The ``max-*`` keys of a table (other keys are the caller's business)."""
+        values: dict[str, Any] = {}
+        for key in _LIMIT_KEYS:
+            if key in table:
+                check = money if key == "max-cost" else non_negative_int
+                values[key.replace("-", "_")] = check(prefix + key, table[key], ctx)
+        return cls(**values)
+
+
+def _marker_signature(
+    max_tokens: int | None = None,
+    *,
+    max_input_tokens: int | None = None,
+    max_output_tokens: int | None = None,
+    max_cost: float | str | None = None,
+    max_calls: int | None = None,
+) -> dict[str, Any]:
+    """The marker's real signature: pytest-style argument errors come from Python itself."""
+    return {
+        "max_tokens": max_tokens,
+        "max_input_tokens": max_input_tokens,
+        "max_output_tokens": max_output_tokens,
+        "max_cost": max_cost,
+        "max_calls": max_calls,
+    }
+
+
+def marker_limits(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limits:
+    """Validate ``@pytest.mark.token_budget(...)`` arguments; raises :class:`BudgetError`."""
+    try:
+        values = _marker_signature(*args, **kwargs)
+    except TypeError as exc:
+        message = str(exc).replace("_marker_signature()", "token_budget()")
+        known = [name for name in METRICS if name not in kwargs]
+        for name in kwargs:
+            if name not in METRICS:
+                hint = difflib.get_close_matches(name, known, n=1)
+                if hint:
+                    message += f" (did you mean {hint[0]!r}?)"
+        raise BudgetError(message) from None
+    limits: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name == "max_cost":
+            raw = value.strip().removeprefix("$") if isinstance(value, str) else value
+            number = _number(raw)
+            if number is None or not math.isfinite(number) or number < 0:
+                raise BudgetError(f"token_budget(max_cost=…) expects an amount in USD >= 0, got {value!r}")
+            limits[name] = float(number)
+        else:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise BudgetError(f"token_budget({name}=…) expects a whole number >= 0, got {value!r}")
+            limits[name] = value
+    if not limits:
+        raise BudgetError("token_budget() needs at least one limit, e.g. token_budget(2000) or max_cost=0.05")
+    return Limits(**limits)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One ``[[tool.tokenbudget.budgets]]`` entry: which usage it covers and its limits.
+
+    ``path`` and ``marker`` choose tests; ``model`` and ``provider`` choose the calls counted
+    within them. A list means "any of these"; different keys must all match.
+    """
+
+    name: str
+    limits: Limits
+    per: str = "total"  # test: each matching test on its own; total: summed over them
+    paths: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    providers: tuple[str, ...] = ()
+    markers: tuple[str, ...] = ()
+
+    def selects(self, entry: TestUsage) -> bool:
+        """Whether the test (or fixture/session entry) is covered by the path and marker filters."""
+        if self.paths or self.markers:
+            if entry.kind != "test":
+                return False
+            path = entry.path or entry.nodeid.split("::", 1)[0]
+            if self.paths and not any(fnmatch.fnmatchcase(path, glob) for glob in self.paths):
+                return False
+            if self.markers and not set(self.markers) & set(entry.markers):
+                return False
+        return True
+
+    def usage_of(self, entry: TestUsage) -> tuple[Tally, dict[str, Tally]]:
+        """The entry's usage restricted to the calls of matching models and providers."""
+        if not self.models and not self.providers:
+            return entry.total, entry.models
+        chosen = {key: tally for key, tally in entry.models.items() if self._counts(key)}
+        total = Tally()
+        for tally in chosen.values():
+            total.merge(tally)
+        return total, chosen
+
+    def _counts(self, key: str) -> bool:
+        provider, _, model = key.partition("/")
+        if self.providers and provider not in self.providers:
+            return False
+        return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """How a measurement becomes a status."""
+
+    warn_at: float = 0.8
+    mode: str = "fail"  # fail | warn
+    unknown_price: str = "warn"  # ignore | warn | fail
+
+
+@dataclass(frozen=True, slots=True)
+class Budgets:
+    """Every budget of a session, parsed from :class:`~pytest_tokenbudget.config.Settings`."""
+
+    session: Limits = Limits()
+    per_test: Limits = Limits()
+    scopes: tuple[Scope, ...] = ()
+    policy: Policy = field(default_factory=Policy)
+
+    def __bool__(self) -> bool:
+        return bool(self.session or self.per_test or self.scopes)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Budgets:
+        """Parse ``per-test`` and ``budgets``; raises :class:`ConfigError` naming file and key."""
+        ctx = settings.context()
+        session = Limits(
+            max_tokens=settings.max_tokens,
+            max_input_tokens=settings.max_input_tokens,
+            max_output_tokens=settings.max_output_tokens,
+            max_cost=settings.max_cost,
+            max_calls=settings.max_calls,
+        )
+        return cls(
+            session=session,
+            per_test=_per_test(settings.tables.get("per-test"), ctx),
+            scopes=_scopes(settings.tables.get("budgets"), ctx),
+            policy=Policy(settings.warn_at, settings.mode, settings.unknown_price),
+        )
+
+    # -- per test ---------------------------------------------------------------------------------
+
+    def judge_test(
+        self, entry: TestUsage, marker: Limits | None, *, path: str = "", line: int | None = None
+    ) -> list[Verdict]:
+        """Verdicts for one test: its marker (closest wins), else the per-test default."""
+        limits, kind = (marker, "marker") if marker is not None else (self.per_test, "test-default")
+        if not limits or (kind == "test-default" and not entry.total.calls):
+            return []
+        return [
+            _verdict(
+                f"{kind} {entry.nodeid}",
+                kind,
+                "token budget",
+                metric,
+                limit,
+                entry.total,
+                entry.models,
+                self.policy,
+                nodeid=entry.nodeid,
+                path=path or entry.path,
+                line=line if line is not None else entry.line,
+            )
+            for metric, limit in limits.items()
+        ]
+
+    # -- after the loop ---------------------------------------------------------------------------
+
+    def evaluate_run(self, run: Run, *, session: bool = True) -> list[Verdict]:
+        """Session totals and scoped budgets over ``run``; ``session=False`` keeps only the budgets
+        that can be judged on part of a run (scoped ``per = "test"``)."""
+        verdicts: list[Verdict] = []
+        if session and self.session:
+            totals, models = run.totals(), run.models()
+            for metric, limit in self.session.items():
+                verdicts.append(
+                    _verdict(
+                        "session", "session", "session budget", metric, limit, totals, models, self.policy
+                    )
+                )
+        for scope in self.scopes:
+            if scope.per == "test":
+                verdicts.extend(self._per_test_scope(scope, run))
+            elif session:
+                verdicts.extend(self._total_scope(scope, run))
+        return verdicts
+
+    def _total_scope(self, scope: Scope, run: Run) -> list[Verdict]:
+        total = Tally()
+        models: dict[str, Tally] = {}
+        for entry in run.tests.values():
+            if scope.selects(entry):
+                tally, per_model = scope.usage_of(entry)
+                total.merge(tally)
+                for key, part in per_model.items():
+                    models.setdefault(key, Tally()).merge(part)
+        return [
+            _verdict(
+                f"scope {scope.name}",
+                "scope",
+                f"budget {scope.name!r}",
+                metric,
+                limit,
+                total,
+                models,
+                self.policy,
+            )
+            for metric, limit in scope.limits.items()
+        ]
+
+    def _per_test_scope(self, scope: Scope, run: Run) -> list[Verdict]:
+        """Each non-ok test gets its verdict; when all are ok, one verdict names the largest."""
+        verdicts: list[Verdict] = []
+        for metric, limit in scope.limits.items():
+            judged: list[Verdict] = []
+            for entry in sorted(run.iter_tests(), key=lambda e: e.nodeid):
+                if not scope.selects(entry):
+                    continue
+                tally, models = scope.usage_of(entry)
+                if not tally.calls:
+                    continue
+                judged.append(
+                    _verdict(
+                        f"scope {scope.name}",
+                        "scope",
+                        f"budget {scope.name!r} ({entry.nodeid})",
+                        metric,
+                        limit,
+                        tally,
+                        models,
+                        self.policy,
+                        nodeid=entry.nodeid,
+                        path=entry.path,
+                        line=entry.line,
+                    )
+                )
+            flagged = [v for v in judged if v.status != Status.OK]
+            if flagged:
+                verdicts.extend(flagged)
+            elif judged:
+                verdicts.append(max(judged, key=lambda v: v.actual))
+            else:
+                verdicts.append(
+                    _verdict(
+                        f"scope {scope.name}",
+                        "scope",
+                        f"budget {scope.name!r}",
+                        metric,
+                        limit,
+                        Tally(),
+                        {},
+                        self.policy,
+                    )
+                )
+        return verdicts
+
+
+def _per_test(raw: Any, ctx: Context) -> Limits:
+    if raw is None:
+        return Limits()
+    where = f"{TABLE}.per-test"
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{ctx.origin}: [{where}] must be a table of max-* limits, got {raw!r}")
+    _reject_unknown(raw, _LIMIT_KEYS, ctx, f"[{where}]")
+    limits = Limits.from_table(raw, ctx, "per-test.")
+    if not limits:
+        raise ConfigError(f"{ctx.origin}: [{where}] sets no limit; expected one of {', '.join(_LIMIT_KEYS)}")
+    return limits
+
+
+def _scopes(raw: Any, ctx: Context) -> tuple[Scope, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(item, Mapping) for item in raw):
+        raise ConfigError(
+            f"{ctx.origin}: [{TABLE}] budgets must be an array of tables ([[{TABLE}.budgets]]), got {raw!r}"
+        )
+    scopes: list[Scope] = []
+    seen: set[str] = set()
+    for number, table in enumerate(raw, start=1):
+        label = f"budgets #{number}"
+        _reject_unknown(table, _SCOPE_KEYS + _LIMIT_KEYS, ctx, f"[[{TABLE}.budgets]] #{number}")
+        prefix = f"{label} "
+        name = text(prefix + "name", table["name"], ctx) if "name" in table else _default_name(table)
+        if name in seen:
+            raise ConfigError(f"{ctx.origin}: [[{TABLE}.budgets]] #{number}: name {name!r} is used twice")
+        seen.add(name)
+        per = table.get("per", "total")
+        if per not in PER:
+            raise ctx.error(prefix + "per", "'test' or 'total'", per)
+        limits = Limits.from_table(table, ctx, prefix)
+        if not limits:
+            raise ConfigError(
+                f"{ctx.origin}: [[{TABLE}.budgets]] #{number} ({name}) sets no limit; "
+                f"expected one of {', '.join(_LIMIT_KEYS)}"
+            )
+        matchers = {
+            key: strings(prefix + key, table[key], ctx) if key in table else () for key in SCOPE_MATCHERS
+        }
+        scopes.append(
+            Scope(
+                name=name,
+                limits=limits,
+                per=per,
+                paths=matchers["path"],
+                models=matchers["model"],
+                providers=matchers["provider"],
+                markers=matchers["marker"],
+            )
+        )
+    return tuple(scopes)
+
+
+def _default_name(table: Mapping[str, Any]) -> str:
+    parts = [f"{key}={table[key]}" for key in SCOPE_MATCHERS if key in table]
+    return " ".join(parts) or "all tests"
+
+
+def _reject_unknown(table: Mapping[str, Any], known: Iterable[str], ctx: Context, where: str) -> None:
+    allowed = sorted(known)
+    for key in table:
+        if key not in allowed:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            raise ConfigError(
+                f"{ctx.origin}: {where} unknown key {key!r}{suggestion}; known keys: {', '.join(allowed)}"
+            )
+
+
+# -- judging ------------------------------------------------------------------------------------
+
+
+def measure(tally: Tally, metric: str) -> float:
+    """The value of ``metric`` in ``tally``."""
+    if metric == "cost_usd":
+        return round(tally.cost_usd, 10)
+    if metric == "calls":
+        return tally.calls
+    return getattr(tally.usage, metric)
+
+
+def _status(actual: float, limit: float, warn_at: float) -> str:
+    if actual > limit:
+        return Status.EXCEEDED
+    if limit and actual >= warn_at * limit:
+        return Status.WARN
+    return Status.OK
+
+
+def _verdict(
+    name: str,
+    kind: str,
+    subject: str,
+    metric: str,
+    limit: float,
+    tally: Tally,
+    models: Mapping[str, Tally],
+    policy: Policy,
+    *,
+    nodeid: str = "",
+    path: str = "",
+    line: int | None = None,
+) -> Verdict:
+    actual = measure(tally, metric)
+    status = _status(actual, limit, policy.warn_at)
+    detail = _detail(tally, models)
+    amount, of = _amount(metric, actual, tally), _amount(metric, limit)
+    unpriced = metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore"
+    warn_mode = policy.mode == "warn"
+    exceeded = "exceeded (mode warn)" if warn_mode else "exceeded"
+    if unpriced and status != Status.EXCEEDED:
+        calls = f"{tally.unpriced_calls} call" + ("" if tally.unpriced_calls == 1 else "s")
+        if policy.unknown_price == "fail":
+            status = Status.EXCEEDED
+            message = (
+                f"{subject} {exceeded}: cost unknown, {calls} without a price "
+                f"(unknown-price = fail); {amount} of {of} ({detail})"
+            )
+        else:
+            status = Status.UNKNOWN
+            message = f"{subject} unknown: {calls} without a price; {amount} of {of} ({detail})"
+    elif status == Status.EXCEEDED:
+        message = f"{subject} {exceeded}: {amount} > {of} ({detail})"
+    elif status == Status.WARN:
+        message = f"{subject} at {fmt.percent(actual, limit)}: {amount} of {of} ({detail})"
+    else:
+        message = f"{subject} ok: {amount} of {of} ({detail})"
+    if status == Status.EXCEEDED and warn_mode:
+        status = Status.WARN
+    return Verdict(
+        name=name,
+        kind=kind,
+        metric=metric,
+        limit=float(limit),
+        actual=float(actual),
+        status=status,
+        message=message,
+        nodeid=nodeid,
+        path=path,
+        line=line,
+    )
+
+
+_UNITS = {"total_tokens": "tokens", "input_tokens": "input tokens", "output_tokens": "output tokens"}
+
+
+def _amount(metric: str, value: float, tally: Tally | None = None) -> str:
+    """``2,431 tokens`` for a measurement; the bare ``2,000`` for a limit (``tally`` is None)."""
+    if metric == "cost_usd":
+        return fmt.money(value, known=tally.cost_known if tally is not None else True)
+    if tally is None:
+        return f"{int(value):,}"
+    if metric == "calls":
+        return f"{int(value):,} call" + ("" if value == 1 else "s")
+    return f"{int(value):,} {_UNITS[metric]}"
+
+
+def _detail(tally: Tally, models: Mapping[str, Tally], top: int = 3) -> str:
+    """``input 2,100, output 331; gpt-4o-mini ×3`` (the three largest models)."""
+    usage = tally.usage
+    head = f"input {fmt.tokens(usage.input_tokens)}, output {fmt.tokens(usage.output_tokens)}"
+    ranked = sorted(
+        ((key, t) for key, t in models.items() if t.calls),
+        key=lambda kt: (-kt[1].total_tokens, -kt[1].calls, kt[0]),
+    )
+    if not ranked:
+        return head
+    names = [f"{key.partition('/')[2] or key} ×{t.calls}" for key, t in ranked[:top]]
+    if len(ranked) > top:
+        names.append(f"+{len(ranked) - top} more")
+    return f"{head}; {', '.join(names)}"
