@@ -1,0 +1,127 @@
+"""Scale: aggregation, budgets and every report over up to 100,000 calls in 20,000 tests.
+
+Benchmark 5 of issue 9. For each size it records N calls through the real :class:`Ledger` (as
+capture does), then runs every stage after the test loop — session budgets, the JSON artifact,
+and each report format that exists — timing each stage and measuring the peak memory the calls add
+(tracemalloc, bytes per call beyond the empty run). Growth from 1k to 100k calls should be linear.
+
+    python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import platform
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pytest_tokenbudget.artifact import dump_run
+from pytest_tokenbudget.ledger import Ledger, Owner
+from pytest_tokenbudget.model import Call, Run, Usage
+
+MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("openai", "text-embedding-3-small"))
+
+
+def record_calls(calls: int, tests: int) -> Ledger:
+    """``calls`` calls spread over ``tests`` tests in 40 files, as capture would record them."""
+    ledger = Ledger()
+    per_test = max(1, calls // tests)
+    for index in range(calls):
+        test = index // per_test
+        nodeid = f"tests/test_mod{test % 40}.py::test_case[{test}]"
+        provider, model = MODELS[index % len(MODELS)]
+        owner = Owner(nodeid, "call")
+        ledger.push_owner(owner)
+        ledger.record(
+            Call(
+                owner=nodeid,
+                phase="call",
+                provider=provider,
+                api="openai.chat" if provider == "openai" else "anthropic.messages",
+                host="api.openai.com" if provider == "openai" else "api.anthropic.com",
+                model=model,
+                usage=Usage(1200 + index % 97, 256, 0, 180 + index % 13, 0),
+                source="replayed" if index % 5 else "live",
+                duration_s=0.0123,
+                cost_usd=0.00042,
+            )
+        )
+        ledger.pop_owner(owner)
+    return ledger
+
+
+def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
+    """Every post-loop stage available in this checkout, by name."""
+    stages: dict[str, Callable[[], Any]] = {"json artifact": lambda: dump_run(run)}
+    terminal = importlib.import_module("pytest_tokenbudget.report.terminal")
+    stages["terminal -v"] = lambda: list(terminal.render(run, verbose=True))
+    for module_name, func_name, label in (
+        ("pytest_tokenbudget.report.markdown", "render", "markdown"),
+        ("pytest_tokenbudget.report.junit", "render", "junit xml"),
+        ("pytest_tokenbudget.report.export", "render_csv", "csv"),
+    ):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        func = getattr(module, func_name, None)
+        if func is not None:
+            stages[label] = lambda func=func: func(run)
+    return stages
+
+
+def measure(calls: int, tests: int) -> dict[str, Any]:
+    tracemalloc.start()
+    before, _ = tracemalloc.get_traced_memory()
+    start = time.perf_counter()
+    ledger = record_calls(calls, tests)
+    record_s = time.perf_counter() - start
+    current, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    run = ledger.run
+    timings: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, stage in report_stages(run, Path(tmp)).items():
+            start = time.perf_counter()
+            stage()
+            timings[name] = time.perf_counter() - start
+    return {
+        "calls": calls,
+        "tests": tests,
+        "record_s": round(record_s, 4),
+        "stages_s": {k: round(v, 4) for k, v in timings.items()},
+        "after_loop_s": round(sum(timings.values()), 4),
+        "bytes_per_call_retained": round((current - before) / calls, 1),
+        "bytes_per_call_peak": round((peak - before) / calls, 1),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args()
+    results = [measure(n, max(1, n // 5)) for n in (int(s) for s in args.sizes.split(","))]
+    machine = f"{platform.machine()} · Python {platform.python_version()}"
+    print(f"scale ({machine}): calls recorded through the Ledger, then every post-loop stage")
+    header = (("calls", 8), ("tests", 7), ("record", 8), ("after loop", 11))
+    header += (("B/call kept", 12), ("B/call peak", 12))
+    print(" ".join(f"{name:>{width}}" for name, width in header))
+    for r in results:
+        print(
+            f"{r['calls']:>8,} {r['tests']:>7,} {r['record_s']:>7.3f}s {r['after_loop_s']:>10.3f}s "
+            f"{r['bytes_per_call_retained']:>12,.0f} {r['bytes_per_call_peak']:>12,.0f}"
+        )
+        print("         " + ", ".join(f"{k} {v:.3f}s" for k, v in r["stages_s"].items()))
+    if args.json:
+        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
