@@ -223,6 +223,10 @@ class Budgets:
             policy=Policy(settings.warn_at, settings.mode, settings.unknown_price),
         )
 
+    def markers_only(self) -> Budgets:
+        """The same policy without pyproject budgets (a run switched on only by marked tests)."""
+        return Budgets(policy=self.policy)
+
     # -- per test ---------------------------------------------------------------------------------
 
     def judge_test(

@@ -205,6 +205,7 @@ class HardCap:
             return sum(c.cost_usd for c in self._live if c.cost_usd is not None)
 
     def __call__(self, exchange: Exchange, request: Any) -> None:
+        __tracebackhide__ = True  # pytest shows the refusal, not the plugin's frames
         if exchange.source != "live":
             return
         self.watch.refresh()

@@ -365,6 +365,8 @@ class TokenBudgetPlugin:
         self.capture.install()
         self._use_plugin_hooks()
         self.budgets = _load_budgets(config, settings)
+        if not settings.enabled:  # switched on by a marked test: markers only, no pyproject budgets
+            self.budgets = self.budgets.markers_only()
         self._shipped = 0  # verdicts a worker has sent to the controller so far
         if self.budgets.session or self.budgets.scopes:
             self.add_evaluator(lambda run: self.budgets.evaluate_run(run, session=not settings.defer_session))
