@@ -21,7 +21,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .model import Call, Status, Usage, Verdict
 from .report import format as fmt
@@ -60,13 +60,20 @@ class TokenBudgetExceeded(BaseException):
 
 
 class CassetteWatch:
-    """Knows the vcrpy cassettes that are active (entered and not yet exited)."""
+    """Knows the vcrpy cassettes that are active (entered and not yet exited).
+
+    vcrpy's patches are process-wide, so is this record: one patch of
+    ``CassetteContextDecorator._patch_generator``, shared by every watch, removed by :meth:`uninstall`.
+    """
 
     _ORIGINAL = "_tokenbudget_hardcap_patch_generator"
+    _active: ClassVar[list[Any]] = []
+    _lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def __init__(self) -> None:
-        self.active: list[Any] = []
-        self._lock = threading.Lock()
+    @property
+    def active(self) -> list[Any]:
+        with self._lock:
+            return list(self._active)
 
     def refresh(self) -> None:
         """Patch vcrpy when it has been imported (cheap to call often)."""
@@ -75,7 +82,7 @@ class CassetteWatch:
         if decorator is None or hasattr(decorator, self._ORIGINAL):
             return
         original = decorator._patch_generator
-        active, lock = self.active, self._lock
+        active, lock = self._active, self._lock
 
         def _patch_generator(self: Any, cassette: Any) -> Iterator[Any]:
             with lock:
@@ -100,7 +107,7 @@ class CassetteWatch:
     def stays_local(self, request: Any) -> bool:
         """True when the innermost active cassette replays ``request`` or refuses to record it."""
         with self._lock:
-            cassette = self.active[-1] if self.active else None
+            cassette = self._active[-1] if self._active else None
         if cassette is None:
             return False
         vcr_request = _vcr_request(request)
