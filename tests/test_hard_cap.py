@@ -273,3 +273,69 @@ def test_requests_library_is_capped_too(server: CountingServer, ledger: Ledger) 
 )
 def test_output_ceiling_from_the_request(body: dict[str, Any], ceiling: int) -> None:
     assert output_ceiling(body) == ceiling
+
+
+HARD_CAP_SESSION = """
+import os
+
+import openai
+import pytest
+
+def chat():
+    url = os.environ["HARD_CAP_URL"] + "/v1"
+    with openai.OpenAI(base_url=url, api_key="sk-test", max_retries=2) as client:
+        return client.chat.completions.create(model="gpt-4o-mini", messages={messages!r}, max_tokens=100)
+
+def test_first():
+    assert chat().usage.total_tokens == 16
+
+def test_second():
+    chat()
+
+@pytest.mark.vcr
+def test_replayed():
+    assert chat().usage.total_tokens == 16
+"""
+
+
+def test_session_refuses_live_requests_over_the_cap_and_replays_pass(
+    pytester: pytest.Pytester, server: CountingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("pytest_tokenbudget.pricing")
+    monkeypatch.setenv("HARD_CAP_URL", server.url)
+    monkeypatch.setenv("COLUMNS", "300")
+    cassettes = pytester.path / "cassettes" / "test_hc"
+    cassettes.mkdir(parents=True)
+    with vcr.use_cassette(str(cassettes / "test_replayed.yaml"), record_mode="once"):
+        _chat(server)
+    pytester.makepyprojecttoml(
+        """
+        [tool.tokenbudget]
+        hard-max-cost = 0.0012
+        [tool.tokenbudget.prices]
+        "gpt-4o-mini" = { input = 10, output = 10 }
+        """
+    )
+    pytester.makepyfile(test_hc=HARD_CAP_SESSION.format(messages=MESSAGES))
+    before = server.requests
+    result = pytester.runpytest(
+        "--token-budget",
+        "--record-mode=none",
+        "--token-budget-json=run.json",
+        "-p",
+        "no:cacheprovider",
+        "-rf",
+    )
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=2, failed=1)
+    assert server.requests == before + 1  # test_first only: test_second was stopped, test_replayed replayed
+    message = (
+        "hard cost cap: refused a live openai.chat request to gpt-4o-mini "
+        "from test_hc.py::test_second (call): "
+        "spent $0.00016 + estimated $0.00113 (input 13, output ≤100) > $0.0012"
+    )
+    result.stdout.fnmatch_lines([f"FAILED test_hc.py::test_second - *TokenBudgetExceeded: {message}"])
+    verdicts = json.loads((pytester.path / "run.json").read_text())["verdicts"]
+    assert [(v["kind"], v["status"], v["nodeid"], v["message"]) for v in verdicts] == [
+        ("hard-cap", "exceeded", "test_hc.py::test_second", message)
+    ]
