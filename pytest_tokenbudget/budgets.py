@@ -191,6 +191,7 @@ class Policy:
     warn_at: float = 0.8
     mode: str = "fail"  # fail | warn
     unknown_price: str = "warn"  # ignore | warn | fail
+    estimated: str = "count"  # count | warn-only: an overrun that includes estimated calls only warns
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +221,7 @@ class Budgets:
             session=session,
             per_test=_per_test(settings.tables.get("per-test"), ctx),
             scopes=_scopes(settings.tables.get("budgets"), ctx),
-            policy=Policy(settings.warn_at, settings.mode, settings.unknown_price),
+            policy=Policy(settings.warn_at, settings.mode, settings.unknown_price, settings.estimated),
         )
 
     def markers_only(self) -> Budgets:
@@ -474,6 +475,10 @@ def _verdict(
         message = f"{subject} at {fmt.percent(actual, limit)}: {amount} of {of} ({detail})"
     else:
         message = f"{subject} ok: {amount} of {of} ({detail})"
+    if actual > limit and policy.estimated == "warn-only" and tally.estimated_calls:
+        calls = f"{tally.estimated_calls} estimated call" + ("" if tally.estimated_calls == 1 else "s")
+        message += f"; includes {calls} (estimated = warn-only)"
+        status = Status.WARN
     if status == Status.EXCEEDED and warn_mode:
         status = Status.WARN
     return Verdict(

@@ -94,6 +94,7 @@ class CallState:
     UNCLOSED = "unclosed"  # a stream never closed; settled at the test's teardown
     NO_USAGE = "no-usage"  # a well-formed response that reports no usage
     UNPARSED = "unparsed"  # the plugin could not read the response
+    UNMETERED = "unmetered"  # no usage reported and the request could not be estimated either
     FAILED = "failed"  # the request raised or the server answered with an error status
 
 
@@ -151,6 +152,7 @@ class Tally:
     estimated_calls: int = 0
     unparsed_calls: int = 0
     failed_calls: int = 0
+    unmetered_calls: int = 0
 
     def add_call(self, call: Call) -> None:
         self.calls += 1
@@ -170,6 +172,8 @@ class Tally:
             self.estimated_calls += 1
         if call.state == CallState.UNPARSED:
             self.unparsed_calls += 1
+        elif call.state == CallState.UNMETERED:
+            self.unmetered_calls += 1
         elif call.state == CallState.FAILED:
             self.failed_calls += 1
 
@@ -184,6 +188,7 @@ class Tally:
         self.estimated_calls += other.estimated_calls
         self.unparsed_calls += other.unparsed_calls
         self.failed_calls += other.failed_calls
+        self.unmetered_calls += other.unmetered_calls
 
     @property
     def cost_known(self) -> bool:
@@ -208,6 +213,7 @@ class Tally:
             "estimated_calls": self.estimated_calls,
             "unparsed_calls": self.unparsed_calls,
             "failed_calls": self.failed_calls,
+            "unmetered_calls": self.unmetered_calls,
         }
 
     @classmethod
@@ -223,6 +229,7 @@ class Tally:
             estimated_calls=_int(data, "estimated_calls"),
             unparsed_calls=_int(data, "unparsed_calls"),
             failed_calls=_int(data, "failed_calls"),
+            unmetered_calls=_int(data, "unmetered_calls"),
         )
 
     @classmethod
@@ -251,6 +258,10 @@ class TestUsage:
     phases: dict[str, Tally] = field(default_factory=dict)
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
     markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
+    # Request inspection (inspector.py), estimated from request bodies; empty when not measured.
+    anatomy: dict[str, int] = field(default_factory=dict)  # input tokens by part, "peak:<part>"
+    context: dict[str, Any] = field(default_factory=dict)  # largest context-window utilisation
+    stale: list[dict[str, Any]] = field(default_factory=list)  # stale cassettes this test replayed
 
     def add_call(self, call: Call) -> None:
         self.total.add_call(call)
@@ -274,6 +285,15 @@ class TestUsage:
         self.path = self.path or other.path
         self.line = self.line if self.line is not None else other.line
         self.markers = self.markers or other.markers
+        self.anatomy = merge_anatomy(self.anatomy, other.anatomy)
+        if other.context.get("max", -1.0) > self.context.get("max", -1.0):
+            warned = self.context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
+            self.context = {**other.context, "warned_calls": warned}
+        elif other.context:
+            self.context["warned_calls"] = self.context.get("warned_calls", 0) + other.context.get(
+                "warned_calls", 0
+            )
+        self.stale.extend(s for s in other.stale if s not in self.stale)
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = {
@@ -291,6 +311,9 @@ class TestUsage:
             **self.total.to_dict(),
             "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
             "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
+            **({"anatomy": dict(sorted(self.anatomy.items()))} if self.anatomy else {}),
+            **({"context": self.context} if self.context else {}),
+            **({"stale": self.stale} if self.stale else {}),
         }
 
     @classmethod
@@ -305,6 +328,9 @@ class TestUsage:
             phases={k: Tally.from_dict(v) for k, v in _mapping(data, "phases").items()},
             models={k: Tally.from_dict(v) for k, v in _mapping(data, "models").items()},
             markers=tuple(str(m) for m in data.get("markers") or ()),
+            anatomy={str(k): _int(_mapping(data, "anatomy"), k) for k in _mapping(data, "anatomy")},
+            context=dict(_mapping(data, "context")),
+            stale=[dict(s) for s in data.get("stale") or ()],
         )
 
 
@@ -407,6 +433,13 @@ class Run:
             merged.setdefault(key.split("/", 1)[0], Tally()).merge(tally)
         return dict(sorted(merged.items()))
 
+    def anatomy(self) -> dict[str, int]:
+        """Where the input goes, over the whole run (see :func:`merge_anatomy`)."""
+        total: dict[str, int] = {}
+        for entry in self.tests.values():
+            total = merge_anatomy(total, entry.anatomy)
+        return total
+
     def heaviest(self, n: int) -> list[TestUsage]:
         """The ``n`` entries with the most tokens (ties broken by node id, so output is stable)."""
         ranked = sorted(
@@ -426,6 +459,7 @@ class Run:
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],
+            **({"anatomy": anatomy} if (anatomy := self.anatomy()) else {}),
             **({"comparison": self.comparison} if self.comparison is not None else {}),
         }
 
@@ -449,6 +483,15 @@ class Run:
             )
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ArtifactError(f"{source}: malformed run artifact: {exc}") from exc
+
+
+def merge_anatomy(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    """Add two anatomies: counts add up, ``peak:<part>`` (largest single request) keeps the max."""
+    merged = dict(a)
+    for key, value in b.items():
+        before = merged.get(key, 0)
+        merged[key] = max(before, value) if key.startswith("peak:") else before + value
+    return merged
 
 
 def _int(data: Mapping[str, Any], key: str) -> int:

@@ -26,6 +26,13 @@ from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sn
 
 PreflightHook = Callable[["Exchange", Any], None]
 """Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
+Observer = Callable[[Call, "Exchange"], None]
+"""Called with each call and its exchange just before it is recorded (request inspection)."""
+Payload = bytes | tuple[str, list[bytes]] | None
+"""What was received, kept for output estimates: a body, or (framing, decoded chunks) of a stream."""
+
+KEEP_LIMIT = 8 * 1024 * 1024
+"""A stream keeps at most this many decoded bytes for an output estimate (if it reports no usage)."""
 
 
 _capturing: ContextVar[bool] = ContextVar("tokenbudget_capturing", default=False)
@@ -42,13 +49,20 @@ def inside_capture() -> bool:
 class Exchange:
     """One request on its way: where it goes, who sent it, when."""
 
-    __slots__ = ("owner", "route", "source", "started")
+    __slots__ = ("owner", "replay", "request", "route", "source", "started")
 
-    def __init__(self, route: Route, owner: Owner) -> None:
+    def __init__(self, route: Route, owner: Owner, request: Any = None) -> None:
         self.route = route
         self.owner = owner
         self.started = time.perf_counter()
         self.source = "live"
+        self.request = request  # held by reference; parsed only when an estimate needs it
+        self.replay: tuple[Any, Any] | None = None  # (cassette, recorded response) under vcrpy
+
+    def note_replay(self) -> None:
+        """Remember which recorded interaction served a replayed response (same context as send)."""
+        if self.source == "replayed" and self.replay is None:
+            self.replay = replay.last_played()
 
 
 class Recorder:
@@ -57,6 +71,7 @@ class Recorder:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self.preflight: list[PreflightHook] = []
+        self.observers: list[Observer] = []
         self.route: Callable[[str, str, str], Route | None] = providers.route
         """Recognise a request (method, host, path); replaced when plugins add providers."""
         self._tokens = itertools.count()
@@ -76,7 +91,7 @@ class Recorder:
         ``source`` is "mocked" when the client's transport is known to answer in-process.
         """
         replay.ensure_installed()  # vcrpy may have been imported since the last request
-        exchange = Exchange(route, self.ledger.owner)
+        exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source
         for hook in self.preflight:
             hook(exchange, request)
@@ -86,6 +101,7 @@ class Recorder:
 
     def body(self, exchange: Exchange, status_code: int, body: bytes, content_type: str = "") -> None:
         """A complete response body (an event stream read whole, too)."""
+        exchange.note_replay()
         if status_code >= 400:
             self._record(exchange, status_code, None, CallState.FAILED, f"HTTP {status_code}")
             return
@@ -98,7 +114,8 @@ class Recorder:
                 framer.feed(body)
                 framer.finish()
                 extracted = accumulator.result()
-                self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, True)
+                payload = (framing, [body])
+                self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, True, payload)
                 return
             extracted = parser.parse(body)
         except ParseError as exc:
@@ -107,7 +124,7 @@ class Recorder:
         except Exception as exc:  # a bug in a parser must not fail the user's test
             self._record(exchange, status_code, None, CallState.UNPARSED, _internal(exc))
             return
-        self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE)
+        self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, payload=body)
 
     def parsed(
         self,
@@ -119,6 +136,7 @@ class Recorder:
         state: str = CallState.COMPLETE,
     ) -> None:
         """Usage a client library already parsed (botocore); ``state`` says how a stream ended."""
+        exchange.note_replay()
         self._record_extracted(exchange, status_code, extracted, state, streamed)
 
     def failed(self, exchange: Exchange, exc: BaseException) -> None:
@@ -129,6 +147,7 @@ class Recorder:
         self, exchange: Exchange, status_code: int, content_type: str, content_encoding: str
     ) -> StreamTap:
         """A tap to feed the raw bytes of a streamed response as the caller consumes them."""
+        exchange.note_replay()
         token = next(self._tokens)
         tap = StreamTap(self, exchange, status_code, content_type, content_encoding, token)
         self.ledger.stream_opened(exchange.owner.nodeid, token, tap.settle)
@@ -143,10 +162,11 @@ class Recorder:
         extracted: Extracted,
         state: str,
         streamed: bool = False,
+        payload: Payload = None,
     ) -> None:
         if extracted.usage is None and state == CallState.COMPLETE:
             state = CallState.NO_USAGE
-        self._record(exchange, status_code, extracted, state, _DETAILS.get(state, ""), streamed)
+        self._record(exchange, status_code, extracted, state, _DETAILS.get(state, ""), streamed, payload)
 
     def _record(
         self,
@@ -156,6 +176,7 @@ class Recorder:
         state: str,
         detail: str,
         streamed: bool = False,
+        payload: Payload = None,
     ) -> None:
         route = exchange.route
         owner = exchange.owner
@@ -175,6 +196,10 @@ class Recorder:
             state=state,
             detail=detail,
         )
+        if usage is None and extracted is not None and state != CallState.FAILED:
+            _estimate(call, exchange.request, payload)
+        for observe in self.observers:
+            observe(call, exchange)
         self.ledger.record(call, owner.kind)
 
 
@@ -188,6 +213,9 @@ class StreamTap:
         "_error",
         "_exchange",
         "_framer",
+        "_framing",
+        "_kept",
+        "_kept_bytes",
         "_lock",
         "_recorder",
         "_settled",
@@ -215,6 +243,9 @@ class StreamTap:
         self._accumulator: StreamAccumulator | None = None
         self._framer: LineFramer | None = None
         self._buffer: bytearray | None = None  # a non-streamed body read through stream=True
+        self._framing = ""
+        self._kept: list[bytes] | None = None  # decoded chunks of a framed stream (output estimate)
+        self._kept_bytes = 0
         if status_code >= 400:
             return
         try:
@@ -238,6 +269,8 @@ class StreamTap:
     def _start_framing(self, framing: str | None = None) -> None:
         self._accumulator = self._exchange.route.parser.stream()
         self._framer = LineFramer(self._accumulator, framing)
+        self._framing = framing or self._accumulator.framing
+        self._kept = []
 
     def feed(self, chunk: bytes) -> None:
         """Called with each raw chunk the caller receives; never raises."""
@@ -248,15 +281,26 @@ class StreamTap:
                 chunk = self._decode(chunk)
             if self._framer is not None:
                 self._framer.feed(chunk)
+                self._keep(chunk)
             elif self._buffer is not None:
                 self._buffer += chunk
             elif sniff_framing(chunk) is not None:
                 self._start_framing("sse")
                 self._framer.feed(chunk)  # type: ignore[union-attr]
+                self._keep(chunk)
             else:
                 self._buffer = bytearray(chunk)
         except Exception as exc:  # bad compression or a parser bug: report, never raise
             self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
+
+    def _keep(self, chunk: bytes) -> None:
+        """Hold a reference to the chunk (no copy) in case the stream reports no usage."""
+        kept = self._kept
+        if kept is not None:
+            kept.append(chunk)
+            self._kept_bytes += len(chunk)
+            if self._kept_bytes > KEEP_LIMIT:
+                self._kept = None  # too large to keep: the output is then not estimated
 
     def eof(self) -> None:
         """The stream was read to its end."""
@@ -292,19 +336,33 @@ class StreamTap:
                     state = CallState.CLOSED_EARLY
                 if extracted.usage is None and state == CallState.COMPLETE:
                     state = CallState.NO_USAGE
-                recorder._record_extracted(exchange, self._status, extracted, state, True)
+                payload = (self._framing, self._kept) if self._kept is not None else None
+                self._kept = None
+                recorder._record_extracted(exchange, self._status, extracted, state, True, payload)
                 return
             if self._buffer is None:
                 recorder._record(exchange, self._status, None, CallState.NO_USAGE, "empty body", True)
                 return
-            extracted = exchange.route.parser.parse(bytes(self._buffer))
+            body = bytes(self._buffer)
+            extracted = exchange.route.parser.parse(body)
         except ParseError as exc:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, str(exc), True)
             return
         except Exception as exc:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, _internal(exc), True)
             return
-        recorder._record_extracted(exchange, self._status, extracted, state)
+        recorder._record_extracted(exchange, self._status, extracted, state, payload=body)
+
+
+def _estimate(call: Call, request: Any, payload: Payload) -> None:
+    """Fill a call that reports no usage with estimates (or mark it unmetered); never raises."""
+    from .. import estimates
+
+    try:
+        estimates.fill(call, request, payload)
+    except Exception as exc:  # a bug in the estimator must not fail the user's test
+        call.state = CallState.UNMETERED
+        call.detail = _internal(exc)
 
 
 _DETAILS = {

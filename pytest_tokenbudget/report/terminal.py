@@ -59,7 +59,7 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         lines.append(Line(title + ":", {"bold": True}))
         rows = [
             [
-                fmt.tokens(t.total.total_tokens),
+                ("~" if t.total.estimated_calls else "") + fmt.tokens(t.total.total_tokens),  # ~ estimated
                 fmt.tokens(t.total.usage.input_tokens),
                 fmt.tokens(t.total.usage.output_tokens),
                 _calls(t.total.calls),
