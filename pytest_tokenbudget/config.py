@@ -56,6 +56,9 @@ class Settings:
     estimated: str = "count"  # count | warn-only
     unmetered: str = "warn"  # ignore | warn | fail
     context_warn_at: float = 0.9
+    stale_cassette: str = "warn"  # warn | fail (stale.py)
+    max_tool_schema_tokens: int | None = None  # per request, estimated (inspector.py)
+    max_system_tokens: int | None = None
     # baselines (baseline.py)
     baseline: str | None = None  # a path, or git:REF / git:REF:PATH
     baseline_file: Path | None = None  # where --token-budget-save-baseline writes by default
@@ -202,6 +205,9 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "estimated": ("estimated", choice("count", "warn-only")),
     "unmetered": ("unmetered", choice("ignore", "warn", "fail")),
     "context-warn-at": ("context_warn_at", fraction),
+    "stale-cassette": ("stale_cassette", choice("warn", "fail")),
+    "max-tool-schema-tokens": ("max_tool_schema_tokens", non_negative_int),
+    "max-system-tokens": ("max_system_tokens", non_negative_int),
     "baseline": ("baseline", text),
     "baseline-file": ("baseline_file", path),
     "save-baseline": ("save_baseline", path),

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from .budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
     from .hardcap import HardCap
+    from .inspector import Inspector
     from .ledger import Ledger, Owner
     from .model import Run, TestUsage, Verdict
 
@@ -73,6 +74,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("unknown-price", "ignore|warn|fail", "what a cost budget does about calls with no known price."),
     ("baseline", "SOURCE", "compare with a baseline: a path, git:REF or git:REF:PATH."),
     ("min-tokens", "N", "ignore %% growth of tests below N tokens in baseline thresholds."),
+    ("stale-cassette", "warn|fail", "a cassette whose request drifted from its recording: warn or fail."),
 )
 
 
@@ -361,7 +363,13 @@ class TokenBudgetPlugin:
         self.evaluators: list[Evaluator] = []
         self._price_hook_added = False
         self._closed = False
+        self.inspector: Inspector | None = None
+        if settings.enabled:  # anatomy, context windows, stale cassettes, unmetered calls
+            self.inspector = _make_inspector(settings)
+            self.add_evaluator(self.inspector.verdicts)
         self.capture = Capture(self.ledger)
+        if self.inspector is not None:
+            self.capture.recorder.observers.append(self.inspector.observe)
         self.capture.install()
         self._use_plugin_hooks()
         self.budgets = _load_budgets(config, settings)
@@ -497,6 +505,8 @@ class TokenBudgetPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if report.when == "teardown" and self.inspector is not None:
+            self.inspector.settle(self.run, item.nodeid)
         if report.when == "teardown":
             entry = self.run.tests.get(item.nodeid)
             if entry is not None and entry.total.calls:
@@ -606,6 +616,8 @@ class TokenBudgetPlugin:
         from .artifact import environment, git_info, now_iso, write_run
 
         self.ledger.settle_streams()
+        if self.inspector is not None:
+            self.inspector.settle_all(self.run)
         if self.is_worker:
             outside = {k: v.to_dict() for k, v in self.run.tests.items() if v.kind != "test"}
             self.config.workeroutput[REPORT_ATTR] = {  # type: ignore[attr-defined]
@@ -653,6 +665,11 @@ class TokenBudgetPlugin:
         terminalreporter.write_sep("=", "token budget")
         for line in render(self.run, verbose=verbose, top=self.settings.top):
             terminalreporter.write_line(line.text, **line.markup)
+        if self.inspector is not None:
+            from .inspector import summary_lines
+
+            for line in summary_lines(self.run, top=self.settings.top):
+                terminalreporter.write_line(line.text, **line.markup)
         tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted
         for notice in tokenizer.notices() if tokenizer is not None else ():
             terminalreporter.write_line(f"note: {notice}", yellow=True)
@@ -660,6 +677,15 @@ class TokenBudgetPlugin:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
             )
+
+
+def _make_inspector(settings: Settings) -> Inspector:
+    from .inspector import Inspector
+
+    try:
+        return Inspector.from_settings(settings)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
 
 
 class _Overrun:

@@ -12,6 +12,7 @@ from contextvars import ContextVar
 from typing import Any
 
 _replayed: ContextVar[int] = ContextVar("tokenbudget_replayed", default=0)
+_last_played: ContextVar[tuple[Any, Any] | None] = ContextVar("tokenbudget_last_played", default=None)
 _ORIGINAL = "_tokenbudget_original_play_response"
 
 
@@ -28,6 +29,7 @@ def ensure_installed() -> None:
     def play_response(self: Any, request: Any) -> Any:
         response = original(self, request)
         _replayed.set(_replayed.get() + 1)
+        _last_played.set((self, response))  # references only: resolved if a check needs them
         return response
 
     setattr(cassette_cls, _ORIGINAL, original)
@@ -45,6 +47,24 @@ def uninstall() -> None:
 def mark() -> int:
     """A mark to take before sending; pass it to :func:`replayed_since`."""
     return _replayed.get()
+
+
+def last_played() -> tuple[Any, Any] | None:
+    """``(cassette, recorded response)`` of the last replay in this context (see :func:`recorded`)."""
+    return _last_played.get()
+
+
+def recorded(played: tuple[Any, Any]) -> tuple[str, bytes | None]:
+    """The cassette's path and the body of the recorded request whose response was played."""
+    cassette, response = played
+    path = str(getattr(cassette, "_path", "") or "")
+    for stored_request, stored_response in getattr(cassette, "data", ()):
+        if stored_response is response:
+            body = getattr(stored_request, "body", None)
+            if isinstance(body, str):
+                body = body.encode("utf-8")
+            return path, body if isinstance(body, bytes) else None
+    return path, None
 
 
 def replayed_since(before: int) -> bool:

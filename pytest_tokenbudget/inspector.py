@@ -1,0 +1,351 @@
+"""Look inside the requests of each test: where the input goes, context windows, stale cassettes.
+
+The recorder hands every call and its exchange to :meth:`Inspector.observe`, which only keeps
+references (the request, the cassette interaction that replayed it). The work — parsing request
+bodies, counting tokens — happens once per test at :meth:`Inspector.settle` (its teardown report)
+and for fixtures and the session at :meth:`Inspector.settle_all`; then the references are dropped.
+Results land on :class:`~pytest_tokenbudget.model.TestUsage` as ``anatomy``, ``context`` and
+``stale`` and travel with the test's usage (JSON artifact, xdist reports).
+
+:meth:`Inspector.verdicts` is a session evaluator: unmetered calls, stale cassettes, context windows
+above ``context-warn-at`` and the per-request part limits (``max-tool-schema-tokens``,
+``max-system-tokens``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from .config import Settings
+from .context_window import ContextWindows
+from .model import Call, CallState, Run, Status, TestUsage, Verdict
+from .report import format as fmt
+
+if TYPE_CHECKING:
+    from .capture.recorder import Exchange
+    from .report.terminal import Line
+
+__all__ = ["PART_LIMITS", "Inspector", "summary_lines"]
+
+ANATOMY_APIS: Final = {
+    "openai.chat": "openai.chat",
+    "openai.responses": "openai.responses",
+    "anthropic.messages": "anthropic.messages",
+    "ollama.chat": "openai.chat",
+    "cohere.chat": "openai.chat",
+}
+"""APIs whose requests are split into parts (→ the estimator used for them)."""
+
+PART_LIMITS: Final = {"tools": "tool_schema_tokens", "system": "system_tokens"}
+"""Anatomy part → the metric of its per-request limit (``max-tool-schema-tokens`` …)."""
+
+_UNMETERED_STATES: Final = (CallState.UNMETERED, CallState.UNPARSED)
+
+
+class Inspector:
+    """Per-session request inspection; thread-safe :meth:`observe`, settled from pytest's thread."""
+
+    def __init__(self, settings: Settings, windows: ContextWindows | None = None) -> None:
+        self.settings = settings
+        self.windows = windows if windows is not None else ContextWindows()
+        self._pending: dict[str, list[tuple[Call, Any, Any]]] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Inspector:
+        """Raises :class:`~pytest_tokenbudget.config.ConfigError` for a bad context-windows table."""
+        windows = ContextWindows.from_table(settings.tables.get("context-windows"), settings.context())
+        return cls(settings, windows)
+
+    # -- collecting (the request path: references only) -------------------------------------------
+
+    def observe(self, call: Call, exchange: Exchange) -> None:
+        if call.state == CallState.FAILED:
+            return
+        item = (call, exchange.request, exchange.replay)
+        with self._lock:
+            pending = self._pending.get(call.owner)
+            if pending is None:
+                self._pending[call.owner] = [item]
+            else:
+                pending.append(item)
+
+    # -- settling ---------------------------------------------------------------------------------
+
+    def settle(self, run: Run, owner: str) -> None:
+        """Inspect the calls ``owner`` made so far and add the results to its entry."""
+        with self._lock:
+            items = self._pending.pop(owner, None)
+        if not items:
+            return
+        entry = run.tests.get(owner)
+        if entry is None:
+            return
+        for call, request, played in items:
+            self._inspect(entry, call, request, played)
+
+    def settle_all(self, run: Run) -> None:
+        with self._lock:
+            owners = list(self._pending)
+        for owner in owners:
+            self.settle(run, owner)
+
+    def _inspect(self, entry: TestUsage, call: Call, request: Any, played: Any) -> None:
+        from . import estimates
+
+        self._context(entry, call)
+        target = ANATOMY_APIS.get(call.api)
+        if target is None and played is None:
+            return
+        body = estimates.request_json(request)
+        if body is None:
+            return
+        if target is not None:
+            _add_anatomy(entry, target, body, call.model)
+        if played is not None:
+            self._stale(entry, call, request, body, played)
+
+    def _context(self, entry: TestUsage, call: Call) -> None:
+        used = self.windows.utilisation(call.provider, call.model, call.usage.input_tokens)
+        if used is None:
+            return
+        context = entry.context
+        warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
+        if used.fraction > context.get("max", -1.0):
+            context.update(
+                max=round(used.fraction, 4),
+                model=f"{call.provider}/{call.model}",
+                input_tokens=used.input_tokens,
+                window=used.window,
+                source=used.source,
+                estimated=call.estimated,
+            )
+        context["warned_calls"] = warned
+
+    def _stale(
+        self, entry: TestUsage, call: Call, request: Any, body: Mapping[str, Any], played: Any
+    ) -> None:
+        from . import stale
+        from .capture import replay
+
+        path, recorded_body = replay.recorded(played)
+        cassette = stale.display_path(path, self.settings.root)
+        finding = stale.check(call, body, _raw(request), cassette, recorded_body)
+        if finding is not None:
+            entry.stale.append(finding.to_dict())
+
+    # -- the session verdicts ---------------------------------------------------------------------
+
+    def verdicts(self, run: Run) -> list[Verdict]:
+        """Unmetered calls, stale cassettes, context windows and part limits over the whole run."""
+        from . import stale
+
+        self.settle_all(run)
+        settings = self.settings
+        found = _unmetered(run, settings.unmetered, settings.top)
+        found += stale.verdicts(run, fail=settings.stale_cassette == "fail")
+        found += _context_verdicts(run, settings.context_warn_at)
+        found += part_verdicts(run, settings)
+        if settings.mode == "warn":
+            found = [_as_warning(v) for v in found]
+        return found
+
+
+def _add_anatomy(entry: TestUsage, api: str, body: Mapping[str, Any], model: str) -> None:
+    from . import tokenizer
+
+    try:
+        estimate = tokenizer.estimate_request(api, body, model)
+    except ValueError:
+        return
+    parts = {"system": estimate.system, "tools": estimate.tools, "overhead": estimate.overhead}
+    parts.update({f"messages:{role}": tokens for role, tokens in estimate.messages.items()})
+    anatomy = entry.anatomy
+    for name, tokens in parts.items():
+        if tokens:
+            anatomy[name] = anatomy.get(name, 0) + tokens
+    anatomy["calls"] = anatomy.get("calls", 0) + 1
+    if estimate.attachments_unknown:
+        anatomy["attachments_unknown"] = anatomy.get("attachments_unknown", 0) + estimate.attachments_unknown
+    if not estimate.method.startswith("tiktoken:"):
+        anatomy["approximate_calls"] = anatomy.get("approximate_calls", 0) + 1
+    for part in PART_LIMITS:
+        if parts[part] > anatomy.get(f"peak:{part}", 0):
+            anatomy[f"peak:{part}"] = parts[part]
+
+
+def _raw(request: Any) -> bytes | None:
+    if isinstance(request, bytes):
+        return request
+    if hasattr(request, "content") and hasattr(request, "stream"):
+        try:
+            content = request.content
+        except RuntimeError:
+            return None
+        return content if isinstance(content, bytes) else None
+    body = getattr(request, "body", None)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    return body if isinstance(body, bytes) else None
+
+
+def parts_of(anatomy: Mapping[str, int]) -> list[tuple[str, int]]:
+    """The input parts of an anatomy, largest first (ties by name)."""
+    skip = ("calls", "approximate_calls", "attachments_unknown")
+    items = [(k, v) for k, v in anatomy.items() if k not in skip and not k.startswith("peak:") and v]
+    return sorted(items, key=lambda kv: (-kv[1], kv[0]))
+
+
+# -- verdicts ---------------------------------------------------------------------------------------
+
+
+def _unmetered(run: Run, setting: str, top: int) -> list[Verdict]:
+    if setting == "ignore":
+        return []
+    names = [i for i in run.issues if i.get("state") in _UNMETERED_STATES]
+    totals = run.totals()
+    count = totals.unmetered_calls + totals.unparsed_calls
+    if not count:
+        return []
+    listed = [f"{i['test']} [{i['api']} {i['model']}]" for i in names[:top]]
+    if count > len(listed):
+        listed.append(f"+{count - len(listed)} more")
+    noun = "call" if count == 1 else "calls"
+    verb = "fails the run" if setting == "fail" else "budgets cannot trip on them"
+    message = f"{count} unmetered {noun} (no usage reported, none estimable; {verb}): {', '.join(listed)}"
+    return [
+        Verdict(
+            name="unmetered",
+            kind="unmetered",
+            metric="calls",
+            limit=0.0,
+            actual=float(count),
+            status=Status.EXCEEDED if setting == "fail" else Status.WARN,
+            message=message,
+        )
+    ]
+
+
+def _context_verdicts(run: Run, warn_at: float) -> list[Verdict]:
+    found = []
+    for entry in sorted(run.tests.values(), key=lambda e: e.nodeid):
+        context = entry.context
+        if not context or context.get("max", 0.0) < warn_at:
+            continue
+        used = context["max"]
+        message = (
+            f"{entry.nodeid} filled {100 * used:.0f}% of the context window of {context['model']} "
+            f"({fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])} input tokens"
+            f"{', estimated' if context.get('estimated') else ''}; warn at {100 * warn_at:.0f}%)"
+        )
+        found.append(
+            Verdict(
+                name=f"context-window {entry.nodeid}",
+                kind="context-window",
+                metric="context_utilisation",
+                limit=warn_at,
+                actual=float(used),
+                status=Status.WARN,
+                message=message,
+                nodeid=entry.nodeid,
+                path=entry.path,
+                line=entry.line,
+            )
+        )
+    return found
+
+
+def part_verdicts(run: Run, settings: Settings) -> list[Verdict]:
+    """Per-request limits on parts of the input: the largest request of the run is judged.
+
+    These numbers are always estimates, so under ``estimated = "warn-only"`` they only warn.
+    """
+    limits = {"tools": settings.max_tool_schema_tokens, "system": settings.max_system_tokens}
+    found = []
+    for part, limit in limits.items():
+        if limit is None:
+            continue
+        metric = PART_LIMITS[part]
+        peak, where = 0, None
+        for entry in sorted(run.tests.values(), key=lambda e: e.nodeid):
+            value = entry.anatomy.get(f"peak:{part}", 0)
+            if value > peak:
+                peak, where = value, entry
+        label = "tool schemas" if part == "tools" else "system prompt"
+        key = "max-tool-schema-tokens" if part == "tools" else "max-system-tokens"
+        amount = f"~{fmt.tokens(peak)} tokens" + (f" in {where.nodeid}" if where is not None else "")
+        if peak > limit:
+            status = Status.WARN if settings.estimated == "warn-only" else Status.EXCEEDED
+            note = " (estimated = warn-only)" if status == Status.WARN else ""
+            message = f"{label} of one request exceeded {key}: {amount} > {fmt.tokens(limit)}{note}"
+        elif limit and peak >= settings.warn_at * limit:
+            status = Status.WARN
+            message = f"{label} of one request at {fmt.percent(peak, limit)} of {key}: {amount}"
+        else:
+            status = Status.OK
+            message = f"{label} of one request ok: {amount} of {fmt.tokens(limit)} ({key})"
+        found.append(
+            Verdict(
+                name=key,
+                kind="request-part",
+                metric=metric,
+                limit=float(limit),
+                actual=float(peak),
+                status=status,
+                message=message,
+                nodeid=where.nodeid if where is not None else "",
+                path=where.path if where is not None else "",
+                line=where.line if where is not None else None,
+            )
+        )
+    return found
+
+
+def _as_warning(verdict: Verdict) -> Verdict:
+    if verdict.status != Status.EXCEEDED:
+        return verdict
+    from dataclasses import replace
+
+    return replace(verdict, status=Status.WARN, message=f"{verdict.message} (mode warn)")
+
+
+# -- the terminal ---------------------------------------------------------------------------------
+
+
+def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
+    """Lines for the terminal summary: estimates, where the input goes, context, findings."""
+    from .report.terminal import Line
+
+    lines: list[Line] = []
+    totals = run.totals()
+    if totals.estimated_calls:
+        noun = "call" if totals.estimated_calls == 1 else "calls"
+        lines.append(
+            Line(f"~ estimated: {totals.estimated_calls:,} {noun} reported no usage; counted by tokenizer")
+        )
+    anatomy = run.anatomy()
+    parts = parts_of(anatomy)
+    if parts:
+        total = sum(tokens for _, tokens in parts)
+        shown = ", ".join(f"{name} {fmt.percent(n, total)} ({fmt.tokens(n)})" for name, n in parts)
+        calls = anatomy.get("calls", 0)
+        lines.append(Line(f"where the input goes (~{fmt.tokens(total)} tokens, {calls:,} requests): {shown}"))
+    peak = max((e for e in run.tests.values() if e.context), key=lambda e: e.context["max"], default=None)
+    if peak is not None:
+        context = peak.context
+        lines.append(
+            Line(
+                f"context window: at most {100 * context['max']:.0f}% ({context['model']}, "
+                f"{fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])}) in {peak.nodeid}"
+            )
+        )
+    kinds = ("unmetered", "stale-cassette", "context-window", "request-part")
+    flagged = [v for v in run.verdicts if v.kind in kinds and v.status in (Status.WARN, Status.EXCEEDED)]
+    for verdict in flagged[:top] if len(flagged) > top + 1 else flagged:
+        colour = {"red": True} if verdict.status == Status.EXCEEDED else {"yellow": True}
+        lines.append(Line(verdict.message, colour))
+    if len(flagged) > top + 1:
+        lines.append(Line(f"… {len(flagged) - top:,} more findings in the JSON artifact"))
+    return lines
