@@ -236,7 +236,7 @@ def _context_verdicts(run: Run, warn_at: float) -> list[Verdict]:
             continue
         used = context["max"]
         message = (
-            f"{entry.nodeid} filled {100 * used:.0f}% of the context window of {context['model']} "
+            f"{entry.nodeid} filled {_share(used)} of the context window of {context['model']} "
             f"({fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])} input tokens"
             f"{', estimated' if context.get('estimated') else ''}; warn at {100 * warn_at:.0f}%)"
         )
@@ -303,6 +303,11 @@ def part_verdicts(run: Run, settings: Settings) -> list[Verdict]:
     return found
 
 
+def _share(fraction: float) -> str:
+    """``93%``; ``<1%`` for a sliver (never a misleading ``0%``)."""
+    return f"{100 * fraction:.0f}%" if fraction >= 0.01 or not fraction else "<1%"
+
+
 def _as_warning(verdict: Verdict) -> Verdict:
     if verdict.status != Status.EXCEEDED:
         return verdict
@@ -331,13 +336,16 @@ def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
         total = sum(tokens for _, tokens in parts)
         shown = ", ".join(f"{name} {fmt.percent(n, total)} ({fmt.tokens(n)})" for name, n in parts)
         calls = anatomy.get("calls", 0)
-        lines.append(Line(f"where the input goes (~{fmt.tokens(total)} tokens, {calls:,} requests): {shown}"))
+        requests = f"{calls:,} request" + ("" if calls == 1 else "s")
+        lines.append(
+            Line(f"where the input goes (estimated, ~{fmt.tokens(total)} tokens in {requests}): {shown}")
+        )
     peak = max((e for e in run.tests.values() if e.context), key=lambda e: e.context["max"], default=None)
     if peak is not None:
         context = peak.context
         lines.append(
             Line(
-                f"context window: at most {100 * context['max']:.0f}% ({context['model']}, "
+                f"context window: at most {_share(context['max'])} ({context['model']}, "
                 f"{fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])}) in {peak.nodeid}"
             )
         )
