@@ -79,12 +79,12 @@ def json_object(raw: Any) -> Mapping[str, Any] | None:
 
 def estimate_input(api: str, body: Mapping[str, Any], model: str | None = None) -> InputEstimate | None:
     """Input tokens of a request body for ``api`` (None when the body holds no countable text)."""
-    from . import tokenizer
+    from .tokenizer import APIS, count, estimate_request
 
     target = _CHAT_SHAPED.get(api, api)
-    if target in tokenizer.APIS:
+    if target in APIS:
         try:
-            estimate = tokenizer.estimate_request(target, body, model)
+            estimate = estimate_request(target, body, model)
         except ValueError:
             return None
         exact = (
@@ -97,7 +97,7 @@ def estimate_input(api: str, body: Mapping[str, Any], model: str | None = None) 
     texts = list(_request_texts(api, body))
     if not texts:
         return None
-    counted = tokenizer.count("\n".join(texts), model)
+    counted = count("\n".join(texts), model)
     return InputEstimate(counted.tokens, counted.method, False)
 
 
@@ -301,7 +301,7 @@ def _gemini_candidates(data: Mapping[str, Any]) -> Iterable[str]:
 
 def fill(call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | None) -> None:
     """Give a call without reported usage estimated usage, or mark it ``unmetered``."""
-    from . import tokenizer
+    from .tokenizer import count
 
     body = request_json(request)
     model = call.model if call.model != "unknown" else None
@@ -315,7 +315,7 @@ def fill(call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | No
         call.detail = _joined(call.detail, f"unmetered: {reason}")
         return
     text = output_text(call.api, payload)
-    output = tokenizer.count(text, model).tokens if text else 0
+    output = count(text, model).tokens if text else 0
     call.usage = Usage(input_tokens=estimate.tokens, output_tokens=output)
     call.estimated = True
     what = "input and output" if text is not None else "input only (output not readable)"

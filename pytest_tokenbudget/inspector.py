@@ -93,13 +93,13 @@ class Inspector:
             self.settle(run, owner)
 
     def _inspect(self, entry: TestUsage, call: Call, request: Any, played: Any) -> None:
-        from . import estimates
+        from .estimates import request_json
 
         self._context(entry, call)
         target = ANATOMY_APIS.get(call.api)
         if target is None and played is None:
             return
-        body = estimates.request_json(request)
+        body = request_json(request)
         if body is None:
             return
         if target is not None:
@@ -115,7 +115,7 @@ class Inspector:
         warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
         if used.fraction > context.get("max", -1.0):
             context.update(
-                max=round(used.fraction, 4),
+                max=round(used.fraction, 6),
                 model=f"{call.provider}/{call.model}",
                 input_tokens=used.input_tokens,
                 window=used.window,
@@ -127,12 +127,12 @@ class Inspector:
     def _stale(
         self, entry: TestUsage, call: Call, request: Any, body: Mapping[str, Any], played: Any
     ) -> None:
-        from . import stale
-        from .capture import replay
+        from .capture.replay import recorded
+        from .stale import check, display_path
 
-        path, recorded_body = replay.recorded(played)
-        cassette = stale.display_path(path, self.settings.root)
-        finding = stale.check(call, body, _raw(request), cassette, recorded_body)
+        path, recorded_body = recorded(played)
+        cassette = display_path(path, self.settings.root)
+        finding = check(call, body, _raw(request), cassette, recorded_body)
         if finding is not None:
             entry.stale.append(finding.to_dict())
 
@@ -140,12 +140,12 @@ class Inspector:
 
     def verdicts(self, run: Run) -> list[Verdict]:
         """Unmetered calls, stale cassettes, context windows and part limits over the whole run."""
-        from . import stale
+        from .stale import verdicts as stale_verdicts
 
         self.settle_all(run)
         settings = self.settings
         found = _unmetered(run, settings.unmetered, settings.top)
-        found += stale.verdicts(run, fail=settings.stale_cassette == "fail")
+        found += stale_verdicts(run, fail=settings.stale_cassette == "fail")
         found += _context_verdicts(run, settings.context_warn_at)
         found += part_verdicts(run, settings)
         if settings.mode == "warn":
@@ -154,10 +154,10 @@ class Inspector:
 
 
 def _add_anatomy(entry: TestUsage, api: str, body: Mapping[str, Any], model: str) -> None:
-    from . import tokenizer
+    from .tokenizer import estimate_request
 
     try:
-        estimate = tokenizer.estimate_request(api, body, model)
+        estimate = estimate_request(api, body, model)
     except ValueError:
         return
     parts = {"system": estimate.system, "tools": estimate.tools, "overhead": estimate.overhead}

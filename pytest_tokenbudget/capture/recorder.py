@@ -356,10 +356,10 @@ class StreamTap:
 
 def _estimate(call: Call, request: Any, payload: Payload) -> None:
     """Fill a call that reports no usage with estimates (or mark it unmetered); never raises."""
-    from .. import estimates
+    from ..estimates import fill
 
     try:
-        estimates.fill(call, request, payload)
+        fill(call, request, payload)
     except Exception as exc:  # a bug in the estimator must not fail the user's test
         call.state = CallState.UNMETERED
         call.detail = _internal(exc)
