@@ -236,3 +236,22 @@ def test_a_tool_schema_limit_judges_the_largest_request(
             "(max-system-tokens)",
         ),
     ]
+
+
+def test_anatomy_and_estimates_cross_xdist_workers(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    tests = ANATOMY + ONE_ESTIMATED.replace("from mocks import post\n", "")
+    pytester.makepyfile(mocks=MOCKS, test_app=textwrap.dedent(tests))
+    pytester.makepyprojecttoml("[tool.tokenbudget]\nmax-tool-schema-tokens = 50\n")
+    result = pytester.runpytest_subprocess(
+        "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider", "-n", "2"
+    )
+    result.assert_outcomes(passed=2)
+    assert result.ret == 1  # the tool-schema limit, judged on the controller over the workers' data
+    run = _run(pytester)
+    assert run["tests"]["test_app.py::test_agent"]["anatomy"]["peak:tools"] == 83
+    assert run["anatomy"]["tools"] == 166
+    assert run["totals"]["estimated_calls"] == 1
+    assert [(v["name"], v["status"], v["actual"]) for v in run["verdicts"]] == [
+        ("max-tool-schema-tokens", "exceeded", 83.0)
+    ]
