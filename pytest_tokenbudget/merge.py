@@ -1,0 +1,226 @@
+"""Merging runs: the shards of a suite split across CI jobs (or xdist workers) into one run.
+
+A pure function over :class:`~pytest_tokenbudget.model.Run` values: the CLI's ``tokenbudget
+merge`` and anything else that combines ledgers share it. What it guarantees:
+
+* every test is counted once. A test found in two shards (a mis-configured split, a re-run job)
+  is an error by default; ``duplicates="keep-first"`` / ``"keep-last"`` keeps one shard's entry and
+  records every duplicate in ``meta["merge"]["duplicates"]``. Entries outside tests (session and
+  module fixtures, ``<session>``) are summed: each shard really ran its own fixtures.
+* shards of different commits are refused: their numbers measure different code.
+* a shard marked ``partial`` (interrupted) leaves the merged run ``partial``.
+* verdicts taken while tests ran (markers, the per-test default, the hard cap) are kept; verdicts
+  taken after a shard's loop (session, scoped, inspector, baseline) described only that shard and
+  are dropped: ``tokenbudget check`` takes them again over the whole run.
+* the order of tests, verdicts and issues is canonical, so the result does not depend on the order
+  of the shards, and equals a serial run of the same suite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .model import ArtifactError, Run, TestUsage, Verdict
+
+DUPLICATES: Final = ("error", "keep-first", "keep-last")
+"""What :func:`merge_runs` does with a test found in more than one shard."""
+
+TAKEN_DURING_TESTS: Final = frozenset({"marker", "test-default", "hard-cap"})
+"""Verdict kinds taken while the tests ran; every other kind is taken after the loop over a run."""
+
+_SHARD_META: Final = ("started", "finished", "exit_status", "partial", "commit", "plugin_version")
+_SHOWN_DUPLICATES: Final = 10
+
+
+class MergeError(ArtifactError):
+    """Shards that cannot be merged into one run; the message names the shards and the reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shard:
+    """One shard's run and the name it is reported under (usually its file name)."""
+
+    name: str
+    run: Run
+
+
+@dataclass(frozen=True, slots=True)
+class Duplicate:
+    """A test found in more than one shard, and which shard's entry was kept."""
+
+    nodeid: str
+    shards: tuple[str, ...]
+    kept: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"test": self.nodeid, "shards": list(self.shards), "kept": self.kept}
+
+
+@dataclass(slots=True)
+class Merged:
+    """The merged run and what the merge had to say about its shards."""
+
+    run: Run
+    duplicates: list[Duplicate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # one sentence each, for people
+
+
+def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error") -> Merged:
+    """Merge ``shards`` into one run; raises :class:`MergeError` when they cannot be merged."""
+    if duplicates not in DUPLICATES:
+        raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
+    if not shards:
+        raise MergeError("nothing to merge: no shard given")
+    _same_commit(shards)
+    notes = _version_notes(shards)
+    owner, found = _owners(shards, duplicates)
+    merged = Run(meta=_meta(shards))
+    for index, shard in enumerate(shards):
+        for nodeid, entry in shard.run.tests.items():
+            if entry.kind == "test":
+                if owner[nodeid] == index:
+                    merged.tests[nodeid] = _copy(entry)
+            else:
+                merged.usage_for(nodeid, entry.kind).merge(entry)
+        merged.issues.extend(i for i in shard.run.issues if owner.get(str(i.get("test")), index) == index)
+        merged.verdicts.extend(
+            v
+            for v in shard.run.verdicts
+            if v.kind in TAKEN_DURING_TESTS and owner.get(v.nodeid, index) == index
+        )
+    dropped = sum(1 for s in shards for v in s.run.verdicts if v.kind not in TAKEN_DURING_TESTS)
+    if found:
+        merged.meta["merge"]["duplicates"] = [d.to_dict() for d in found]
+        notes.append(_duplicate_note(found, duplicates))
+    if dropped:
+        notes.append(
+            f"{dropped:,} session-level verdict" + ("" if dropped == 1 else "s")
+            + " taken on single shards dropped: `tokenbudget check` judges the merged run"
+        )  # fmt: skip
+    partial = [s.name for s in shards if s.run.meta.get("partial")]
+    if partial:
+        merged.meta["merge"]["partial_shards"] = partial
+        notes.append(f"partial (interrupted) shards: {', '.join(partial)}: the merged run is partial")
+    canonicalise(merged)
+    return Merged(merged, found, notes)
+
+
+def canonicalise(run: Run) -> Run:
+    """Put verdicts and issues in an order that does not depend on how the tests were scheduled.
+
+    Verdicts taken during tests come first, by test (a test's own verdicts keep their order), then
+    the after-loop verdicts in the order they were taken; issues are ordered by test.
+    """
+    during = [v for v in run.verdicts if v.kind in TAKEN_DURING_TESTS]
+    after = [v for v in run.verdicts if v.kind not in TAKEN_DURING_TESTS]
+    run.verdicts[:] = sorted(during, key=_by_test) + after
+    run.issues.sort(key=lambda issue: str(issue.get("test", "")))
+    return run
+
+
+def _by_test(verdict: Verdict) -> tuple[bool, str]:
+    return (not verdict.nodeid, verdict.nodeid)
+
+
+def _same_commit(shards: Sequence[Shard]) -> None:
+    commits: dict[str, list[str]] = {}
+    for shard in shards:
+        commit = str(shard.run.meta.get("commit") or "")
+        if commit:
+            commits.setdefault(commit, []).append(shard.name)
+    if len(commits) > 1:
+        listed = "; ".join(f"{commit[:12]}: {', '.join(names)}" for commit, names in commits.items())
+        raise MergeError(
+            f"shards come from {len(commits)} different commits ({listed}); "
+            "merge only the shards of one CI run"
+        )
+
+
+def _version_notes(shards: Sequence[Shard]) -> list[str]:
+    versions = {str(s.run.meta.get("plugin_version") or "") for s in shards} - {""}
+    if len(versions) > 1:
+        listed = ", ".join(sorted(versions))
+        return [f"shards were written by different pytest-tokenbudget versions: {listed}"]
+    return []
+
+
+def _owners(shards: Sequence[Shard], duplicates: str) -> tuple[dict[str, int], list[Duplicate]]:
+    """For each test, the index of the shard whose entry is kept; and the duplicates found."""
+    seen: dict[str, list[int]] = {}
+    for index, shard in enumerate(shards):
+        for nodeid, entry in shard.run.tests.items():
+            if entry.kind == "test":
+                seen.setdefault(nodeid, []).append(index)
+    found: list[Duplicate] = []
+    owner: dict[str, int] = {}
+    for nodeid, where in seen.items():
+        keep = where[-1] if duplicates == "keep-last" else where[0]
+        owner[nodeid] = keep
+        if len(where) > 1:
+            found.append(Duplicate(nodeid, tuple(shards[i].name for i in where), shards[keep].name))
+    found.sort(key=lambda d: d.nodeid)
+    if found and duplicates == "error":
+        raise MergeError(_duplicate_note(found, duplicates))
+    return owner, found
+
+
+def _duplicate_note(found: Sequence[Duplicate], duplicates: str) -> str:
+    shown = "; ".join(f"{d.nodeid} in {', '.join(d.shards)}" for d in found[:_SHOWN_DUPLICATES])
+    more = f"; … {len(found) - _SHOWN_DUPLICATES:,} more" if len(found) > _SHOWN_DUPLICATES else ""
+    count = f"{len(found):,} test" + (" appears" if len(found) == 1 else "s appear")
+    count += " in more than one shard"
+    if duplicates == "error":
+        return (
+            f"{count} ({shown}{more}): fix the split, or pass --duplicates keep-first|keep-last "
+            "to count each once"
+        )
+    return f"{count}, counted once ({duplicates}): {shown}{more}"
+
+
+def _meta(shards: Sequence[Shard]) -> dict[str, Any]:
+    """The first shard's environment, the span of all shards, and a record of each shard."""
+    metas = [s.run.meta for s in shards]
+    meta = {k: v for k, v in metas[0].items() if k not in _SHARD_META and k != "merge"}
+    started = [str(m["started"]) for m in metas if m.get("started")]
+    finished = [str(m["finished"]) for m in metas if m.get("finished")]
+    if started:
+        meta["started"] = min(started)
+    if finished:
+        meta["finished"] = max(finished)
+    for key in ("plugin_version", "commit"):
+        values = [m[key] for m in metas if m.get(key)]
+        if values:
+            meta[key] = values[0]
+    statuses = [m["exit_status"] for m in metas if isinstance(m.get("exit_status"), int)]
+    if statuses:
+        meta["exit_status"] = max(statuses)
+    meta["partial"] = any(bool(m.get("partial")) for m in metas)
+    meta["merge"] = {"shards": [_shard_record(s) for s in shards]}
+    return meta
+
+
+def _shard_record(shard: Shard) -> dict[str, Any]:
+    tests = list(shard.run.iter_tests())
+    record: dict[str, Any] = {"name": shard.name}
+    record.update({k: shard.run.meta[k] for k in _SHARD_META if k in shard.run.meta})
+    record.update(tests=len(tests), calls=sum(t.total.calls for t in shard.run.tests.values()))
+    return record
+
+
+def _copy(entry: TestUsage) -> TestUsage:
+    """A fresh entry equal to ``entry`` (the shard's run is left untouched)."""
+    fresh = TestUsage(nodeid=entry.nodeid, kind=entry.kind)
+    fresh.merge(entry)
+    fresh.outcome, fresh.path, fresh.line = entry.outcome, entry.path, entry.line
+    fresh.markers = entry.markers
+    fresh.context = dict(entry.context)
+    return fresh
+
+
+def shard_names(paths: Iterable[str]) -> list[str]:
+    """Short, distinct names for shard files: the file name, or the whole path when names clash."""
+    paths = list(paths)
+    names = [p.replace("\\", "/").rsplit("/", 1)[-1] for p in paths]
+    return names if len(set(names)) == len(names) else paths
