@@ -172,15 +172,25 @@ def _load_settings(config: pytest.Config) -> Settings:
     if save_baseline:
         cli["save-baseline"] = save_baseline
     try:
-        settings = resolve(read_table(pyproject), cli, pyproject=pyproject, root=config.rootpath)
+        table = read_table(pyproject)
+        settings = resolve(table, cli, pyproject=pyproject, root=config.rootpath)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
     changes: dict[str, Any] = {}
+    if cli["defer-session"] is None and "defer-session" not in table and _is_shard(config):
+        changes["defer_session"] = True  # pytest-split / pytest-shard: the merged run is judged
     if save_baseline == "":  # the flag without a path: the configured baseline file
         changes["save_baseline"] = settings.baseline_file
     if config.getoption("token_budget_no_github"):
         changes.update(github_summary=False, github_annotations=False)
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _is_shard(config: pytest.Config) -> bool:
+    """This session runs one part of a suite split by pytest-split or pytest-shard."""
+    splits = config.getoption("splits", None)  # pytest-split: --splits N --group G
+    shards = config.getoption("num_shards", None)  # pytest-shard: --num-shards N --shard-id I
+    return any(isinstance(n, int) and not isinstance(n, bool) and n > 1 for n in (splits, shards))
 
 
 def _load_budgets(config: pytest.Config, settings: Settings) -> Budgets:
@@ -596,18 +606,12 @@ class TokenBudgetPlugin:
         return result
 
     def take_session_verdicts(self, session: pytest.Session) -> None:
-        from .model import Status
+        from .check import session_failures  # the gate `tokenbudget check` applies to merged shards
 
         self.ledger.settle_streams()
         for evaluator in self.evaluators:
             self.run.verdicts.extend(evaluator(self.run))
-        if self.settings.mode == "fail":
-            from .budgets import PER_TEST_KINDS  # those failed their own test already
-
-            exceeded = [
-                v for v in self.run.verdicts if v.status == Status.EXCEEDED and v.kind not in PER_TEST_KINDS
-            ]
-            session.testsfailed += len(exceeded)
+        session.testsfailed += len(session_failures(self.run.verdicts, self.settings.mode))
 
     # -- end of session ---------------------------------------------------------------------------
 
@@ -638,6 +642,9 @@ class TokenBudgetPlugin:
             **environment(),
             **git_info(self.config.rootpath),
         )
+        from .merge import canonicalise  # order independent of scheduling: shards merge to the same
+
+        canonicalise(self.run)
         if self.settings.json_path is not None:
             write_run(self.settings.json_path, self.run)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)

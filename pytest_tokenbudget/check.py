@@ -1,0 +1,127 @@
+"""The verdict over a whole run: the plugin's gate after the test loop, and ``tokenbudget check``.
+
+Both paths call the same functions, so a merged run of N shards is judged exactly as one serial
+run would be:
+
+* :func:`session_evaluators` — the after-loop checks (request inspection, session and scoped
+  budgets, baseline thresholds) built from :class:`~pytest_tokenbudget.config.Settings`;
+* :func:`check_run` — keeps the verdicts taken while the tests ran (markers, the per-test default,
+  the hard cap), judges tests that were never held to the per-test default, re-takes every
+  after-loop verdict over the whole run, and returns the exit status the plugin would have;
+* :func:`session_failures` — which exceeded verdicts fail the session (per-test ones already failed
+  their own test).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final
+
+from .budgets import PER_TEST_KINDS, Budgets
+from .config import ConfigError, Settings, find_pyproject, read_table, resolve
+from .merge import TAKEN_DURING_TESTS, canonicalise
+from .model import Run, Status, Verdict
+
+if TYPE_CHECKING:
+    from .report.terminal import Line
+
+Evaluator = Callable[[Run], list[Verdict]]
+
+MARKER: Final = "token_budget"
+
+EXIT_OK: Final = 0
+EXIT_EXCEEDED: Final = 1
+EXIT_USAGE: Final = 2
+
+
+@dataclass(slots=True)
+class CheckResult:
+    """A judged run and what it means for the build."""
+
+    run: Run
+    settings: Settings
+    exit_status: int
+    failures: list[Verdict] = field(default_factory=list)  # exceeded verdicts (fail mode only)
+
+
+def session_failures(verdicts: Iterable[Verdict], mode: str) -> list[Verdict]:
+    """Exceeded verdicts that fail the session; per-test ones failed their test already."""
+    if mode != "fail":
+        return []
+    return [v for v in verdicts if v.status == Status.EXCEEDED and v.kind not in PER_TEST_KINDS]
+
+
+def load_settings(config: Path | None, overrides: dict[str, Any], *, cwd: Path | None = None) -> Settings:
+    """``[tool.tokenbudget]`` of ``config`` (else ``pyproject.toml`` in ``cwd``) plus overrides.
+
+    ``overrides`` maps table keys to command-line values (``None`` = not given), like the plugin's
+    options; relative paths in the table are relative to the pyproject's folder.
+    """
+    cwd = cwd or Path.cwd()
+    if config is not None:
+        if not config.is_file():
+            raise ConfigError(f"{config}: no such file")
+        pyproject: Path | None = config
+    else:
+        pyproject = find_pyproject(cwd, None)
+    root = pyproject.parent if pyproject is not None else cwd
+    return resolve(read_table(pyproject), overrides, pyproject=pyproject, root=root)
+
+
+def session_evaluators(settings: Settings, budgets: Budgets, *, session: bool = True) -> list[Evaluator]:
+    """The after-loop checks of a session with the plugin switched on, in the plugin's order;
+    ``session=False`` (a shard) keeps only what can be judged on part of a run."""
+    from .inspector import Inspector
+
+    evaluators: list[Evaluator] = [Inspector.from_settings(settings).verdicts]
+    if budgets.session or budgets.scopes:
+        evaluators.append(lambda run: budgets.evaluate_run(run, session=session))
+    return evaluators
+
+
+def check_run(
+    run: Run,
+    settings: Settings,
+    budgets: Budgets | None = None,
+    *,
+    evaluators: Sequence[Evaluator] | None = None,
+) -> CheckResult:
+    """Judge ``run`` (a plugin artifact or a merge of shards) with ``settings``; ``run`` is updated.
+
+    Raises :class:`~pytest_tokenbudget.config.ConfigError` for a bad budget table.
+    """
+    budgets = budgets if budgets is not None else Budgets.from_settings(settings)
+    kept = [v for v in run.verdicts if v.kind in TAKEN_DURING_TESTS]
+    kept += _per_test_defaults(run, budgets, {v.nodeid for v in kept if v.kind in PER_TEST_KINDS})
+    if evaluators is None:
+        evaluators = session_evaluators(settings, budgets)
+    run.verdicts[:] = kept
+    for evaluator in evaluators:
+        run.verdicts.extend(evaluator(run))
+    canonicalise(run)
+    failures = (
+        [v for v in run.verdicts if v.status == Status.EXCEEDED] if settings.mode == "fail" else []
+    )
+    return CheckResult(run, settings, EXIT_EXCEEDED if failures else EXIT_OK, failures)
+
+
+def _per_test_defaults(run: Run, budgets: Budgets, judged: set[str]) -> list[Verdict]:
+    """The per-test default over tests no shard held to a marker or to the default."""
+    if not budgets.per_test:
+        return []
+    verdicts: list[Verdict] = []
+    for entry in sorted(run.iter_tests(), key=lambda e: e.nodeid):
+        if entry.nodeid in judged or MARKER in entry.markers:
+            continue
+        verdicts.extend(budgets.judge_test(entry, None))
+    return verdicts
+
+
+def summary_lines(run: Run, settings: Settings, *, verbose: bool = False) -> list[Line]:
+    """The plugin's terminal section for ``run`` (usage, request inspection), without pytest."""
+    from .inspector import summary_lines as inspection
+    from .report.terminal import render
+
+    return render(run, verbose=verbose, top=settings.top) + inspection(run, top=settings.top)
