@@ -14,7 +14,9 @@ run would be:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import dataclasses
+import shutil
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -44,6 +46,31 @@ class CheckResult:
     settings: Settings
     exit_status: int
     failures: list[Verdict] = field(default_factory=list)  # exceeded verdicts (fail mode only)
+    written: list[Path] = field(default_factory=list)  # reports written
+
+    def lines(self, *, verbose: bool = False, width: int | None = None) -> list[str]:
+        """What ``tokenbudget check`` prints: the plugin's section, then the verdict in one line."""
+        width = width or shutil.get_terminal_size((80, 24)).columns
+        title = " token budget "
+        left = max(1, (width - len(title)) // 2)
+        out = ["=" * left + title + "=" * max(1, width - len(title) - left)]
+        out += [line.text for line in summary_lines(self.run, self.settings, verbose=verbose)]
+        if self.run.meta.get("partial"):
+            out.append("warning: a partial (interrupted) run: its totals are a lower bound")
+        for verdict in self.failures:
+            where = f"{verdict.nodeid}: " if verdict.nodeid else ""
+            out.append(f"EXCEEDED {where}{verdict.message}")
+        out += [f"report: {path}" for path in self.written]
+        out.append(_verdict_line(self.run.verdicts, self.exit_status))
+        return out
+
+
+def _verdict_line(verdicts: Sequence[Verdict], exit_status: int) -> str:
+    counts = dict.fromkeys((Status.EXCEEDED, Status.WARN, Status.UNKNOWN, Status.OK), 0)
+    for verdict in verdicts:
+        counts[verdict.status] = counts.get(verdict.status, 0) + 1
+    shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n) or "no budgets"
+    return f"tokenbudget check: {shown} (exit {exit_status})"
 
 
 def session_failures(verdicts: Iterable[Verdict], mode: str) -> list[Verdict]:
@@ -101,9 +128,7 @@ def check_run(
     for evaluator in evaluators:
         run.verdicts.extend(evaluator(run))
     canonicalise(run)
-    failures = (
-        [v for v in run.verdicts if v.status == Status.EXCEEDED] if settings.mode == "fail" else []
-    )
+    failures = [v for v in run.verdicts if v.status == Status.EXCEEDED] if settings.mode == "fail" else []
     return CheckResult(run, settings, EXIT_EXCEEDED if failures else EXIT_OK, failures)
 
 
@@ -125,3 +150,34 @@ def summary_lines(run: Run, settings: Settings, *, verbose: bool = False) -> lis
     from .report.terminal import render
 
     return render(run, verbose=verbose, top=settings.top) + inspection(run, top=settings.top)
+
+
+def check_file(
+    run: Run, config: Path | None, options: Mapping[str, Any], *, cwd: Path | None = None
+) -> CheckResult:
+    """``tokenbudget check``: settings from ``config`` (else ``./pyproject.toml``) and the command
+    line ``options`` (table keys → values, ``None`` = not given; paths relative to ``cwd``); judge
+    ``run`` and write the configured reports. The JSON artifact is written only when asked for on the
+    command line (the pyproject's ``json`` is where the shards wrote theirs)."""
+    cwd = cwd or Path.cwd()
+    given = {key: value for key, value in options.items() if value is not None}
+    for key in ("json", "junit", "markdown", "csv", "calls"):
+        if key in given:
+            given[key] = str(cwd / given[key])
+    settings = load_settings(config, given, cwd=cwd)
+    if "json" not in given:
+        settings = dataclasses.replace(settings, json_path=None)
+    result = check_run(run, settings)
+    result.written = write_reports(result.run, settings)
+    return result
+
+
+def write_reports(run: Run, settings: Settings) -> list[Path]:
+    """Every report ``settings`` asks for, as the plugin writes them at the end of a session."""
+    from .artifact import write_run
+
+    written: list[Path] = []
+    if settings.json_path is not None:
+        write_run(settings.json_path, run)
+        written.append(settings.json_path)
+    return written

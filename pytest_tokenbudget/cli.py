@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show, _add_estimate):
+    for add in (_add_show, _add_estimate, _add_merge, _add_check):
         add(subparsers)
     return parser
 
@@ -123,6 +123,85 @@ def _input_cost(model: str, tokens: int) -> float | None:
     except (KeyError, ValueError, LookupError):
         return None
     return None if value is None else float(value)
+
+
+def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "merge", help="merge the run artifacts of a suite's shards (CI jobs) into one run"
+    )
+    parser.add_argument("shards", nargs="+", metavar="SHARD.json", help="shard artifacts, or folders of them")
+    parser.add_argument("-o", "--output", required=True, metavar="RUN.json", help="the merged run")
+    parser.add_argument(
+        "--duplicates",
+        choices=("error", "keep-first", "keep-last"),
+        default="error",
+        help="a test found in two shards: refuse (default), or count the first / last shard's entry once",
+    )
+    parser.set_defaults(func=_cmd_merge)
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifact import write_run
+    from .merge import load_shards, merge_runs
+    from .report.terminal import usage_sentence
+
+    merged = merge_runs(load_shards(args.shards), duplicates=args.duplicates)
+    write_run(Path(args.output), merged.run)
+    for note in merged.notes:
+        print(f"tokenbudget: {note}", file=sys.stderr)
+    shards, tests = len(merged.run.meta["merge"]["shards"]), sum(1 for _ in merged.run.iter_tests())
+    totals = merged.run.totals()
+    print(f"merged {shards} shards, {tests:,} tests, {totals.calls:,} calls: {usage_sentence(totals)}")
+    print(f"merged run: {args.output}")
+    return 0
+
+
+def _add_check(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "check",
+        help="judge a (merged) run with the pyproject budgets and baseline thresholds; exit 1 on overrun",
+    )
+    parser.add_argument("run", metavar="RUN.json")
+    parser.add_argument("--config", metavar="PYPROJECT", help="pyproject.toml (default: ./pyproject.toml)")
+    for key, metavar, text in _CHECK_OPTIONS:
+        parser.add_argument(f"--{key}", metavar=metavar, help=text, dest=key.replace("-", "_"))
+    parser.add_argument(
+        "--max-increase", action="append", metavar="RULE", help="baseline threshold (repeatable)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="every test, every issue")
+    parser.set_defaults(func=_cmd_check)
+
+
+_CHECK_OPTIONS = (
+    ("baseline", "SOURCE", "compare with a baseline: a path, git:REF or git:REF:PATH"),
+    ("mode", "fail|warn", "warn: report overruns, exit 0"),
+    ("json", "PATH", "write the judged run artifact to PATH"),
+    ("junit", "PATH", "write the JUnit XML report to PATH"),
+    ("markdown", "PATH", "write the markdown report to PATH"),
+    ("csv", "PATH", "write per-test usage as CSV to PATH"),
+)
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifact import load_run
+    from .check import EXIT_USAGE, check_file
+    from .config import ConfigError
+
+    run = load_run(Path(args.run))
+    overrides = {key: getattr(args, key.replace("-", "_")) for key, _, _ in _CHECK_OPTIONS}
+    overrides["max-increase"] = args.max_increase
+    try:
+        result = check_file(run, Path(args.config) if args.config else None, overrides)
+    except ConfigError as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    for line in result.lines(verbose=args.verbose):
+        print(line)
+    return result.exit_status
 
 
 if __name__ == "__main__":

@@ -233,6 +233,30 @@ def _copy(entry: TestUsage) -> TestUsage:
 
 def shard_names(paths: Iterable[str]) -> list[str]:
     """Short, distinct names for shard files: the file name, or the whole path when names clash."""
-    paths = list(paths)
-    names = [p.replace("\\", "/").rsplit("/", 1)[-1] for p in paths]
-    return names if len(set(names)) == len(names) else paths
+    given = [p.replace("\\", "/") for p in paths]
+    names = [p.rsplit("/", 1)[-1] for p in given]
+    return names if len(set(names)) == len(names) else given
+
+
+# -- reading shards (the only I/O here; merge_runs itself is pure) ------------------------------
+
+
+def load_shards(arguments: Iterable[str]) -> list[Shard]:
+    """Shard artifacts named on the command line; a folder stands for every ``*.json`` below it
+    (``actions/download-artifact`` puts each shard in a folder of its own), in name order."""
+    from pathlib import Path
+
+    from .artifact import load_run
+
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*.json") if p.is_file())
+            if not found:
+                raise MergeError(f"{argument}: a folder without *.json shard artifacts")
+            paths.extend(found)
+        else:
+            paths.append(path)
+    names = shard_names(str(p) for p in paths)
+    return [Shard(name, load_run(path)) for name, path in zip(names, paths, strict=True)]
