@@ -168,6 +168,9 @@ def check_file(
     if "json" not in given:
         settings = dataclasses.replace(settings, json_path=None)
     result = check_run(run, settings)
+    status = run.meta.get("exit_status")
+    if not isinstance(status, int) or status < result.exit_status:
+        run.meta["exit_status"] = result.exit_status  # what the serial session would have ended with
     result.written = write_reports(result.run, settings)
     return result
 

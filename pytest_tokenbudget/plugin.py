@@ -638,7 +638,7 @@ class TokenBudgetPlugin:
             plugin_version=__version__,
             pytest_version=pytest.__version__,
             exit_status=int(exitstatus),
-            partial=bool(session.shouldstop) or int(exitstatus) in (2, 3),
+            partial=bool(session.shouldstop or session.shouldfail) or int(exitstatus) in (2, 3),
             **environment(),
             **git_info(self.config.rootpath),
         )
