@@ -212,7 +212,8 @@ def test_three_k_shards_merge_and_check_to_the_serial_run(
         "gpt-4o-mini ×6, house-model-1 ×1, claude-sonnet-4-5 ×1, +2 more)",
         "session budget unknown: 2 calls without a price; ≥$0.03 of $0.05 (input 2,900, output 376; "
         "gpt-4o-mini ×6, house-model-1 ×1, claude-sonnet-4-5 ×1, +2 more)",
-        "budget 'agents' at 89%: 800 tokens of 900 (input 650, output 150; claude-sonnet-4-5 ×1, gpt-4o-mini ×1)",
+        "budget 'agents' at 89%: 800 tokens of 900 (input 650, output 150; "
+        "claude-sonnet-4-5 ×1, gpt-4o-mini ×1)",
         "budget 'each chat' (test_chat.py::test_chat_http) exceeded: 736 tokens > 700 "
         "(input 640, output 96; house-model-1 ×1)",
     ]
