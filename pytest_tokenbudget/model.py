@@ -459,7 +459,7 @@ class Run:
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],
-            **({"anatomy": anatomy} if (anatomy := self.anatomy()) else {}),
+            **({"anatomy": dict(sorted(anatomy.items()))} if (anatomy := self.anatomy()) else {}),
             **({"comparison": self.comparison} if self.comparison is not None else {}),
         }
 
