@@ -47,6 +47,7 @@ class CheckResult:
     exit_status: int
     failures: list[Verdict] = field(default_factory=list)  # exceeded verdicts (fail mode only)
     written: list[Path] = field(default_factory=list)  # reports written
+    notes: list[str] = field(default_factory=list)  # what could not be done, for people
 
     def lines(self, *, verbose: bool = False, width: int | None = None) -> list[str]:
         """What ``tokenbudget check`` prints: the plugin's section, then the verdict in one line."""
@@ -61,6 +62,7 @@ class CheckResult:
             where = f"{verdict.nodeid}: " if verdict.nodeid else ""
             out.append(f"EXCEEDED {where}{verdict.message}")
         out += [f"report: {path}" for path in self.written]
+        out += [f"note: {note}" for note in self.notes]
         out.append(_verdict_line(self.run.verdicts, self.exit_status))
         return out
 
@@ -105,7 +107,25 @@ def session_evaluators(settings: Settings, budgets: Budgets, *, session: bool = 
     evaluators: list[Evaluator] = [Inspector.from_settings(settings).verdicts]
     if budgets.session or budgets.scopes:
         evaluators.append(lambda run: budgets.evaluate_run(run, session=session))
+    if session and settings.baseline:
+        evaluators.append(_baseline_evaluator(settings))
     return evaluators
+
+
+def _baseline_evaluator(settings: Settings) -> Evaluator:
+    """Baseline thresholds (``baseline`` + ``max-increase``) as a session evaluator; raises
+    :class:`ConfigError` when this version cannot compare with a baseline."""
+    try:
+        from . import baseline  # type: ignore[attr-defined]
+    except ImportError:
+        baseline = None
+    make = getattr(baseline, "session_evaluator", None)
+    if make is None:
+        raise ConfigError(
+            f"baseline {settings.baseline!r}: this version of pytest-tokenbudget cannot compare "
+            "with a baseline yet (no pytest_tokenbudget.baseline.session_evaluator)"
+        )
+    return make(settings)
 
 
 def check_run(
@@ -171,16 +191,29 @@ def check_file(
     status = run.meta.get("exit_status")
     if not isinstance(status, int) or status < result.exit_status:
         run.meta["exit_status"] = result.exit_status  # what the serial session would have ended with
-    result.written = write_reports(result.run, settings)
+    result.written = write_reports(result.run, settings, result.notes)
     return result
 
 
-def write_reports(run: Run, settings: Settings) -> list[Path]:
-    """Every report ``settings`` asks for, as the plugin writes them at the end of a session."""
+def write_reports(run: Run, settings: Settings, notes: list[str] | None = None) -> list[Path]:
+    """Every report ``settings`` asks for, through the plugin's report writer when this version has
+    one (:mod:`pytest_tokenbudget.report.writer`); a report that cannot be written is a note."""
     from .artifact import write_run
 
     written: list[Path] = []
     if settings.json_path is not None:
         write_run(settings.json_path, run)
         written.append(settings.json_path)
+    others = dataclasses.replace(settings, json_path=None)
+    try:
+        from .report import writer  # type: ignore[attr-defined]
+    except ImportError:
+        writer = None
+    write = getattr(writer, "write_reports", None)
+    if write is not None:
+        written += list(write(run, others) or [])
+    elif notes is not None:
+        for name in ("junit", "markdown", "csv", "calls"):
+            if getattr(settings, f"{name}_path") is not None:
+                notes.append(f"no {name} report written: this version has no report writer for it")
     return written

@@ -4,6 +4,7 @@ exit status of one serial run of the same suite."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import textwrap
 from pathlib import Path
@@ -552,3 +553,33 @@ def test_check_run_is_idempotent_on_a_plugin_artifact(tmp_path: Path) -> None:
     assert [v.to_dict() for v in second.run.verdicts] == once
     assert [(v["kind"], v["status"]) for v in once] == [("session", "warn")]
     assert second.exit_status == 0
+
+
+_HAS_BASELINE = importlib.util.find_spec("pytest_tokenbudget.baseline") is not None
+_HAS_WRITER = importlib.util.find_spec("pytest_tokenbudget.report.writer") is not None
+
+
+@pytest.mark.skipif(_HAS_BASELINE, reason="this version compares with baselines")
+def test_check_refuses_a_baseline_it_cannot_compare(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _artifact(pytester.path / "run.json", {"t.py::test_x": 600})
+    assert main(["check", "run.json", "--baseline", "git:main"]) == 2
+    assert capsys.readouterr().err == (
+        "tokenbudget: baseline 'git:main': this version of pytest-tokenbudget cannot compare with a "
+        "baseline yet (no pytest_tokenbudget.baseline.session_evaluator)\n"
+    )
+
+
+@pytest.mark.skipif(_HAS_WRITER, reason="the report writer exists")
+def test_check_names_the_reports_it_cannot_write(
+    pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _artifact(pytester.path / "run.json", {"t.py::test_x": 600})
+    pytester.makepyprojecttoml("[tool.tokenbudget]\nmarkdown = 'reports/tokens.md'\n")
+    assert main(["check", "run.json", "--junit", "tokens.xml"]) == 0
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "note: no junit report written: this version has no report writer for it",
+        "note: no markdown report written: this version has no report writer for it",
+        "tokenbudget check: no budgets (exit 0)",
+    ]
