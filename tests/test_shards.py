@@ -155,11 +155,18 @@ def _without_meta(data: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in data.items() if key != "meta"}
 
 
-def _shards(pytester: pytest.Pytester, *extra: str) -> list[pytest.RunResult]:
-    return [
-        _run(pytester, f"shards/shard-{n}.json", "--token-budget-defer-session", "-k", group, *extra)
-        for n, group in enumerate(GROUPS, start=1)
-    ]
+def _shards(pytester: pytest.Pytester, *, xdist_last: bool = False) -> list[pytest.RunResult]:
+    """Run the three ``-k`` shards; ``xdist_last``: the last one with two xdist workers inside."""
+    results = []
+    for n, group in enumerate(GROUPS, start=1):
+        args = (f"--token-budget-json=shards/shard-{n}.json", "--token-budget-defer-session", "-k", group)
+        if xdist_last and n == len(GROUPS):
+            results.append(
+                pytester.runpytest_subprocess("--token-budget", "-p", "no:cacheprovider", "-n", "2", *args)
+            )
+        else:
+            results.append(pytester.runpytest("--token-budget", "-p", "no:cacheprovider", *args))
+    return results
 
 
 # -- the merged run equals the serial run --------------------------------------------------------
@@ -172,8 +179,9 @@ def test_three_k_shards_merge_and_check_to_the_serial_run(
     serial = _run(pytester, "serial.json")
     serial.assert_outcomes(passed=10, failed=1)  # the marker overrun fails its test
     assert serial.ret == pytest.ExitCode.TESTS_FAILED
-    shard_results = _shards(pytester)
+    shard_results = _shards(pytester, xdist_last=True)
     assert [r.ret for r in shard_results] == [0, 0, 1]  # only the marker overrun fails a shard
+    shard_results[2].stdout.fnmatch_lines(["*2 workers*"])
     shard_results[0].assert_outcomes(passed=4, deselected=7)
     shard_results[1].assert_outcomes(passed=4, deselected=7)
 
