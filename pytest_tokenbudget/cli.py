@@ -137,6 +137,9 @@ def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         default="error",
         help="a test found in two shards: refuse (default), or count the first / last shard's entry once",
     )
+    parser.add_argument(
+        "--expect", type=int, metavar="N", help="refuse unless exactly N shard artifacts are found"
+    )
     parser.set_defaults(func=_cmd_merge)
 
 
@@ -147,7 +150,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from .merge import load_shards, merge_runs
     from .report.terminal import usage_sentence
 
-    merged = merge_runs(load_shards(args.shards), duplicates=args.duplicates)
+    merged = merge_runs(load_shards(args.shards), duplicates=args.duplicates, expected=args.expect)
     write_run(Path(args.output), merged.run)
     for note in merged.notes:
         print(f"tokenbudget: {note}", file=sys.stderr)

@@ -67,16 +67,23 @@ class Merged:
     notes: list[str] = field(default_factory=list)  # one sentence each, for people
 
 
-def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error") -> Merged:
+def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error", expected: int | None = None) -> Merged:
     """Merge ``shards`` into one run; raises :class:`MergeError` when they cannot be merged.
 
-    The shards are not changed. The merged run shares their test entries (copying 50,000 of them
+    ``expected``: the number of shards the CI matrix ran; fewer (a job that died before uploading)
+    is refused. The shards are not changed. The merged run shares their test entries (copying 50,000 of them
     doubled the merge time), so change neither afterwards if the other must stay as it was.
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
     if not shards:
         raise MergeError("nothing to merge: no shard given")
+    if expected is not None and len(shards) != expected:
+        raise MergeError(
+            f"found {len(shards)} shard artifact{'' if len(shards) == 1 else 's'}, expected {expected} "
+            f"({', '.join(s.name for s in shards)}): a shard that did not upload its artifact "
+            "would leave its tests out of the session budgets"
+        )
     _same_commit(shards)
     notes = _version_notes(shards)
     owner, found = _owners(shards, duplicates)

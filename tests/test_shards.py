@@ -591,3 +591,36 @@ def test_check_names_the_reports_it_cannot_write(
         "note: no markdown report written: this version has no report writer for it",
         "tokenbudget check: no budgets (exit 0)",
     ]
+
+
+def test_merge_reads_folders_and_names_clashing_files_by_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for n, test in enumerate(("test_x", "test_y"), start=1):
+        (tmp_path / "shards" / f"tokenbudget-{n}").mkdir(parents=True)
+        _artifact(tmp_path / "shards" / f"tokenbudget-{n}" / "run.json", {f"t.py::{test}": 100 * n})
+    out = tmp_path / "m.json"
+    assert main(["merge", str(tmp_path / "shards"), "-o", str(out), "--expect", "2"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == (
+        "merged 2 shards, 2 tests, 2 calls: 320 tokens (input 300, output 20)"
+    )
+    names = [s["name"] for s in json.loads(out.read_text())["meta"]["merge"]["shards"]]
+    assert names == [f"{tmp_path}/shards/tokenbudget-{n}/run.json" for n in (1, 2)]
+
+
+def test_merge_refuses_a_missing_shard_and_an_empty_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _artifact(tmp_path / "a.json", {"t.py::test_x": 100})
+    b = _artifact(tmp_path / "b.json", {"t.py::test_y": 100})
+    assert main(["merge", str(a), str(b), "-o", str(tmp_path / "m.json"), "--expect", "3"]) == 2
+    assert capsys.readouterr().err == (
+        "tokenbudget: found 2 shard artifacts, expected 3 (a.json, b.json): a shard that did not "
+        "upload its artifact would leave its tests out of the session budgets\n"
+    )
+    (tmp_path / "empty").mkdir()
+    assert main(["merge", str(tmp_path / "empty"), "-o", str(tmp_path / "m.json")]) == 2
+    assert (
+        capsys.readouterr().err
+        == f"tokenbudget: {tmp_path / 'empty'}: a folder without *.json shard artifacts\n"
+    )
