@@ -256,6 +256,18 @@ def test_merge_does_not_depend_on_the_order_of_the_shards(
     ]
 
 
+def test_an_xdist_run_writes_the_serial_artifact(pytester: pytest.Pytester) -> None:
+    _suite(pytester)
+    _run(pytester, "serial.json")
+    pytester.runpytest_subprocess(
+        "--token-budget", "--token-budget-json=xdist.json", "-p", "no:cacheprovider", "-n", "2"
+    ).assert_outcomes(passed=10, failed=1)
+    serial = json.loads((pytester.path / "serial.json").read_text())
+    xdist = json.loads((pytester.path / "xdist.json").read_text())
+    assert json.dumps(_without_meta(xdist)) == json.dumps(_without_meta(serial))
+    assert len(xdist["verdicts"]) == 14
+
+
 # -- shard runs defer the session verdict --------------------------------------------------------
 
 SPLIT_CONFTEST = """
