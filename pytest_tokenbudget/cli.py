@@ -129,8 +129,11 @@ def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser = subparsers.add_parser(
         "merge", help="merge the run artifacts of a suite's shards (CI jobs) into one run"
     )
-    parser.add_argument("shards", nargs="+", metavar="SHARD.json", help="shard artifacts, or folders of them")
+    parser.add_argument(
+        "shards", nargs="+", metavar="SHARD.json", help="shard artifacts (and *.jsonl call logs), or folders"
+    )
     parser.add_argument("-o", "--output", required=True, metavar="RUN.json", help="the merged run")
+    parser.add_argument("--calls", metavar="CALLS.jsonl", help="stream the shards' call logs into one")
     parser.add_argument(
         "--duplicates",
         choices=("error", "keep-first", "keep-last"),
@@ -147,10 +150,19 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .artifact import write_run
-    from .merge import load_shards, merge_runs
+    from .merge import MergeError, find_inputs, load_shards, merge_call_logs, merge_runs
     from .report.terminal import usage_sentence
 
-    merged = merge_runs(load_shards(args.shards), duplicates=args.duplicates, expected=args.expect)
+    artifacts, logs = find_inputs(args.shards)
+    if logs and not args.calls:
+        raise MergeError(f"{len(logs)} call logs (*.jsonl) given: name the merged log with --calls PATH")
+    shards = load_shards(artifacts)
+    merged = merge_runs(shards, duplicates=args.duplicates, expected=args.expect)
+    if args.calls:
+        if not logs:
+            raise MergeError("--calls: no *.jsonl call log among the shards")
+        lines = merge_call_logs(logs, Path(args.calls), merged, shards)
+        print(f"merged {len(logs)} call logs, {lines:,} calls: {args.calls}")
     write_run(Path(args.output), merged.run)
     for note in merged.notes:
         print(f"tokenbudget: {note}", file=sys.stderr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from .model import ArtifactError, Run
@@ -44,6 +45,7 @@ class Shard:
 
     name: str
     run: Run
+    source: Path | None = None  # the artifact it was read from
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,25 +244,86 @@ def shard_names(paths: Iterable[str]) -> list[str]:
     return names if len(set(names)) == len(names) else given
 
 
-# -- reading shards (the only I/O here; merge_runs itself is pure) ------------------------------
+# -- reading shards and streaming call logs (the I/O; merge_runs itself is pure) ----------------
 
 
-def load_shards(arguments: Iterable[str]) -> list[Shard]:
-    """Shard artifacts named on the command line; a folder stands for every ``*.json`` below it
-    (``actions/download-artifact`` puts each shard in a folder of its own), in name order."""
-    from pathlib import Path
-
-    from .artifact import load_run
-
-    paths: list[Path] = []
+def find_inputs(arguments: Iterable[str]) -> tuple[list[Path], list[Path]]:
+    """Shard artifacts (``*.json``) and per-call logs (``*.jsonl``) named on the command line; a
+    folder stands for every such file below it, in name order (``actions/download-artifact`` puts
+    each shard in a folder of its own)."""
+    artifacts: list[Path] = []
+    logs: list[Path] = []
     for argument in arguments:
         path = Path(argument)
         if path.is_dir():
             found = sorted(p for p in path.rglob("*.json") if p.is_file())
             if not found:
                 raise MergeError(f"{argument}: a folder without *.json shard artifacts")
-            paths.extend(found)
+            artifacts.extend(found)
+            logs.extend(sorted(p for p in path.rglob("*.jsonl") if p.is_file()))
+        elif path.suffix == ".jsonl":
+            logs.append(path)
         else:
-            paths.append(path)
-    names = shard_names(str(p) for p in paths)
-    return [Shard(name, load_run(path)) for name, path in zip(names, paths, strict=True)]
+            artifacts.append(path)
+    return artifacts, logs
+
+
+def load_shards(paths: Iterable[Path | str]) -> list[Shard]:
+    """Read shard artifacts (a folder stands for the ``*.json`` files below it)."""
+    from .artifact import load_run
+
+    artifacts, _ = find_inputs(str(p) for p in paths)
+    names = shard_names(str(p) for p in artifacts)
+    return [Shard(name, load_run(path), path) for name, path in zip(names, artifacts, strict=True)]
+
+
+def merge_call_logs(logs: Sequence[Path], out: Path, merged: Merged, shards: Sequence[Shard]) -> int:
+    """Stream the shards' per-call logs (JSON lines) into ``out``; returns the lines written.
+
+    Line by line, so memory does not grow with the calls. Lines of a test counted from another
+    shard (``--duplicates keep-*``) are left out: a log then must belong to a known shard — the only
+    artifact in its folder, or the artifact whose file name (without ``.json``) starts its name.
+    """
+    import json
+    import os
+    import tempfile
+
+    dropped = {(name, d.nodeid) for d in merged.duplicates for name in d.shards if name != d.kept}
+    owners = {log: _log_shard(log, shards) for log in logs} if dropped else {}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    written = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as sink:
+            for log in logs:
+                with log.open(encoding="utf-8") as source:
+                    for number, line in enumerate(source, start=1):
+                        if not line.strip():
+                            continue
+                        if dropped:
+                            try:
+                                test = str(json.loads(line).get("test", ""))
+                            except (ValueError, AttributeError) as exc:
+                                raise MergeError(f"{log}:{number}: not a JSON object per line") from exc
+                            if (owners[log], test) in dropped:
+                                continue
+                        sink.write(line if line.endswith("\n") else line + "\n")
+                        written += 1
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return written
+
+
+def _log_shard(log: Path, shards: Sequence[Shard]) -> str:
+    beside = [s for s in shards if s.source is not None and s.source.parent == log.parent]
+    if len(beside) == 1:
+        return beside[0].name
+    named = [s for s in beside if s.source is not None and log.name.startswith(s.source.stem + ".")]
+    if len(named) == 1:
+        return named[0].name
+    raise MergeError(
+        f"{log}: cannot tell which shard this call log belongs to (keep each shard's artifact and log "
+        "in a folder of their own, or name the log after the artifact: shard-1.json, shard-1.calls.jsonl)"
+    )

@@ -636,3 +636,52 @@ def test_merge_refuses_a_missing_shard_and_an_empty_folder(
         capsys.readouterr().err
         == f"tokenbudget: {tmp_path / 'empty'}: a folder without *.json shard artifacts\n"
     )
+
+
+def _calls_log(path: Path, tests: dict[str, int]) -> None:
+    lines = [json.dumps({"test": nodeid, "input_tokens": n}) for nodeid, n in tests.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_call_logs_stream_into_one_and_lose_the_duplicates_not_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for n, tests in enumerate(({"t.py::test_x": 100, "t.py::test_y": 200}, {"t.py::test_y": 250}), start=1):
+        folder = tmp_path / "shards" / f"tokenbudget-{n}"
+        folder.mkdir(parents=True)
+        _artifact(folder / "run.json", tests)
+        _calls_log(folder / "calls.jsonl", tests)
+    args = [
+        "merge",
+        str(tmp_path / "shards"),
+        "-o",
+        str(tmp_path / "m.json"),
+        "--calls",
+        str(tmp_path / "c.jsonl"),
+    ]
+    assert main([*args, "--duplicates", "keep-last"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == f"merged 2 call logs, 2 calls: {tmp_path / 'c.jsonl'}"
+    assert [json.loads(line) for line in (tmp_path / "c.jsonl").read_text().splitlines()] == [
+        {"test": "t.py::test_x", "input_tokens": 100},
+        {"test": "t.py::test_y", "input_tokens": 250},
+    ]
+    assert main(args[:4]) == 2
+    assert capsys.readouterr().err == (
+        "tokenbudget: 2 call logs (*.jsonl) given: name the merged log with --calls PATH\n"
+    )
+
+
+def test_a_call_log_of_no_known_shard_is_refused_when_duplicates_are_dropped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = _artifact(tmp_path / "a.json", {"t.py::test_x": 100})
+    b = _artifact(tmp_path / "b.json", {"t.py::test_x": 120})
+    _calls_log(tmp_path / "a.calls.jsonl", {"t.py::test_x": 100})
+    _calls_log(tmp_path / "other.jsonl", {"t.py::test_x": 120})
+    args = [str(a), str(b), str(tmp_path / "a.calls.jsonl"), str(tmp_path / "other.jsonl")]
+    out = ["-o", str(tmp_path / "m.json"), "--calls", str(tmp_path / "c.jsonl"), "--duplicates", "keep-first"]
+    assert main(["merge", *args, *out]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"tokenbudget: {tmp_path / 'other.jsonl'}: cannot tell which shard this call log belongs to"
+    )
+    assert not (tmp_path / "c.jsonl").exists()
