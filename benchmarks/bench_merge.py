@@ -22,7 +22,7 @@ from typing import Any
 
 from pytest_tokenbudget.artifact import write_run
 from pytest_tokenbudget.ledger import Ledger, Owner
-from pytest_tokenbudget.merge import load_shards, merge_runs
+from pytest_tokenbudget.merge import load_shards, merge_call_logs, merge_runs
 from pytest_tokenbudget.model import Call, Usage
 
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"))
@@ -53,6 +53,14 @@ def write_shards(folder: Path, shards: int, tests: int, calls: int) -> int:
         path = folder / f"shard-{shard:02d}.json"
         write_run(path, ledger.run)
         total += path.stat().st_size
+        with (folder / f"shard-{shard:02d}.calls.jsonl").open("w", encoding="utf-8") as log:
+            for nodeid, entry in ledger.run.tests.items():
+                for c in range(entry.total.calls):
+                    provider, model = MODELS[c % 2]
+                    call = Call(
+                        nodeid, "call", provider, f"{provider}.chat", "h", model, Usage(1200, 0, 0, 180)
+                    )
+                    log.write(json.dumps(call.to_dict()) + "\n")
     return total
 
 
@@ -69,6 +77,10 @@ def timed(shards: int, tests: int, calls: int) -> dict[str, Any]:
         merge_s = time.perf_counter() - start - read_s
         write_run(Path(tmp) / "merged.json", merged.run)
         total_s = time.perf_counter() - start
+        logs = sorted(folder.glob("*.jsonl"))
+        start = time.perf_counter()
+        lines = merge_call_logs(logs, Path(tmp) / "calls.jsonl", merged, loaded)
+        calls_s = time.perf_counter() - start
     return {
         "shards": shards,
         "tests": tests,
@@ -78,6 +90,8 @@ def timed(shards: int, tests: int, calls: int) -> dict[str, Any]:
         "merge_s": round(merge_s, 3),
         "write_s": round(total_s - read_s - merge_s, 3),
         "total_s": round(total_s, 3),
+        "call_log_lines": lines,
+        "call_logs_s": round(calls_s, 3),
     }
 
 
@@ -114,6 +128,8 @@ def main() -> None:
             f"{r['shards']:>6} {r['tests']:>7,} {r['calls']:>8,} {r['artifact_mb']:>6.1f} "
             f"{r['read_s']:>6.2f}s {r['merge_s']:>6.2f}s {r['write_s']:>6.2f}s {r['total_s']:>6.2f}s"
         )
+    for r in times:
+        print(f"call logs: {r['call_log_lines']:,} lines streamed in {r['call_logs_s']:.2f}s")
     print("peak memory of read + merge, same tests, 10x the calls:")
     for m in memory:
         calls = f"{m['tests']:,} tests, {m['calls']:>7,} calls"
