@@ -1,4 +1,4 @@
-"""Scale of `tokenbudget merge`: 50 shards, 200,000 calls over 50,000 tests, in ≤ 2 s (issue 10).
+"""Scale of `tokenbudget merge`: 50 shards, 200,000 calls over 50,000 tests (issue 10 asks ≤ 2 s).
 
 Writes N shard artifacts as a sharded CI run would (each test: 4 calls over two phases and two
 models, as recorded by the real :class:`Ledger`), then times what ``tokenbudget merge`` does —
