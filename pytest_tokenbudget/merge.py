@@ -11,7 +11,8 @@ merge`` and anything else that combines ledgers share it. What it guarantees:
 * a shard marked ``partial`` (interrupted) leaves the merged run ``partial``.
 * verdicts taken while tests ran (markers, the per-test default, the hard cap) are kept; verdicts
   taken after a shard's loop (session, scoped, inspector, baseline) described only that shard and
-  are dropped: ``tokenbudget check`` takes them again over the whole run.
+  are dropped (counted in ``meta["merge"]["dropped_verdicts"]``): ``tokenbudget check`` takes them
+  again over the whole run.
 * the order of tests, verdicts and issues is canonical, so the result does not depend on the order
   of the shards, and equals a serial run of the same suite.
 """
@@ -72,9 +73,9 @@ class Merged:
 def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error", expected: int | None = None) -> Merged:
     """Merge ``shards`` into one run; raises :class:`MergeError` when they cannot be merged.
 
-    ``expected``: the number of shards the CI matrix ran; fewer (a job that died before uploading)
-    is refused. The shards are not changed. The merged run shares their test entries (copying 50,000 of them
-    doubled the merge time), so change neither afterwards if the other must stay as it was.
+    ``expected``: the number of shards the CI matrix ran; another count (a job that died before
+    uploading) is refused. The shards are not changed. The merged run shares their test entries
+    (copying 50,000 of them doubled the merge time): change neither if the other must stay as is.
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")
@@ -107,11 +108,8 @@ def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error", expected: 
     if found:
         merged.meta["merge"]["duplicates"] = [d.to_dict() for d in found]
         notes.append(_duplicate_note(found, duplicates))
-    if dropped:
-        notes.append(
-            f"{dropped:,} session-level verdict" + ("" if dropped == 1 else "s")
-            + " taken on single shards dropped: `tokenbudget check` judges the merged run"
-        )  # fmt: skip
+    if dropped:  # expected, not news: `tokenbudget check` takes them over the merged run
+        merged.meta["merge"]["dropped_verdicts"] = dropped
     partial = [s.name for s in shards if s.run.meta.get("partial")]
     if partial:
         merged.meta["merge"]["partial_shards"] = partial
