@@ -44,7 +44,10 @@ def handler(request):
 
 def ask():
     with httpx.Client(transport=httpx.MockTransport(handler)) as client:
-        client.post("https://api.openai.com/v1/chat/completions", json={"model": "house-model-1"})
+        messages = [{"role": "system", "content": "You are a careful assistant. Answer in one short line."},
+                    {"role": "user", "content": "hi"}]
+        client.post("https://api.openai.com/v1/chat/completions",
+                    json={"model": "house-model-1", "messages": messages})
 """
 
 PYPROJECT = """
@@ -55,6 +58,7 @@ addopts = '--strict-markers'
 [tool.tokenbudget]
 max-tokens = 3000
 max-cost = 0.05
+max-system-tokens = 10
 
 [tool.tokenbudget.per-test]
 max-tokens = 800
@@ -211,12 +215,15 @@ def test_three_k_shards_merge_and_check_to_the_serial_run(
         ("test-default test_chat.py::test_chat_http", "warn"),
         ("test-default test_embed.py::TestEmbed::test_embed_batch", "ok"),
         ("test-default test_embed.py::TestEmbed::test_embed_unpriced", "ok"),
+        ("max-system-tokens", "exceeded"),  # request inspection, over the whole run too
         ("session", "exceeded"),
         ("session", "unknown"),
         ("scope agents", "warn"),
         ("scope each chat", "exceeded"),
     ]
-    assert [v["message"] for v in checked_data["verdicts"][-4:]] == [
+    assert [v["message"] for v in checked_data["verdicts"][-5:]] == [
+        "system prompt of one request exceeded max-system-tokens: "
+        "~12 tokens in test_chat.py::test_chat_http > 10",
         "session budget exceeded: 3,276 tokens > 3,000 (input 2,900, output 376; "
         "gpt-4o-mini ×6, house-model-1 ×1, claude-sonnet-4-5 ×1, +2 more)",
         "session budget unknown: 2 calls without a price; ≥$0.03 of $0.05 (input 2,900, output 376; "
@@ -265,7 +272,7 @@ def test_an_xdist_run_writes_the_serial_artifact(pytester: pytest.Pytester) -> N
     serial = json.loads((pytester.path / "serial.json").read_text())
     xdist = json.loads((pytester.path / "xdist.json").read_text())
     assert json.dumps(_without_meta(xdist)) == json.dumps(_without_meta(serial))
-    assert len(xdist["verdicts"]) == 14
+    assert len(xdist["verdicts"]) == 15
 
 
 # -- shard runs defer the session verdict --------------------------------------------------------
