@@ -1,15 +1,16 @@
 """The verdict over a whole run: the plugin's gate after the test loop, and ``tokenbudget check``.
 
-Both paths call the same functions, so a merged run of N shards is judged exactly as one serial
-run would be:
+A merged run of N shards is judged exactly as one serial run would be:
 
-* :func:`session_evaluators` — the after-loop checks (request inspection, session and scoped
-  budgets, baseline thresholds) built from :class:`~pytest_tokenbudget.config.Settings`;
+* :func:`session_evaluators` — the after-loop checks the plugin registers (request inspection,
+  session and scoped budgets; baseline thresholds when this version has them), built from
+  :class:`~pytest_tokenbudget.config.Settings` with the same functions;
 * :func:`check_run` — keeps the verdicts taken while the tests ran (markers, the per-test default,
   the hard cap), judges tests that were never held to the per-test default, re-takes every
   after-loop verdict over the whole run, and returns the exit status the plugin would have;
 * :func:`session_failures` — which exceeded verdicts fail the session (per-test ones already failed
-  their own test).
+  their own test); the plugin's gate calls it, and :func:`~pytest_tokenbudget.merge.canonicalise`
+  orders the verdicts of both.
 """
 
 from __future__ import annotations
