@@ -35,3 +35,15 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         else:
             os.environ[key] = value
     _saved_tiktoken_env.clear()
+
+
+OPT_IN_PLUGINS = "-p no:randomly -p no:asyncio -p no:rerunfailures"
+"""Plugins of the test extra that change any session they load in (random order, asyncio config
+warnings): off in every pytester session; test_compat.py switches them on where it tests them."""
+
+
+@pytest.fixture(autouse=True)
+def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if "pytester" in request.fixturenames:
+        request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS: set it after
+        monkeypatch.setenv("PYTEST_ADDOPTS", OPT_IN_PLUGINS)
