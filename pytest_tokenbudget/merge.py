@@ -221,6 +221,11 @@ def _meta(shards: Sequence[Shard]) -> dict[str, Any]:
     if statuses:
         combined["exit_status"] = max(statuses)
     combined["partial"] = any(bool(m.get("partial")) for m in metas)
+    prices = [m["prices"] for m in metas if isinstance(m.get("prices"), dict)]
+    if prices:
+        from .pricing import merge_provenance
+
+        combined["prices"] = merge_provenance(prices)  # unknown models and counts of every shard
     meta = {key: combined.get(key, value) for key, value in metas[0].items() if key != "merge"}
     meta.update(combined)
     meta["merge"] = {"shards": [_shard_record(s) for s in shards]}

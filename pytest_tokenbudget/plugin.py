@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .inspector import Inspector
     from .ledger import Ledger, Owner
     from .model import Run, TestUsage, Verdict
+    from .pricing import Pricer
 
     Evaluator = Callable[[Run], list[Verdict]]
 
@@ -39,6 +40,7 @@ MARKER_HELP = (
 _plugin_key = pytest.StashKey["TokenBudgetPlugin"]()
 _settings_key = pytest.StashKey[Settings]()
 _budgets_key = pytest.StashKey["Budgets"]()
+_pricer_key = pytest.StashKey["Pricer"]()
 _marker_key = pytest.StashKey["Limits"]()  # an item's validated token_budget marker
 _bad_phase_key = pytest.StashKey[bool]()  # setup/call failed or skipped: teardown does not judge again
 REPORT_ATTR = "tokenbudget"
@@ -149,6 +151,8 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_settings_key] = settings
     if "per-test" in settings.tables or "budgets" in settings.tables:
         _load_budgets(config, settings)  # a bad budget table is a usage error now, not later
+    if "prices" in settings.tables or "aliases" in settings.tables:
+        _load_pricer(config, settings)  # likewise a bad price table
     if settings.enabled:
         activate(config)
     else:
@@ -191,6 +195,20 @@ def _is_shard(config: pytest.Config) -> bool:
     splits = config.getoption("splits", None)  # pytest-split: --splits N --group G
     shards = config.getoption("num_shards", None)  # pytest-shard: --num-shards N --shard-id I
     return any(isinstance(n, int) and not isinstance(n, bool) and n > 1 for n in (splits, shards))
+
+
+def _load_pricer(config: pytest.Config, settings: Settings) -> Pricer:
+    """The session's prices (``[tool.tokenbudget.prices]``, aliases, genai-prices), parsed once."""
+    pricer = config.stash.get(_pricer_key, None)
+    if pricer is None:
+        from .pricing import Pricer
+
+        try:
+            pricer = Pricer.from_settings(settings)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
+        config.stash[_pricer_key] = pricer
+    return pricer
 
 
 def _load_budgets(config: pytest.Config, settings: Settings) -> Budgets:
@@ -372,6 +390,7 @@ class TokenBudgetPlugin:
         self._fixture_teardowns: dict[int, Owner] = {}
         self.evaluators: list[Evaluator] = []
         self._price_hook_added = False
+        self._worker_prices: list[dict[str, Any]] = []  # xdist controller: the workers' meta.prices
         self._closed = False
         self.inspector: Inspector | None = None
         if settings.enabled:  # anatomy, context windows, stale cassettes, unmetered calls
@@ -382,6 +401,8 @@ class TokenBudgetPlugin:
             self.capture.recorder.observers.append(self.inspector.observe)
         self.capture.install()
         self._use_plugin_hooks()
+        self.pricer = _load_pricer(config, settings)  # after the hooks: a price hook comes first
+        self.ledger.add_listener(self.pricer.price)
         self.budgets = _load_budgets(config, settings)
         if not settings.enabled:  # switched on by a marked test: markers only, no pyproject budgets
             self.budgets = self.budgets.markers_only()
@@ -628,11 +649,14 @@ class TokenBudgetPlugin:
                 "outside": outside,
                 "issues": self.run.issues,
                 "verdicts": [v.to_dict() for v in self.run.verdicts[self._shipped :]],
+                "prices": self.pricer.provenance(),
             }
             return
         from . import __version__
+        from .pricing import merge_provenance
 
         meta = self.run.meta
+        meta["prices"] = merge_provenance([self.pricer.provenance(), *self._worker_prices])
         meta.update(
             finished=now_iso(),
             plugin_version=__version__,
@@ -659,6 +683,8 @@ class TokenBudgetPlugin:
         for nodeid, data in output.get("outside", {}).items():
             self.run.usage_for(nodeid, data.get("kind", "fixture")).merge(TestUsage.from_dict(nodeid, data))
         self.run.issues.extend(output.get("issues", []))
+        if isinstance(output.get("prices"), dict):
+            self._worker_prices.append(output["prices"])
         from .model import Verdict
 
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))

@@ -301,7 +301,6 @@ def test_replayed():
 def test_session_refuses_live_requests_over_the_cap_and_replays_pass(
     pytester: pytest.Pytester, server: CountingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("pytest_tokenbudget.pricing")
     monkeypatch.setenv("HARD_CAP_URL", server.url)
     monkeypatch.setenv("COLUMNS", "300")
     cassettes = pytester.path / "cassettes" / "test_hc"
