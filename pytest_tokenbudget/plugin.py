@@ -673,6 +673,7 @@ class TokenBudgetPlugin:
             write_run(self.settings.json_path, self.run)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
 
+    @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without xdist
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
         """xdist controller: fold in what a worker used outside tests (session fixtures)."""
         from .model import TestUsage
