@@ -27,8 +27,38 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# Collections written one entry per line: fast to write and read (one compact ``json.dumps`` per
+# entry), small, and a diff of two runs shows one changed line per changed test.
+_ONE_PER_LINE = frozenset({"models", "providers", "tests", "issues", "verdicts"})
+
+
 def dump_run(run: Run) -> str:
-    return json.dumps(run.to_dict(), indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+    """The artifact's JSON text: small sections indented, big collections one entry per line."""
+    lines = ["{"]
+    data = run.to_dict()
+    last = len(data) - 1
+    for index, (key, value) in enumerate(data.items()):
+        comma = "," if index < last else ""
+        head = f"  {_compact(key)}: "
+        if key in _ONE_PER_LINE and value:
+            if isinstance(value, dict):
+                entries = [f"    {_compact(k)}: {_compact(v)}" for k, v in value.items()]
+                opening, closing = "{", "}"
+            else:
+                entries = [f"    {_compact(v)}" for v in value]
+                opening, closing = "[", "]"
+            lines.append(head + opening)
+            lines.append(",\n".join(entries))
+            lines.append(f"  {closing}{comma}")
+        else:
+            text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+            lines.append(head + text + comma)
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
 def write_run(path: Path, run: Run) -> None:

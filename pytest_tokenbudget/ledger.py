@@ -34,8 +34,11 @@ _SESSION = Owner(SESSION_OWNER, "session", "session")
 class Ledger:
     """Collects calls into a :class:`Run`; safe to call from any thread."""
 
-    def __init__(self, run: Run | None = None) -> None:
+    def __init__(self, run: Run | None = None, *, keep_calls: bool = True) -> None:
+        """``keep_calls=False`` (the plugin's choice) keeps only the tallies: memory stays flat in
+        the number of calls; listeners (prices, the JSONL log) still see every call."""
         self.run = run if run is not None else Run()
+        self._keep_calls = keep_calls
         self._lock = threading.Lock()
         self._owner_stack: list[Owner] = []
         self._calls: list[Call] = []
@@ -79,7 +82,8 @@ class Ledger:
         for listener in self._listeners:
             listener(call)
         with self._lock:
-            self._calls.append(call)
+            if self._keep_calls:
+                self._calls.append(call)
             self.run.usage_for(call.owner, kind).add_call(call)
             if call.state != CallState.COMPLETE:
                 self.run.issues.append(
@@ -96,6 +100,7 @@ class Ledger:
 
     @property
     def calls(self) -> list[Call]:
+        """Every call recorded so far (empty unless the ledger keeps calls)."""
         with self._lock:
             return list(self._calls)
 

@@ -383,7 +383,7 @@ class TokenBudgetPlugin:
 
         self.config = config
         self.settings = settings
-        self.ledger = Ledger()
+        self.ledger = Ledger(keep_calls=False)  # tallies only: memory flat in the number of calls
         self.is_worker = hasattr(config, "workerinput")
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self.ledger.run.meta["started"] = now_iso()
