@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show, _add_estimate, _add_merge, _add_check):
+    for add in (_add_show, _add_report, _add_estimate, _add_merge, _add_check):
         add(subparsers)
     return parser
 
@@ -48,6 +48,56 @@ def _cmd_show(args: argparse.Namespace) -> int:
     run = load_run(Path(args.run))
     for line in render(run, verbose=args.verbose):
         print(line.text)
+    return 0
+
+
+_FORMATS = ("markdown", "junit", "csv", "json", "table")
+
+
+def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "report", help="render a run artifact as markdown, JUnit XML, CSV, JSON or a table"
+    )
+    parser.add_argument("run", metavar="RUN.json")
+    parser.add_argument("--format", "-f", choices=_FORMATS, default="markdown")
+    parser.add_argument(
+        "-o", "--output", metavar="PATH", help="write here (atomically) instead of standard output"
+    )
+    parser.add_argument(
+        "--top", type=int, default=10, help="rows in the tables of tests and models (default 10)"
+    )
+    parser.set_defaults(func=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifact import dump_run, load_run, write_atomic
+
+    run = load_run(Path(args.run))
+    if args.format == "markdown":
+        from .report.markdown import render as markdown
+
+        text = markdown(run, top=args.top)
+    elif args.format == "junit":
+        from .report.junit import render as junit
+
+        text = junit(run)
+    elif args.format == "csv":
+        from .report.export import render_csv
+
+        text = render_csv(run)
+    elif args.format == "json":
+        text = dump_run(run)
+    else:
+        from .report.terminal import render as table
+
+        text = "\n".join(line.text for line in table(run, verbose=True, top=args.top)) + "\n"
+    if args.output:
+        write_atomic(Path(args.output), text)
+        print(f"{args.format} report: {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
     return 0
 
 

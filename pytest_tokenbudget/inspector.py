@@ -44,6 +44,10 @@ PART_LIMITS: Final = {"tools": "tool_schema_tokens", "system": "system_tokens"}
 _UNMETERED_STATES: Final = (CallState.UNMETERED, CallState.UNPARSED)
 
 
+VERDICT_KINDS = frozenset({"unmetered", "context-window", "request-part", "stale-cassette"})
+"""Verdict kinds this module's summary lines already show (other sections leave them out)."""
+
+
 class Inspector:
     """Per-session request inspection; thread-safe :meth:`observe`, settled from pytest's thread."""
 

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger, Owner
     from .model import Run, TestUsage, Verdict
     from .pricing import Pricer
+    from .report.export import CallLog
 
     Evaluator = Callable[[Run], list[Verdict]]
 
@@ -391,6 +392,7 @@ class TokenBudgetPlugin:
         self.evaluators: list[Evaluator] = []
         self._price_hook_added = False
         self._worker_prices: list[dict[str, Any]] = []  # xdist controller: the workers' meta.prices
+        self._worker_call_logs: list[str] = []  # xdist controller: the workers' call log parts
         self._closed = False
         self.inspector: Inspector | None = None
         if settings.enabled:  # anatomy, context windows, stale cassettes, unmetered calls
@@ -403,6 +405,15 @@ class TokenBudgetPlugin:
         self._use_plugin_hooks()
         self.pricer = _load_pricer(config, settings)  # after the hooks: a price hook comes first
         self.ledger.add_listener(self.pricer.price)
+        self.written: list[Path] = []  # reports written at the end, listed in the summary
+        self.annotations: list[str] = []  # GitHub workflow commands, printed with the summary
+        self.call_log: CallLog | None = None
+        if settings.calls_path is not None and settings.enabled and not self.is_controller:
+            from .report.export import CallLog
+
+            worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
+            self.call_log = CallLog(settings.calls_path, part=worker)
+            self.ledger.add_listener(self.call_log)
         self.budgets = _load_budgets(config, settings)
         if not settings.enabled:  # switched on by a marked test: markers only, no pyproject budgets
             self.budgets = self.budgets.markers_only()
@@ -650,6 +661,7 @@ class TokenBudgetPlugin:
                 "issues": self.run.issues,
                 "verdicts": [v.to_dict() for v in self.run.verdicts[self._shipped :]],
                 "prices": self.pricer.provenance(),
+                "call_log": str(self.call_log.close()) if self.call_log is not None else "",
             }
             return
         from . import __version__
@@ -671,7 +683,23 @@ class TokenBudgetPlugin:
         canonicalise(self.run)
         if self.settings.json_path is not None:
             write_run(self.settings.json_path, self.run)
+            self.written.append(self.settings.json_path)
+        if self.settings.enabled:
+            self._write_reports()
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
+
+    def _write_reports(self) -> None:
+        """JUnit, markdown, CSV, GitHub summary and annotations, the call log (controller only)."""
+        from .report.writer import write_reports
+
+        settings = self.settings
+        if settings.calls_path is not None:
+            from .report.export import CallLog
+
+            log = self.call_log or CallLog(settings.calls_path, part="controller")
+            parts = [Path(p) for p in self._worker_call_logs if p]
+            self.written.append(log.finish(parts))
+        self.written += write_reports(self.run, settings, emit=self.annotations.append)
 
     @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without xdist
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -686,6 +714,8 @@ class TokenBudgetPlugin:
         self.run.issues.extend(output.get("issues", []))
         if isinstance(output.get("prices"), dict):
             self._worker_prices.append(output["prices"])
+        if output.get("call_log"):
+            self._worker_call_logs.append(str(output["call_log"]))
         from .model import Verdict
 
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
@@ -711,6 +741,11 @@ class TokenBudgetPlugin:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
             )
+        for path in self.written:
+            if path != self.settings.json_path:
+                terminalreporter.write_line(f"report: {_display(path, self.config)}")
+        for command in self.annotations:  # GitHub reads workflow commands from standard output
+            terminalreporter.write_line(command)
 
 
 def _make_inspector(settings: Settings) -> Inspector:

@@ -88,8 +88,8 @@ def test_estimated_calls_are_marked_in_the_artifact_and_the_terminal(pytester: p
     assert tokenizer.count("Hello there, budget!", "gpt-4o-mini").tokens == 5
     result.stdout.fnmatch_lines(
         [
-            "  total  input  output   calls  test",
-            "    ~18     13       5  1 call  test_app.py::test_chat",
+            "  total  input  output       cost   calls  test",
+            "    ~18     13       5  $0.000005  1 call  test_app.py::test_chat",
             "~ estimated: 1 call reported no usage; counted by tokenizer",
         ]
     )

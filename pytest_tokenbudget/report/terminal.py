@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..model import Run, Tally
+from ..model import Run, Status, Tally, Verdict
 from . import format as fmt
+
+_STATUS_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
+_STATUS_MARKUP = {
+    Status.EXCEEDED: {"red": True, "bold": True},
+    Status.WARN: {"yellow": True},
+    Status.UNKNOWN: {"yellow": True},
+    Status.OK: {"green": True},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +59,10 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         sources.append(f"{mocked:,} mocked")
     if sources:
         lines.append(Line("calls: " + ", ".join(sources)))
+    if totals.calls:
+        lines.append(Line(cost_sentence(totals)))
+    lines.extend(prices_lines(run))
+    lines.extend(verdict_lines(run.verdicts, verbose=verbose, top=top))
 
     heaviest = run.heaviest(len(run.tests) if verbose else top)
     if heaviest:
@@ -62,19 +74,20 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
                 ("~" if t.total.estimated_calls else "") + fmt.tokens(t.total.total_tokens),  # ~ estimated
                 fmt.tokens(t.total.usage.input_tokens),
                 fmt.tokens(t.total.usage.output_tokens),
+                _cost(t.total),
                 _calls(t.total.calls),
                 t.nodeid,
             ]
             for t in heaviest
         ]
-        rows.insert(0, ["total", "input", "output", "calls", "test"])
-        lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>><"))
+        rows.insert(0, ["total", "input", "output", "cost", "calls", "test"])
+        lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>><"))
 
     models = run.models()
     if models:
         lines.append(Line(""))
         lines.append(Line("per model:", {"bold": True}))
-        rows = [["total", "input", "cached", "output", "reasoning", "calls", "model"]]
+        rows = [["total", "input", "cached", "output", "reasoning", "cost", "calls", "model"]]
         for key, tally in models.items():
             u = tally.usage
             rows.append(
@@ -84,11 +97,12 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
                     fmt.tokens(u.cached_input_tokens),
                     fmt.tokens(u.output_tokens),
                     fmt.tokens(u.reasoning_tokens),
+                    _cost(tally),
                     _calls(tally.calls),
                     key,
                 ]
             )
-        lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>>><"))
+        lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>>>><"))
 
     outside = [t for t in run.tests.values() if t.kind != "test" and t.total.calls]
     if outside:
@@ -110,4 +124,70 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
             lines.append(Line(f"  {issue['state']}: {where} {issue['detail']}".rstrip(), {"yellow": True}))
         if len(shown) < len(run.issues):
             lines.append(Line(f"  … {len(run.issues) - len(shown):,} more (-v shows all)"))
+    return lines
+
+
+def _cost(tally: Tally) -> str:
+    """A tally's cost: ``unknown`` when no call had a price, ``≥$x`` when only some had."""
+    if tally.calls and tally.unpriced_calls >= tally.calls:
+        return "unknown"
+    return fmt.money(tally.cost_usd, known=tally.cost_known)
+
+
+def cost_sentence(totals: Tally) -> str:
+    """``cost: $0.0123 (live $0.002, replayed $0.0103)``; unknown prices make it a lower bound."""
+    text = f"cost: {_cost(totals)}"
+    if totals.calls and totals.unpriced_calls < totals.calls:
+        replayed = totals.cost_usd - totals.live_cost_usd
+        text += f" (live {fmt.money(totals.live_cost_usd)}, replayed/mocked {fmt.money(replayed)})"
+    if totals.unpriced_calls:
+        text += f"; {_calls(totals.unpriced_calls)} without a price"
+    return text
+
+
+def prices_lines(run: Run) -> list[Line]:
+    """Which prices were used, and the models that had none."""
+    prices = run.meta.get("prices")
+    if not isinstance(prices, dict) or not prices.get("calls_by_source"):
+        return []
+    parts = []
+    if prices.get("calls_by_source", {}).get("genai-prices"):
+        data = f", data {prices['data_date']}" if prices.get("data_date") else ""
+        parts.append(f"genai-prices {prices.get('version') or '?'}{data}")
+    if prices.get("calls_by_source", {}).get("pyproject"):
+        parts.append("[tool.tokenbudget.prices]")
+    lines = [Line("prices: " + " + ".join(parts))] if parts else []
+    unknown = prices.get("unknown") or []
+    if unknown:
+        shown = ", ".join(f"{u['provider']}/{u['model']} ({_calls(int(u['calls']))})" for u in unknown[:5])
+        more = f" and {len(unknown) - 5:,} more" if len(unknown) > 5 else ""
+        lines.append(Line(f"no price for: {shown}{more}", {"yellow": True}))
+    return lines
+
+
+def verdict_lines(verdicts: list[Verdict], *, verbose: bool = False, top: int = 5) -> list[Line]:
+    """Budgets and thresholds: each limit, its actual and its status (worst first).
+
+    Compact: everything not ``ok`` plus the session-level budgets that passed; ``-v``: all.
+    """
+    from ..inspector import VERDICT_KINDS  # request inspection prints its own verdicts
+
+    verdicts = [v for v in verdicts if v.kind not in VERDICT_KINDS]
+    if not verdicts:
+        return []
+    shown = [v for v in verdicts if verbose or v.status != Status.OK or not v.nodeid]
+    shown.sort(key=lambda v: _STATUS_ORDER.get(v.status, 9))
+    hidden = len(verdicts) - len(shown)
+    counts = {status: sum(v.status == status for v in verdicts) for status in _STATUS_ORDER}
+    summary = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n)
+    lines = [Line(""), Line(f"budgets ({summary}):", {"bold": True})]
+    limit = len(shown) if verbose else min(len(shown), max(top, sum(v.status != Status.OK for v in shown)))
+    for verdict in shown[:limit]:
+        text = verdict.message or f"{verdict.name}: {verdict.metric} {verdict.actual:g} of {verdict.limit:g}"
+        if verdict.nodeid and verdict.nodeid not in text:
+            text = f"{verdict.nodeid}: {text}"
+        lines.append(Line(f"  {verdict.status:<8}  {text}", _STATUS_MARKUP.get(verdict.status, {})))
+    rest = len(shown) - limit + hidden
+    if rest > 0:
+        lines.append(Line(f"  … {rest:,} more within budget (-v shows all)"))
     return lines

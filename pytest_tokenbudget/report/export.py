@@ -1,0 +1,116 @@
+"""Exports for spreadsheets and log tools: per-test CSV and the per-call JSONL log."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+import threading
+from pathlib import Path
+from typing import IO
+
+from ..artifact import write_atomic
+from ..model import Call, Run
+
+CSV_COLUMNS = (
+    "test", "kind", "outcome", "path", "line", "calls",
+    "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens", "reasoning_tokens",
+    "total_tokens", "cost_usd", "cost_known", "live_calls", "live_cost_usd", "estimated_calls", "models",
+)  # fmt: skip
+
+
+def render_csv(run: Run) -> str:
+    """One row per test (and fixture/session entry) with calls, in node-id order."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for nodeid in sorted(run.tests):
+        entry = run.tests[nodeid]
+        tally, u = entry.total, entry.total.usage
+        priced = tally.calls > tally.unpriced_calls
+        writer.writerow(
+            [
+                nodeid, entry.kind, entry.outcome, entry.path, "" if entry.line is None else entry.line,
+                tally.calls, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
+                u.reasoning_tokens, u.total_tokens, f"{tally.cost_usd:.6f}" if priced else "",
+                str(tally.cost_known).lower(), tally.live_calls, f"{tally.live_cost_usd:.6f}",
+                tally.estimated_calls, " ".join(sorted(entry.models)),
+            ]
+        )
+    return out.getvalue()
+
+
+def write_csv(run: Run, path: Path) -> None:
+    write_atomic(path, render_csv(run))
+
+
+# -- the call log ----------------------------------------------------------------------------------
+
+# Fields of a call log line; never request or response text, never headers.
+CALL_FIELDS = (
+    "test", "phase", "provider", "api", "host", "model", "input_tokens", "cached_input_tokens",
+    "cache_write_tokens", "output_tokens", "reasoning_tokens", "total_tokens", "cost_usd", "streamed",
+    "status_code", "source", "estimated", "state", "duration_s",
+)  # fmt: skip
+
+
+def call_line(call: Call) -> str:
+    data = call.to_dict()
+    return json.dumps({key: data[key] for key in CALL_FIELDS if key in data}, separators=(",", ":")) + "\n"
+
+
+class CallLog:
+    """A ledger listener streaming one JSON line per call to a temporary file next to ``path``.
+
+    Memory stays flat in the number of calls. :meth:`finish` sorts the lines by test (stable, so
+    each test keeps its call order) and moves the file into place atomically: a serial run, an
+    xdist run (:meth:`part` files of the workers, folded in by the controller) and a merge of
+    shards give the same log.
+    """
+
+    def __init__(self, path: Path, *, part: str = "") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{path.name}.{part or 'main'}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
+        self.part_path = Path(tmp)
+        self._handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        self._lock = threading.Lock()
+
+    def __call__(self, call: Call) -> None:
+        line = call_line(call)
+        with self._lock:
+            if not self._handle.closed:
+                self._handle.write(line)
+
+    def close(self) -> Path:
+        with self._lock:
+            if not self._handle.closed:
+                self._handle.close()
+        return self.part_path
+
+    def finish(self, parts: list[Path] | tuple[Path, ...] = ()) -> Path:
+        """Fold in ``parts`` (workers' logs), order by test, write ``path`` atomically."""
+        self.close()
+        lines: list[tuple[str, int, str]] = []
+        for order, source in enumerate([self.part_path, *parts]):
+            try:
+                with source.open(encoding="utf-8") as handle:
+                    for index, line in enumerate(handle):
+                        lines.append((_test_of(line), order * 10**9 + index, line))
+            except OSError:
+                continue
+        lines.sort(key=lambda item: (item[0], item[1]))
+        write_atomic(self.path, "".join(line for _, _, line in lines))
+        for source in [self.part_path, *parts]:
+            source.unlink(missing_ok=True)
+        return self.path
+
+
+def _test_of(line: str) -> str:
+    try:
+        return str(json.loads(line).get("test", ""))
+    except ValueError:
+        return ""

@@ -1,0 +1,87 @@
+"""JUnit XML: one test case per judged budget or threshold, for CI systems that read JUnit.
+
+GitLab, Jenkins and Azure DevOps show a suite ``tokenbudget`` beside the pytest suite: a budget
+that was exceeded is a failed case (message: limit, actual, overshoot), one approaching its limit
+or that could not be judged is a passed case with the sentence in ``system-out``. The run's usage
+numbers are the suite's properties. Written with junit-xml (imported here, never at start-up).
+"""
+
+from __future__ import annotations
+
+from ..model import Run, Status, Verdict
+from . import format as fmt
+
+SUITE = "tokenbudget"
+
+
+def render(run: Run) -> str:
+    """The JUnit XML document for ``run``'s verdicts."""
+    from junit_xml import TestCase, TestSuite, to_xml_report_string
+
+    cases = []
+    for verdict in run.verdicts:
+        case = TestCase(
+            name=_name(verdict),
+            classname=_classname(verdict),
+            elapsed_sec=0.0,
+            stdout=verdict.message or None,
+            file=verdict.path or None,
+            line=verdict.line,  # 1-based
+        )
+        if verdict.status == Status.EXCEEDED:
+            case.add_failure_info(message=_failure(verdict), failure_type="TokenBudgetExceeded")
+        cases.append(case)
+    if not cases:  # a suite with no case is rejected by some readers: say that nothing was judged
+        cases.append(TestCase(name="no budgets configured", classname=SUITE, elapsed_sec=0.0))
+    suite = TestSuite(SUITE, cases, properties=_properties(run))
+    return to_xml_report_string([suite], prettyprint=True, encoding="utf-8")
+
+
+def _name(verdict: Verdict) -> str:
+    return f"{verdict.name} [{verdict.metric}]"
+
+
+def _classname(verdict: Verdict) -> str:
+    """The test's module as a dotted name (how JUnit readers group cases), else the verdict kind."""
+    if verdict.nodeid:
+        path = verdict.nodeid.split("::", 1)[0]
+        return SUITE + "." + path.removesuffix(".py").replace("/", ".")
+    return f"{SUITE}.{verdict.kind}"
+
+
+def _failure(verdict: Verdict) -> str:
+    over = verdict.overshoot
+    by = f" ({over:+.0%})" if over is not None else ""
+    actual, limit = _number(verdict.metric, verdict.actual), _number(verdict.metric, verdict.limit)
+    head = f"{verdict.metric}: {actual} > {limit}{by}"
+    return f"{head}: {verdict.message}" if verdict.message else head
+
+
+def _number(metric: str, value: float) -> str:
+    if metric.startswith("cost"):
+        return fmt.money(value)
+    return fmt.tokens(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _properties(run: Run) -> dict[str, str]:
+    totals = run.totals()
+    u = totals.usage
+    props = {
+        "calls": str(totals.calls),
+        "input_tokens": str(u.input_tokens),
+        "cached_input_tokens": str(u.cached_input_tokens),
+        "cache_write_tokens": str(u.cache_write_tokens),
+        "output_tokens": str(u.output_tokens),
+        "reasoning_tokens": str(u.reasoning_tokens),
+        "total_tokens": str(u.total_tokens),
+        "cost_usd": f"{totals.cost_usd:.6f}" if totals.calls > totals.unpriced_calls else "unknown",
+        "cost_known": str(totals.cost_known).lower(),
+        "live_cost_usd": f"{totals.live_cost_usd:.6f}",
+    }
+    prices = run.meta.get("prices")
+    if isinstance(prices, dict) and prices.get("version"):
+        props["genai_prices_version"] = str(prices["version"])
+    for key in ("commit", "branch"):
+        if run.meta.get(key):
+            props[key] = str(run.meta[key])
+    return props
