@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show, _add_report, _add_estimate, _add_merge, _add_check):
+    for add in (_add_show, _add_report, _add_compare, _add_estimate, _add_merge, _add_check):
         add(subparsers)
     return parser
 
@@ -99,6 +99,66 @@ def _cmd_report(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _add_compare(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "compare", help="compare a run with a baseline: deltas per test, model and cost"
+    )
+    parser.add_argument("base", metavar="BASE.json", help="the baseline (a file, or git:REF[:PATH])")
+    parser.add_argument("head", metavar="HEAD.json", help="the run to judge")
+    parser.add_argument("--format", "-f", choices=("table", "markdown", "json"), default="table")
+    parser.add_argument(
+        "--max-increase",
+        action="append",
+        default=[],
+        metavar="RULE",
+        help="10%%, test:25%%, cost:5%%, tokens:+5000",
+    )
+    parser.add_argument(
+        "--min-tokens", type=int, default=1000, help="ignore %% growth of tests below N tokens"
+    )
+    parser.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .artifact import load_run
+    from .baseline import compare, judge, load, parse_rules
+    from .config import ConfigError, resolve
+    from .model import Status
+    from .pricing import Pricer
+
+    try:
+        settings = resolve({}, {}, pyproject=None, root=Path.cwd())
+        rules = parse_rules(tuple(args.max_increase), "--max-increase")
+        loaded = load(args.base, settings)
+    except ConfigError as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return 2
+    if loaded.run is None:
+        print(f"tokenbudget: {loaded.note}", file=sys.stderr)
+        return 2
+    head = load_run(Path(args.head))
+    comparison = compare(loaded.run, head, Pricer().cost_of)
+    comparison["source"] = loaded.source
+    verdicts = judge(comparison, rules, min_tokens=args.min_tokens, warn_at=settings.warn_at)
+    if args.format == "json":
+        print(json.dumps({"comparison": comparison, "verdicts": [v.to_dict() for v in verdicts]}, indent=2))
+    elif args.format == "markdown":
+        from .report.comparison import markdown_lines
+
+        print("\n".join(markdown_lines(comparison)))
+    else:
+        from .report.comparison import terminal_lines
+
+        print("\n".join(line.text for line in terminal_lines(comparison)).lstrip("\n"))
+    for verdict in verdicts:
+        if args.format != "json":
+            print(f"{verdict.status}: {verdict.message}")
+    return 1 if any(v.status == Status.EXCEEDED for v in verdicts) else 0
 
 
 def _add_estimate(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

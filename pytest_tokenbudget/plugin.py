@@ -420,6 +420,9 @@ class TokenBudgetPlugin:
         self._shipped = 0  # verdicts a worker has sent to the controller so far
         if self.budgets.session or self.budgets.scopes:
             self.add_evaluator(lambda run: self.budgets.evaluate_run(run, session=not settings.defer_session))
+        if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
+            self.add_evaluator(_baseline_evaluator(settings))
+        self.baseline_note = ""  # what happened to --token-budget-save-baseline, for the summary
         self.hard_cap: HardCap | None = None
         if settings.hard_max_cost is not None and not self.is_controller:
             self.hard_cap = self._install_hard_cap(settings.hard_max_cost)
@@ -686,7 +689,33 @@ class TokenBudgetPlugin:
             self.written.append(self.settings.json_path)
         if self.settings.enabled:
             self._write_reports()
+            self._save_baseline(session)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
+
+    def _save_baseline(self, session: pytest.Session) -> None:
+        """``--token-budget-save-baseline``: a passing, complete run becomes the baseline (a failing
+        one too with ``--token-budget-update-baseline``: growth accepted on purpose)."""
+        settings = self.settings
+        target = settings.save_baseline or (settings.baseline_file if settings.update_baseline else None)
+        if target is None:
+            return
+        from .model import Status
+
+        exceeded = any(v.status == Status.EXCEEDED for v in self.run.verdicts)
+        if self.run.meta.get("partial"):
+            self.baseline_note = "baseline not saved: the run stopped early (its totals are a lower bound)"
+        elif exceeded and not settings.update_baseline:
+            self.baseline_note = (
+                "baseline not saved: the run exceeded its budgets or thresholds "
+                "(--token-budget-update-baseline accepts the growth)"
+            )
+        elif session.testsfailed and not settings.update_baseline:
+            self.baseline_note = "baseline not saved: tests failed"
+        else:
+            from .baseline import save
+
+            save(self.run, target)
+            self.baseline_note = f"baseline saved: {_display(target, self.config)}"
 
     def _write_reports(self) -> None:
         """JUnit, markdown, CSV, GitHub summary and annotations, the call log (controller only)."""
@@ -741,11 +770,23 @@ class TokenBudgetPlugin:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
             )
+        if self.baseline_note:
+            terminalreporter.write_line(self.baseline_note, yellow="not saved" in self.baseline_note)
         for path in self.written:
             if path != self.settings.json_path:
                 terminalreporter.write_line(f"report: {_display(path, self.config)}")
         for command in self.annotations:  # GitHub reads workflow commands from standard output
             terminalreporter.write_line(command)
+
+
+def _baseline_evaluator(settings: Settings) -> Evaluator:
+    """Comparison with the baseline and its thresholds; a bad baseline is a usage error now."""
+    from .baseline import session_evaluator
+
+    try:
+        return session_evaluator(settings)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
 
 
 def _make_inspector(settings: Settings) -> Inspector:

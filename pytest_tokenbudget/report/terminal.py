@@ -62,6 +62,10 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
     if totals.calls:
         lines.append(Line(cost_sentence(totals)))
     lines.extend(prices_lines(run))
+    if run.comparison:
+        from .comparison import terminal_lines
+
+        lines.extend(terminal_lines(run.comparison))
     lines.extend(verdict_lines(run.verdicts, verbose=verbose, top=top))
 
     heaviest = run.heaviest(len(run.tests) if verbose else top)
