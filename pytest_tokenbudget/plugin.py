@@ -395,13 +395,15 @@ class TokenBudgetPlugin:
         self._worker_call_logs: list[str] = []  # xdist controller: the workers' call log parts
         self._closed = False
         self.inspector: Inspector | None = None
+        baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
+        if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
+            baseline = _baseline_evaluator(settings)
         if settings.enabled:  # anatomy, context windows, stale cassettes, unmetered calls
             self.inspector = _make_inspector(settings)
             self.add_evaluator(self.inspector.verdicts)
         self.capture = Capture(self.ledger)
         if self.inspector is not None:
             self.capture.recorder.observers.append(self.inspector.observe)
-        self.capture.install()
         self._use_plugin_hooks()
         self.pricer = _load_pricer(config, settings)  # after the hooks: a price hook comes first
         self.ledger.add_listener(self.pricer.price)
@@ -420,12 +422,13 @@ class TokenBudgetPlugin:
         self._shipped = 0  # verdicts a worker has sent to the controller so far
         if self.budgets.session or self.budgets.scopes:
             self.add_evaluator(lambda run: self.budgets.evaluate_run(run, session=not settings.defer_session))
-        if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
-            self.add_evaluator(_baseline_evaluator(settings))
+        if baseline is not None:
+            self.add_evaluator(baseline)
         self.baseline_note = ""  # what happened to --token-budget-save-baseline, for the summary
         self.hard_cap: HardCap | None = None
         if settings.hard_max_cost is not None and not self.is_controller:
             self.hard_cap = self._install_hard_cap(settings.hard_max_cost)
+        self.capture.install()  # last: nothing is patched when the configuration is refused
 
     def close(self) -> None:
         if not self._closed:
