@@ -12,7 +12,7 @@ import dataclasses
 import sys
 from collections.abc import Generator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from .report.export import CallLog
 
     Evaluator = Callable[[Run], list[Verdict]]
+
+T = TypeVar("T")
 
 MARKER = "token_budget"
 MARKER_HELP = (
@@ -200,30 +202,28 @@ def _is_shard(config: pytest.Config) -> bool:
 
 def _load_pricer(config: pytest.Config, settings: Settings) -> Pricer:
     """The session's prices (``[tool.tokenbudget.prices]``, aliases, genai-prices), parsed once."""
-    pricer = config.stash.get(_pricer_key, None)
-    if pricer is None:
-        from .pricing import Pricer
+    from .pricing import Pricer
 
-        try:
-            pricer = Pricer.from_settings(settings)
-        except ConfigError as exc:
-            raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
-        config.stash[_pricer_key] = pricer
-    return pricer
+    return _parsed_once(config, _pricer_key, lambda: Pricer.from_settings(settings))
 
 
 def _load_budgets(config: pytest.Config, settings: Settings) -> Budgets:
     """Budgets from the settings, parsed once per session."""
-    budgets = config.stash.get(_budgets_key, None)
-    if budgets is None:
-        from .budgets import Budgets
+    from .budgets import Budgets
 
+    return _parsed_once(config, _budgets_key, lambda: Budgets.from_settings(settings))
+
+
+def _parsed_once(config: pytest.Config, key: pytest.StashKey[T], parse: Callable[[], T]) -> T:
+    """``parse()`` once per session, kept in the config's stash; a ConfigError is a usage error."""
+    value = config.stash.get(key, None)
+    if value is None:
         try:
-            budgets = Budgets.from_settings(settings)
+            value = parse()
         except ConfigError as exc:
             raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
-        config.stash[_budgets_key] = budgets
-    return budgets
+        config.stash[key] = value
+    return value
 
 
 @pytest.hookimpl(tryfirst=True)
