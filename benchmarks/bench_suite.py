@@ -32,7 +32,7 @@ def test_{i}():
     assert {i} == {i}
 """
 
-MOCKED_CALL_CONFTEST = '''
+MOCKED_CALL_CONFTEST = """
 import json
 
 import httpx2
@@ -56,7 +56,7 @@ def llm():
     client = openai.OpenAI(api_key="sk-bench", http_client=http, max_retries=0)
     yield client
     http.close()
-'''
+"""
 
 MOCKED_CALL_TEST = """
 import pytest

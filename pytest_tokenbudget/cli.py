@@ -18,7 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show, _add_report, _add_compare, _add_estimate, _add_merge, _add_check):
+    for add in (_add_show, _add_report, _add_compare, _add_estimate, _add_merge, _add_check, _add_history):
         add(subparsers)
     return parser
 
@@ -327,6 +327,56 @@ def _cmd_check(args: argparse.Namespace) -> int:
     for line in result.lines(verbose=args.verbose):
         print(line)
     return result.exit_status
+
+
+def _add_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "history", help="the trend of tokens and cost over runs kept with --token-budget-save-run"
+    )
+    parser.add_argument(
+        "folder", nargs="?", metavar="DIR", help="saved runs (default: history-dir, .tokenbudget/runs)"
+    )
+    parser.add_argument("--last", type=int, metavar="N", help="only the last N runs")
+    parser.add_argument("--branch", metavar="NAME", help="only runs of this branch")
+    parser.add_argument("--svg", metavar="PATH", help="also draw tokens and cost as an SVG line chart")
+    parser.set_defaults(func=_cmd_history)
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .artifact import write_atomic
+    from .config import ConfigError, find_pyproject, read_table, resolve
+    from .history import load_history, svg_chart, trend_lines
+
+    if args.last is not None and args.last < 1:
+        print("tokenbudget: --last must be at least 1", file=sys.stderr)
+        return 2
+    folder = Path(args.folder) if args.folder else None
+    if folder is None:
+        try:
+            pyproject = find_pyproject(Path.cwd(), None)
+            settings = resolve(read_table(pyproject), {}, pyproject=pyproject, root=Path.cwd())
+        except ConfigError as exc:
+            print(f"tokenbudget: {exc}", file=sys.stderr)
+            return 2
+        folder = settings.history_dir or Path(".tokenbudget/runs")
+    history = load_history(folder, branch=args.branch)
+    for reason in history.skipped:
+        print(f"tokenbudget: skipped {reason}", file=sys.stderr)
+    entries = history.entries
+    if not entries:
+        where = f"{folder} (branch {args.branch})" if args.branch else str(folder)
+        print(f"tokenbudget: no saved runs in {where}", file=sys.stderr)
+        return 1
+    for line in trend_lines(entries, last=args.last):
+        print(line)
+    if args.svg:
+        shown = entries[-args.last :] if args.last else entries
+        title = f"LLM token use per run ({args.branch})" if args.branch else "LLM token use per run"
+        write_atomic(Path(args.svg), svg_chart(shown, title=title))
+        print(f"chart: {args.svg}", file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":

@@ -139,7 +139,7 @@ def fraction(key: str, value: Any, ctx: Context) -> float:
     number = _number(text)
     if number is not None and 0 < number * scale <= 1:
         return float(number) * scale
-    raise ctx.error(key, "a fraction between 0 and 1 (e.g. 0.8 or \"80%\")", value)
+    raise ctx.error(key, 'a fraction between 0 and 1 (e.g. 0.8 or "80%")', value)
 
 
 def text(key: str, value: Any, ctx: Context) -> str:

@@ -93,9 +93,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="capture LLM calls, report tokens per test and enforce the budgets.",
     )
     for key, metavar, text in _OPTIONS:
-        group.addoption(
-            f"--token-budget-{key}", default=None, dest=_dest(key), metavar=metavar, help=text
-        )
+        group.addoption(f"--token-budget-{key}", default=None, dest=_dest(key), metavar=metavar, help=text)
     group.addoption(
         "--token-budget-max-increase",
         action="append",
@@ -425,6 +423,7 @@ class TokenBudgetPlugin:
         if baseline is not None:
             self.add_evaluator(baseline)
         self.baseline_note = ""  # what happened to --token-budget-save-baseline, for the summary
+        self.history_note = ""  # where --token-budget-save-run kept the run, for the summary
         self.hard_cap: HardCap | None = None
         if settings.hard_max_cost is not None and not self.is_controller:
             self.hard_cap = self._install_hard_cap(settings.hard_max_cost)
@@ -690,10 +689,23 @@ class TokenBudgetPlugin:
         if self.settings.json_path is not None:
             write_run(self.settings.json_path, self.run)
             self.written.append(self.settings.json_path)
+        if self.settings.save_run and self.settings.enabled:
+            self._save_history()
         if self.settings.enabled:
             self._write_reports()
             self._save_baseline(session)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
+
+    def _save_history(self) -> None:
+        """``--token-budget-save-run``: keep the run under ``history-dir`` for ``tokenbudget history``
+        (not a run that stopped early: its totals would read as a drop in the trend)."""
+        if self.run.meta.get("partial"):
+            self.history_note = "run not kept in history: it stopped early (its totals are a lower bound)"
+            return
+        from .history import save_run
+
+        path = save_run(self.run, self.settings.history_dir or self.config.rootpath / ".tokenbudget/runs")
+        self.history_note = f"run kept in history: {_display(path, self.config)}"
 
     def _save_baseline(self, session: pytest.Session) -> None:
         """``--token-budget-save-baseline``: a passing, complete run becomes the baseline (a failing
@@ -775,6 +787,8 @@ class TokenBudgetPlugin:
             )
         if self.baseline_note:
             terminalreporter.write_line(self.baseline_note, yellow="not saved" in self.baseline_note)
+        if self.history_note:
+            terminalreporter.write_line(self.history_note, yellow="not kept" in self.history_note)
         for path in self.written:
             if path != self.settings.json_path:
                 terminalreporter.write_line(f"report: {_display(path, self.config)}")

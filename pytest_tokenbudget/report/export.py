@@ -32,11 +32,24 @@ def render_csv(run: Run) -> str:
         priced = tally.calls > tally.unpriced_calls
         writer.writerow(
             [
-                nodeid, entry.kind, entry.outcome, entry.path, "" if entry.line is None else entry.line,
-                tally.calls, u.input_tokens, u.cached_input_tokens, u.cache_write_tokens, u.output_tokens,
-                u.reasoning_tokens, u.total_tokens, f"{tally.cost_usd:.6f}" if priced else "",
-                str(tally.cost_known).lower(), tally.live_calls, f"{tally.live_cost_usd:.6f}",
-                tally.estimated_calls, " ".join(sorted(entry.models)),
+                nodeid,
+                entry.kind,
+                entry.outcome,
+                entry.path,
+                "" if entry.line is None else entry.line,
+                tally.calls,
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.cache_write_tokens,
+                u.output_tokens,
+                u.reasoning_tokens,
+                u.total_tokens,
+                f"{tally.cost_usd:.6f}" if priced else "",
+                str(tally.cost_known).lower(),
+                tally.live_calls,
+                f"{tally.live_cost_usd:.6f}",
+                tally.estimated_calls,
+                " ".join(sorted(entry.models)),
             ]
         )
     return out.getvalue()
@@ -92,25 +105,81 @@ class CallLog:
         return self.part_path
 
     def finish(self, parts: list[Path] | tuple[Path, ...] = ()) -> Path:
-        """Fold in ``parts`` (workers' logs), order by test, write ``path`` atomically."""
+        """Fold in ``parts`` (workers' logs), order by test, write ``path`` atomically.
+
+        Memory grows with the runs of consecutive lines of one test (about the number of tests),
+        not with the calls: the lines are copied from the parts, never held all at once.
+        """
         self.close()
-        lines: list[tuple[str, int, str]] = []
-        for order, source in enumerate([self.part_path, *parts]):
+        sources = [self.part_path, *parts]
+        segments: list[tuple[str, int, int, int]] = []  # test, source, start offset, end offset
+        for order, source in enumerate(sources):
             try:
-                with source.open(encoding="utf-8") as handle:
-                    for index, line in enumerate(handle):
-                        lines.append((_test_of(line), order * 10**9 + index, line))
-            except OSError:
+                segments += _segments(source, order)
+            except OSError:  # a worker that died before writing its part
                 continue
-        lines.sort(key=lambda item: (item[0], item[1]))
-        write_atomic(self.path, "".join(line for _, _, line in lines))
-        for source in [self.part_path, *parts]:
+        segments.sort()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        handles: dict[int, IO[bytes]] = {}
+        try:
+            with os.fdopen(fd, "wb") as sink:
+                for _, order, start, end in segments:
+                    handle = handles.get(order) or handles.setdefault(order, sources[order].open("rb"))
+                    handle.seek(start)
+                    _copy(handle, sink, end - start)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        finally:
+            for handle in handles.values():
+                handle.close()
+        for source in sources:
             source.unlink(missing_ok=True)
         return self.path
 
 
-def _test_of(line: str) -> str:
+_DECODER = json.JSONDecoder()
+_PREFIX = b'{"test":'
+
+
+def _segments(source: Path, order: int) -> list[tuple[str, int, int, int]]:
+    """Runs of consecutive complete lines of one test in ``source``: (test, order, start, end).
+
+    A last line without its newline (a worker killed mid-write) is left out.
+    """
+    out: list[tuple[str, int, int, int]] = []
+    offset = 0
+    with source.open("rb") as handle:
+        for line in handle:
+            end = offset + len(line)
+            if line.endswith(b"\n"):
+                test = _test_of(line)
+                if out and out[-1][0] == test and out[-1][3] == offset:
+                    out[-1] = (test, order, out[-1][2], end)
+                else:
+                    out.append((test, order, offset, end))
+            offset = end
+    return out
+
+
+def _test_of(line: bytes) -> str:
+    """The ``test`` of a log line: decoded from the front (our own lines) or from the whole line."""
+    text = line.decode("utf-8", errors="replace")
     try:
-        return str(json.loads(line).get("test", ""))
+        if line.startswith(_PREFIX):
+            return str(_DECODER.raw_decode(text, len(_PREFIX))[0])
+        data = json.loads(text)
     except ValueError:
         return ""
+    return str(data.get("test", "")) if isinstance(data, dict) else ""
+
+
+def _copy(source: IO[bytes], sink: IO[bytes], size: int, chunk: int = 1 << 20) -> None:
+    while size > 0:
+        block = source.read(min(chunk, size))
+        if not block:
+            return
+        sink.write(block)
+        size -= len(block)

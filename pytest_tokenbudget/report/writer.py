@@ -15,9 +15,7 @@ from ..config import Settings
 from ..model import Run
 
 
-def write_reports(
-    run: Run, settings: Settings, *, emit: Callable[[str], None] | None = None
-) -> list[Path]:
+def write_reports(run: Run, settings: Settings, *, emit: Callable[[str], None] | None = None) -> list[Path]:
     """JUnit XML, markdown, CSV; in GitHub Actions the job summary and annotations.
 
     Annotations are workflow commands on standard output, one per line, through ``emit``
