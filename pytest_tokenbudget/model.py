@@ -149,6 +149,7 @@ class Tally:
     live_calls: int = 0
     live_cost_usd: float = 0.0
     replayed_calls: int = 0
+    manual_calls: int = 0  # recorded by hand with token_usage.record (neither live nor replayed)
     estimated_calls: int = 0
     unparsed_calls: int = 0
     failed_calls: int = 0
@@ -168,6 +169,8 @@ class Tally:
                 self.live_cost_usd += call.cost_usd
         elif call.source == "replayed":
             self.replayed_calls += 1
+        elif call.source == "manual":
+            self.manual_calls += 1
         if call.estimated:
             self.estimated_calls += 1
         if call.state == CallState.UNPARSED:
@@ -185,6 +188,7 @@ class Tally:
         self.live_calls += other.live_calls
         self.live_cost_usd += other.live_cost_usd
         self.replayed_calls += other.replayed_calls
+        self.manual_calls += other.manual_calls
         self.estimated_calls += other.estimated_calls
         self.unparsed_calls += other.unparsed_calls
         self.failed_calls += other.failed_calls
@@ -210,6 +214,7 @@ class Tally:
             "live_cost_usd": _money(self.live_cost_usd),
             "replayed_calls": self.replayed_calls,
             "replayed_cost_usd": _money(self.cost_usd - self.live_cost_usd),  # replayed + mocked
+            "manual_calls": self.manual_calls,
             "estimated_calls": self.estimated_calls,
             "unparsed_calls": self.unparsed_calls,
             "failed_calls": self.failed_calls,
@@ -226,6 +231,7 @@ class Tally:
             live_calls=_int(data, "live_calls"),
             live_cost_usd=_float(data, "live_cost_usd"),
             replayed_calls=_int(data, "replayed_calls"),
+            manual_calls=_int(data, "manual_calls"),
             estimated_calls=_int(data, "estimated_calls"),
             unparsed_calls=_int(data, "unparsed_calls"),
             failed_calls=_int(data, "failed_calls"),

@@ -667,6 +667,10 @@ class TokenBudgetPlugin:
                 "verdicts": [v.to_dict() for v in self.run.verdicts[self._shipped :]],
                 "prices": self.pricer.provenance(),
                 "call_log": str(self.call_log.close()) if self.call_log is not None else "",
+                "internal_errors": [
+                    self.capture.recorder.internal_errors,
+                    self.capture.recorder.first_errors,
+                ],
             }
             return
         from . import __version__
@@ -683,6 +687,9 @@ class TokenBudgetPlugin:
             **environment(),
             **git_info(self.config.rootpath),
         )
+        recorder = self.capture.recorder
+        if recorder.internal_errors:  # calls lost to a bug of ours: said, never hidden
+            meta["internal_errors"] = {"count": recorder.internal_errors, "first": recorder.first_errors}
         from .merge import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
@@ -760,6 +767,10 @@ class TokenBudgetPlugin:
             self._worker_prices.append(output["prices"])
         if output.get("call_log"):
             self._worker_call_logs.append(str(output["call_log"]))
+        count, first = output.get("internal_errors") or (0, [])
+        recorder = self.capture.recorder
+        recorder.internal_errors += count
+        recorder.first_errors = (recorder.first_errors + list(first))[:3]
         from .model import Verdict
 
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
@@ -778,6 +789,13 @@ class TokenBudgetPlugin:
 
             for line in summary_lines(self.run, top=self.settings.top):
                 terminalreporter.write_line(line.text, **line.markup)
+        recorder = self.capture.recorder
+        if recorder.internal_errors:
+            terminalreporter.write_line(
+                f"pytest-tokenbudget failed to record {recorder.internal_errors:,} call(s) (a bug: please "
+                f"report it); first: {recorder.first_errors[0]}",
+                red=True,
+            )
         tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted
         for notice in tokenizer.notices() if tokenizer is not None else ():
             terminalreporter.write_line(f"note: {notice}", yellow=True)

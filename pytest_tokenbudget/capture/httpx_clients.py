@@ -9,6 +9,7 @@ logical request (redirect and auth hops happen inside). httpx and httpx2 share t
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
 
 _ORIGINAL = "_tokenbudget_original_send"
 _MOCK_TRANSPORTS = frozenset({"MockTransport", "HTTPXMock", "_PytestSyncTransport", "_PytestAsyncTransport"})
+_MOCK_MODULES = re.compile(r"(respx|pytest_httpx|unittest\.mock)(\.|$)")
 
 
 def install(recorder: Recorder, module_names: tuple[str, ...] = ("httpx2", "httpx")) -> list[str]:
@@ -120,7 +122,21 @@ def _is_mocked(client: Any, request: Any) -> bool:
         transport = client._transport_for_url(request.url)
     except Exception:  # a client subclass without the private helper: cannot tell
         return False
-    return type(transport).__name__ in _MOCK_TRANSPORTS
+    if type(transport).__name__ in _MOCK_TRANSPORTS:
+        return True
+    # respx and pytest-httpx patch the transport's (or its connection pool's) handle_request
+    return _patched_by_mock(transport) or _patched_by_mock(getattr(transport, "_pool", None))
+
+
+def _patched_by_mock(target: Any) -> bool:
+    if target is None:
+        return False
+    kind = type(target)
+    for name in ("handle_request", "handle_async_request"):
+        method = kind.__dict__.get(name) or getattr(kind, name, None)
+        if method is not None and _MOCK_MODULES.match(getattr(method, "__module__", None) or ""):
+            return True
+    return False
 
 
 def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> StreamTap | None:

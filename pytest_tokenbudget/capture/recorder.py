@@ -75,6 +75,15 @@ class Recorder:
         self.route: Callable[[str, str, str], Route | None] = providers.route
         """Recognise a request (method, host, path); replaced when plugins add providers."""
         self._tokens = itertools.count()
+        self.internal_errors = 0
+        """Calls the plugin failed to record because of its own bug (reported, never raised)."""
+        self.first_errors: list[str] = []
+
+    def note_internal_error(self, exc: Exception) -> None:
+        """Keep count (and the first few messages) of an error in the plugin's own recording."""
+        self.internal_errors += 1
+        if len(self.first_errors) < 3:
+            self.first_errors.append(_internal(exc))
 
     @contextmanager
     def capturing(self) -> Iterator[None]:
@@ -178,6 +187,21 @@ class Recorder:
         streamed: bool = False,
         payload: Payload = None,
     ) -> None:
+        try:
+            self._record_call(exchange, status_code, extracted, state, detail, streamed, payload)
+        except Exception as exc:  # a bug of ours (or of a listener) must not reach the caller's request
+            self.note_internal_error(exc)
+
+    def _record_call(
+        self,
+        exchange: Exchange,
+        status_code: int,
+        extracted: Extracted | None,
+        state: str,
+        detail: str,
+        streamed: bool,
+        payload: Payload,
+    ) -> None:
         route = exchange.route
         owner = exchange.owner
         usage = extracted.usage if extracted is not None and extracted.usage is not None else None
@@ -187,7 +211,9 @@ class Recorder:
             provider=route.provider,
             api=route.api,
             host=route.host,
-            model=(extracted.model if extracted is not None else None) or route.model_hint or "unknown",
+            model=(extracted.model if extracted is not None else None)
+            or route.model_hint
+            or _requested_model(exchange.request),
             usage=usage or Usage(),
             streamed=streamed,
             status_code=status_code,
@@ -203,6 +229,10 @@ class Recorder:
         self.ledger.record(call, owner.kind)
 
 
+_SNIFF_BYTES = 16
+"""Bytes to see before telling an unlabelled body's framing (``data:`` vs ``{``)."""
+
+
 class StreamTap:
     """Sees a streamed body chunk by chunk; records the call once, when the stream ends."""
 
@@ -214,6 +244,7 @@ class StreamTap:
         "_exchange",
         "_framer",
         "_framing",
+        "_head",
         "_kept",
         "_kept_bytes",
         "_lock",
@@ -244,6 +275,7 @@ class StreamTap:
         self._framer: LineFramer | None = None
         self._buffer: bytearray | None = None  # a non-streamed body read through stream=True
         self._framing = ""
+        self._head = b""  # first bytes of a body whose headers did not say SSE or JSON, until sniffed
         self._kept: list[bytes] | None = None  # decoded chunks of a framed stream (output estimate)
         self._kept_bytes = 0
         if status_code >= 400:
@@ -284,14 +316,24 @@ class StreamTap:
                 self._keep(chunk)
             elif self._buffer is not None:
                 self._buffer += chunk
-            elif sniff_framing(chunk) is not None:
-                self._start_framing("sse")
-                self._framer.feed(chunk)  # type: ignore[union-attr]
-                self._keep(chunk)
             else:
-                self._buffer = bytearray(chunk)
+                head = self._head + chunk
+                if len(head) < _SNIFF_BYTES and b"\n" not in head:
+                    self._head = head  # too little to tell SSE from JSON yet
+                    return
+                self._decide(head)
         except Exception as exc:  # bad compression or a parser bug: report, never raise
             self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
+
+    def _decide(self, head: bytes) -> None:
+        """Frame or buffer the body from its first bytes (the headers did not say)."""
+        self._head = b""
+        if sniff_framing(head) is not None:
+            self._start_framing("sse")
+            self._framer.feed(head)  # type: ignore[union-attr]
+            self._keep(head)
+        else:
+            self._buffer = bytearray(head)
 
     def _keep(self, chunk: bytes) -> None:
         """Hold a reference to the chunk (no copy) in case the stream reports no usage."""
@@ -319,6 +361,11 @@ class StreamTap:
             if self._settled:
                 return
             self._settled = True
+        if self._head and not self._error:
+            try:
+                self._decide(self._head)
+            except Exception as exc:
+                self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
         recorder = self._recorder
         exchange = self._exchange
         recorder.ledger.stream_closed(exchange.owner.nodeid, self._token)
@@ -370,6 +417,17 @@ _DETAILS = {
     CallState.UNCLOSED: "stream never closed; settled at teardown",
     CallState.NO_USAGE: "response reports no usage",
 }
+
+
+def _requested_model(request: Any) -> str:
+    """The model the request asked for: for responses that do not name theirs (AI21, Cohere v1)."""
+    if request is None:
+        return "unknown"
+    from ..estimates import request_json
+
+    body = request_json(request)
+    model = body.get("model") if body is not None else None
+    return model if isinstance(model, str) and model else "unknown"
 
 
 def _internal(exc: Exception) -> str:

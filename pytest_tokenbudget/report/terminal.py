@@ -54,9 +54,11 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         sources.append(f"{totals.live_calls:,} live")
     if totals.replayed_calls:
         sources.append(f"{totals.replayed_calls:,} replayed")
-    mocked = totals.calls - totals.live_calls - totals.replayed_calls
+    mocked = totals.calls - totals.live_calls - totals.replayed_calls - totals.manual_calls
     if mocked:
         sources.append(f"{mocked:,} mocked")
+    if totals.manual_calls:
+        sources.append(f"{totals.manual_calls:,} recorded by hand")
     if sources:
         lines.append(Line("calls: " + ", ".join(sources)))
     if totals.calls:
