@@ -17,6 +17,7 @@ end of the body is the end of the connection), so nothing is buffered on the ser
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
@@ -213,9 +214,19 @@ def messages_stream() -> list[bytes]:
 
 def embeddings(body: dict[str, Any]) -> dict[str, Any]:
     inputs = body.get("input")
-    count = len(inputs) if isinstance(inputs, list) else 1
-    data = [{"object": "embedding", "index": i, "embedding": [0.0125, -0.5, 0.25]} for i in range(count)]
+    texts = [str(text) for text in inputs] if isinstance(inputs, list) else [str(inputs)]
+    data = [{"object": "embedding", "index": i, "embedding": _vector(t)} for i, t in enumerate(texts)]
     return {"object": "list", "data": data, "model": EMBEDDING_MODEL, "usage": EMBEDDING_USAGE}
+
+
+def _vector(text: str) -> list[float]:
+    """A deterministic 64-dimensional "embedding": texts sharing words point the same way."""
+    vector = [0.0] * 64
+    for word in text.lower().split():
+        digest = hashlib.blake2b(word.strip(".,?!").encode(), digest_size=64).digest()
+        for index, byte in enumerate(digest):
+            vector[index] += (byte - 127.5) / 127.5
+    return [round(value, 4) for value in vector]
 
 
 def _without_usage(data: dict[str, Any]) -> dict[str, Any]:
