@@ -38,13 +38,7 @@ DETAILS = CORPUS / "MANIFEST.details.json"
 MODES = ("body", "chunks", "tiny-head")
 
 # (cassette, interaction index, mode or None for every mode) -> why the plugin reports other numbers.
-KNOWN_BUGS: dict[tuple[str, int, str | None], str] = {
-    ("openai/traceloop__openllmetry__assistants_run_stream.yaml", 4, None): (
-        "OpenAI Assistants run stream (POST /v1/threads/{id}/runs) is not routed: "
-        "providers/__init__.py _parser_for_path knows no /runs path and providers/openai.py has no "
-        "parser for thread.run.* events, so the run's usage (381/88 in thread.run.completed) is lost"
-    ),
-}
+KNOWN_BUGS: dict[tuple[str, int, str | None], str] = {}
 # (cassette, interaction index) -> why the plugin names another model than the one requested.
 MODEL_BUGS: dict[tuple[str, int], str] = {}
 

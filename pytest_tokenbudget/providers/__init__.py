@@ -15,7 +15,7 @@ from .base import ApiParser, Extracted, ParseError, StreamAccumulator
 from .cohere import Chat
 from .gemini import GenerateContent, Interactions
 from .ollama import Native
-from .openai import ChatCompletions, Responses
+from .openai import AssistantsRuns, ChatCompletions, Responses
 
 __all__ = ["ApiParser", "Extracted", "ParseError", "Route", "StreamAccumulator", "provider_for_host", "route"]
 
@@ -35,6 +35,7 @@ _CHAT = ChatCompletions("openai.chat")
 _COMPLETIONS = ChatCompletions("openai.completions")
 _EMBEDDINGS = ChatCompletions("openai.embeddings")
 _RESPONSES = Responses()
+_ASSISTANTS_RUNS = AssistantsRuns()
 _MESSAGES = Messages()
 _GEMINI_GENERATE = GenerateContent("gemini.generate")
 _GEMINI_EMBED = GenerateContent("gemini.embed")
@@ -100,6 +101,10 @@ def _parser_for_path(host: str, path: str) -> tuple[ApiParser | None, str | None
         return _EMBEDDINGS, None
     if path.endswith("/responses"):
         return _RESPONSES, None
+    if "/threads/" in path and (
+        path.endswith("/runs") or (path.endswith("/submit_tool_outputs") and "/runs/" in path)
+    ):  # Assistants: /threads/runs, /threads/{id}/runs, /threads/{id}/runs/{run}/submit_tool_outputs
+        return _ASSISTANTS_RUNS, None
     if path.endswith("/v1/messages") or path == "/messages":
         return _MESSAGES, None
     model, method = _google_method(path)

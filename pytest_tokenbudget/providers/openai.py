@@ -1,4 +1,5 @@
-"""OpenAI and OpenAI-compatible APIs: chat completions, completions, Responses, embeddings.
+"""OpenAI and OpenAI-compatible APIs: chat completions, completions, Responses, embeddings,
+Assistants runs.
 
 OpenAI reports cached input inside ``prompt_tokens`` and reasoning inside ``completion_tokens``,
 which is already this plugin's meaning. Compatible servers vary: DeepSeek reports
@@ -152,6 +153,107 @@ class ResponsesStream:
             usage = response.get("usage")
             if isinstance(usage, dict):
                 self.usage = responses_usage(usage)
+
+    def result(self) -> Extracted:
+        return Extracted(self.model, self.usage)
+
+
+def run_usage(usage: dict[str, Any]) -> Usage:
+    """Usage of an Assistants run object: chat's shape, cached tokens under ``prompt_token_details``."""
+    found = chat_usage(usage)
+    if found.cached_input_tokens:
+        return found
+    cached = min(count(sub(usage, "prompt_token_details").get("cached_tokens")), found.input_tokens)
+    if not cached:
+        return found
+    return Usage(
+        input_tokens=found.input_tokens,
+        cached_input_tokens=cached,
+        cache_write_tokens=min(found.cache_write_tokens, found.input_tokens - cached),
+        output_tokens=found.output_tokens,
+        reasoning_tokens=found.reasoning_tokens,
+    )
+
+
+_RUN_PREFIX = b"thread.run."
+_RUN_STEP_PREFIX = b"thread.run.step"
+_RUN_TERMINAL = frozenset(
+    (
+        b"thread.run.completed",
+        b"thread.run.incomplete",
+        b"thread.run.failed",
+        b"thread.run.cancelled",
+        b"thread.run.expired",
+    )
+)
+_RUN_STATUS = {  # run object status -> the event that carries it (servers without ``event:`` lines)
+    b'"status":"completed"': b"thread.run.completed",
+    b'"status":"incomplete"': b"thread.run.incomplete",
+    b'"status":"failed"': b"thread.run.failed",
+    b'"status":"cancelled"': b"thread.run.cancelled",
+    b'"status":"expired"': b"thread.run.expired",
+}
+
+
+class AssistantsRuns:
+    """``POST /threads/{id}/runs``, ``/threads/runs``, ``…/runs/{id}/submit_tool_outputs``.
+
+    The response is a run object (usage null while the run is queued: no usage then) or, with
+    ``stream: true``, SSE events. The run's usage is read once, from its terminal event
+    (``thread.run.completed``, ``.incomplete``, ``.failed``, ``.cancelled``, ``.expired``);
+    ``thread.run.step.completed`` events carry per-step usage that the run's total already holds.
+    """
+
+    api = "openai.assistants.run"
+
+    def parse(self, body: bytes) -> Extracted:
+        data = load_object(body)
+        usage = data.get("usage")
+        return Extracted(text(data.get("model")), run_usage(usage) if isinstance(usage, dict) else None)
+
+    def stream(self) -> AssistantsRunStream:
+        return AssistantsRunStream()
+
+
+class AssistantsRunStream:
+    framing = "sse"
+
+    def __init__(self) -> None:
+        self.done = False
+        self.model: str | None = None
+        self.usage: Usage | None = None
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        kind = event
+        if not kind:  # the type only inside the data: a run object says so by its object and status
+            if data.startswith(b"[DONE]"):
+                self.done = True
+                return
+            if b'"object":"thread.run"' not in data:
+                return
+            kind = next((k for s, k in _RUN_STATUS.items() if s in data), b"thread.run.in_progress")
+        if kind == b"done":
+            self.done = True
+            return
+        if kind == b"thread.run.requires_action":
+            self.done = True  # the stream ends here; the run goes on with submit_tool_outputs
+        if not kind.startswith(_RUN_PREFIX) or kind.startswith(_RUN_STEP_PREFIX):
+            return  # message and step events: steps' usage is part of the run's
+        terminal = kind in _RUN_TERMINAL
+        if not terminal and self.model is not None:
+            return
+        try:
+            run = load_json(data)
+        except ParseError:
+            return
+        if not isinstance(run, dict):
+            return
+        self.model = text(run.get("model")) or self.model
+        if terminal:
+            self.done = True
+            usage = run.get("usage")
+            if isinstance(usage, dict):
+                self.usage = run_usage(usage)
 
     def result(self) -> Extracted:
         return Extracted(self.model, self.usage)
