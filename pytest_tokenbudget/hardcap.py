@@ -172,15 +172,15 @@ def output_ceiling(body: Mapping[str, Any]) -> int:
 
 def estimate_usage(api: str, body: Mapping[str, Any], model: str) -> Usage:
     """Input tokens by the tokenizer, output tokens by the request's own ceiling."""
-    from . import tokenizer
+    from .tokenizer import count, estimate_request
 
     try:
         if api in _ESTIMATED_APIS:
-            input_tokens = tokenizer.estimate_request(api, body, model).total
+            input_tokens = estimate_request(api, body, model).total
         else:
-            input_tokens = tokenizer.count(json.dumps(body, ensure_ascii=False), model).tokens
+            input_tokens = count(json.dumps(body, ensure_ascii=False), model).tokens
     except ValueError:  # a body shape the estimator does not know: count its text
-        input_tokens = tokenizer.count(json.dumps(body, ensure_ascii=False), model).tokens
+        input_tokens = count(json.dumps(body, ensure_ascii=False), model).tokens
     return Usage(input_tokens=input_tokens, output_tokens=output_ceiling(body))
 
 

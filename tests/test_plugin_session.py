@@ -16,10 +16,6 @@ from typing import Any
 import pytest
 from llm_server import LLMServer
 
-import pytest_tokenbudget.capture
-import pytest_tokenbudget.ledger
-import pytest_tokenbudget.model  # noqa: F401 - imported before pytester's in-process sessions snapshot sys.modules
-
 SECRET = "sk-planted-secret-1234567890"
 
 SUITE = f'''
@@ -298,3 +294,32 @@ def test_enabled_false_in_pyproject_beats_nothing_but_the_option(pytester: pytes
     result.assert_outcomes(passed=1)
     result = pytester.runpytest_subprocess("--token-budget")
     result.assert_outcomes(failed=1)  # the option turns it on: send is wrapped now
+
+
+def test_in_process_pytester_sessions_in_a_row_are_all_counted(
+    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A plugin author's pytester sessions: pytester drops the modules each inner run imported, so
+    none of ours may hold on to a module object of an earlier run (``from .. import x`` did)."""
+    monkeypatch.setenv("LLM_URL", server.url)
+    pytester.makepyfile(
+        test_outer='''
+        import os
+
+        INNER = """
+        import os, openai
+        def test_a():
+            with openai.OpenAI(base_url=os.environ["LLM_URL"] + "/v1", api_key="k", max_retries=0) as c:
+                c.chat.completions.create(model="m", messages=[])
+        """
+
+        def test_three_sessions(pytester):
+            pytester.makepyfile(test_inner=INNER)
+            for _ in range(3):
+                result = pytester.runpytest("--token-budget", "-p", "no:randomly", "-p", "no:asyncio")
+                result.stdout.fnmatch_lines(["1 call in 1 test: 1,346 tokens*"])
+                assert "failed to record" not in result.stdout.str()
+        '''
+    )
+    result = pytester.runpytest_subprocess("-p", "pytester")
+    result.assert_outcomes(passed=1)

@@ -16,10 +16,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from .. import providers
 from ..ledger import Ledger, Owner
 from ..model import Call, CallState, Usage
 from ..providers import Route
+from ..providers import route as builtin_route
 from ..providers.base import Extracted, ParseError, StreamAccumulator
 from . import replay
 from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
@@ -72,7 +72,7 @@ class Recorder:
         self.ledger = ledger
         self.preflight: list[PreflightHook] = []
         self.observers: list[Observer] = []
-        self.route: Callable[[str, str, str], Route | None] = providers.route
+        self.route: Callable[[str, str, str], Route | None] = builtin_route
         """Recognise a request (method, host, path); replaced when plugins add providers."""
         self._tokens = itertools.count()
         self.internal_errors = 0
