@@ -33,6 +33,8 @@ Payload = bytes | tuple[str, list[bytes]] | None
 
 KEEP_LIMIT = 8 * 1024 * 1024
 """A stream keeps at most this many decoded bytes for an output estimate (if it reports no usage)."""
+MAX_BUFFERED_BODY = 64 * 1024 * 1024
+"""A JSON body read through a stream is held to find its usage up to this size, then let go."""
 
 
 _capturing: ContextVar[bool] = ContextVar("tokenbudget_capturing", default=False)
@@ -315,6 +317,10 @@ class StreamTap:
                 self._framer.feed(chunk)
                 self._keep(chunk)
             elif self._buffer is not None:
+                if len(self._buffer) + len(chunk) > MAX_BUFFERED_BODY:
+                    self._buffer = None
+                    self._error = f"response body over {MAX_BUFFERED_BODY >> 20} MiB: not read for usage"
+                    return
                 self._buffer += chunk
             else:
                 head = self._head + chunk

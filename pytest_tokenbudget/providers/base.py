@@ -63,13 +63,17 @@ def load_object(body: bytes | str) -> dict[str, Any]:
     return data
 
 
+MAX_COUNT = 10**12
+"""No single call uses a trillion tokens: a larger number is corrupt data, counted as 0."""
+
+
 def count(value: Any) -> int:
-    """A token count from untrusted JSON: a non-negative int, else 0."""
+    """A token count from untrusted JSON: an int in 0..MAX_COUNT, else 0."""
     if isinstance(value, bool):
         return 0
     if isinstance(value, int):
-        return value if value > 0 else 0
-    if isinstance(value, float) and value.is_integer() and value > 0:
+        return value if 0 < value <= MAX_COUNT else 0
+    if isinstance(value, float) and value.is_integer() and 0 < value <= MAX_COUNT:
         return int(value)
     return 0
 
