@@ -6,6 +6,8 @@ only when some plugin implements it, so unused hooks cost nothing per call.
 Worked example (a provider the plugin does not know, priced by the team)::
 
     # conftest.py
+    import json
+
     from pytest_tokenbudget.model import Usage
     from pytest_tokenbudget.providers import Extracted, Route
 

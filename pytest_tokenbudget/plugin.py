@@ -478,8 +478,14 @@ class TokenBudgetPlugin:
         if hook.pytest_tokenbudget_route.get_hookimpls():
             from .providers import route as builtin_route
 
+            recorder = self.capture.recorder
+
             def route(method: str, host: str, path: str) -> Any:
-                found = hook.pytest_tokenbudget_route(method=method, host=host, path=path)
+                try:
+                    found = hook.pytest_tokenbudget_route(method=method, host=host, path=path)
+                except Exception as exc:  # another plugin's bug stays out of the test's request
+                    recorder.note_internal_error(exc, source="a pytest_tokenbudget_route hook")
+                    found = None
                 return found if found is not None else builtin_route(method, host, path)
 
             self.capture.recorder.route = route
@@ -488,7 +494,12 @@ class TokenBudgetPlugin:
 
             def price(call: Any) -> None:
                 if call.cost_usd is None:
-                    call.cost_usd = hook.pytest_tokenbudget_price(call=call)
+                    try:
+                        call.cost_usd = hook.pytest_tokenbudget_price(call=call)
+                    except Exception as exc:  # the call is still counted, priced by the next source
+                        self.capture.recorder.note_internal_error(
+                            exc, source="a pytest_tokenbudget_price hook"
+                        )
 
             self.ledger.add_listener(price, first=True)
 
@@ -792,8 +803,8 @@ class TokenBudgetPlugin:
         recorder = self.capture.recorder
         if recorder.internal_errors:
             terminalreporter.write_line(
-                f"pytest-tokenbudget failed to record {recorder.internal_errors:,} call(s) (a bug: please "
-                f"report it); first: {recorder.first_errors[0]}",
+                f"pytest-tokenbudget: {recorder.internal_errors:,} error(s) while recording calls; "
+                f"first: {recorder.first_errors[0]}",
                 red=True,
             )
         tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted

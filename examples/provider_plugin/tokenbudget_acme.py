@@ -32,15 +32,15 @@ DEFAULT_HOST = "llm.acme.internal"
 # The team's rate in USD per million tokens: plain input, cached input, output.
 USD_PER_MTOK = {"input": 0.50, "cached": 0.05, "output": 1.50}
 
-_host = DEFAULT_HOST  # set at pytest_configure from $ACME_HOST
+_claimed = {"host": DEFAULT_HOST}  # set at pytest_configure from $ACME_HOST
 
 
 def _usage(meter: Any) -> Usage:
     """Our meaning of the meter: ``input_tokens`` includes the cached ones."""
     if not isinstance(meter, dict):
         raise ParseError("meter is not an object")
-    input_tokens, output_tokens = int(meter["in"]), int(meter["out"])
-    cached = min(int(meter.get("cached") or 0), input_tokens)
+    input_tokens, output_tokens = max(int(meter["in"]), 0), max(int(meter["out"]), 0)
+    cached = min(max(int(meter.get("cached") or 0), 0), input_tokens)
     return Usage(input_tokens=input_tokens, cached_input_tokens=cached, output_tokens=output_tokens)
 
 
@@ -49,7 +49,9 @@ def _extract(data: Any) -> Extracted:
         raise ParseError("not a JSON object")
     engine = data.get("engine")
     meter = data.get("meter")
-    return Extracted(engine if isinstance(engine, str) else None, _usage(meter) if meter is not None else None)
+    return Extracted(
+        engine if isinstance(engine, str) else None, _usage(meter) if meter is not None else None
+    )
 
 
 class AcmeStream:
@@ -91,9 +93,9 @@ class AcmeParser:
                 if stream.done:
                     return stream.result()
             return _extract(json.loads(body))
-        except (ValueError, KeyError, TypeError) as exc:  # ParseError is a ValueError too
-            if isinstance(exc, ParseError):
-                raise
+        except ParseError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:  # what the plugin reports as the reason
             raise ParseError(f"not an Acme response ({type(exc).__name__})") from exc
 
     def stream(self) -> AcmeStream:
@@ -104,13 +106,12 @@ _PARSER = AcmeParser()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _host
-    _host = os.environ.get("ACME_HOST", DEFAULT_HOST).lower()
+    _claimed["host"] = os.environ.get("ACME_HOST", DEFAULT_HOST).lower()
 
 
 def pytest_tokenbudget_route(method: str, host: str, path: str) -> Route | None:
-    """Called for every request a captured client sends: two string compares, nothing more."""
-    if path == PATH and method == "POST" and host == _host:
+    """Called for every request a captured client sends: three string compares, nothing more."""
+    if path == PATH and method == "POST" and host == _claimed["host"]:
         return Route(PROVIDER, API, host, _PARSER)
     return None  # the built-in providers have their turn
 

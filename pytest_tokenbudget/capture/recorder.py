@@ -81,11 +81,13 @@ class Recorder:
         """Calls the plugin failed to record because of its own bug (reported, never raised)."""
         self.first_errors: list[str] = []
 
-    def note_internal_error(self, exc: Exception) -> None:
-        """Keep count (and the first few messages) of an error in the plugin's own recording."""
+    def note_internal_error(self, exc: Exception, source: str = "") -> None:
+        """Keep count (and the first few messages) of an error while recording: ours, or in
+        ``source`` (another plugin's hook)."""
         self.internal_errors += 1
         if len(self.first_errors) < 3:
-            self.first_errors.append(_internal(exc))
+            text = f"error in {source}: {type(exc).__name__}: {exc}" if source else _internal(exc)
+            self.first_errors.append(text)
 
     @contextmanager
     def capturing(self) -> Iterator[None]:
