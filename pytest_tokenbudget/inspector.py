@@ -115,7 +115,7 @@ class Inspector:
         used = self.windows.utilisation(call.provider, call.model, call.usage.input_tokens)
         if used is None:
             return
-        context = entry.context
+        context = entry.own_context()
         warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
         if used.fraction > context.get("max", -1.0):
             context.update(
@@ -138,7 +138,7 @@ class Inspector:
         cassette = display_path(path, self.settings.root)
         finding = check(call, body, _raw(request), cassette, recorded_body)
         if finding is not None:
-            entry.stale.append(finding.to_dict())
+            entry.own_stale().append(finding.to_dict())
 
     # -- the session verdicts ---------------------------------------------------------------------
 
@@ -166,7 +166,7 @@ def _add_anatomy(entry: TestUsage, api: str, body: Mapping[str, Any], model: str
         return
     parts = {"system": estimate.system, "tools": estimate.tools, "overhead": estimate.overhead}
     parts.update({f"messages:{role}": tokens for role, tokens in estimate.messages.items()})
-    anatomy = entry.anatomy
+    anatomy = entry.own_anatomy()
     for name, tokens in parts.items():
         if tokens:
             anatomy[name] = anatomy.get(name, 0) + tokens

@@ -13,11 +13,14 @@ Everything here is plain Python: the pytest plugin, the CLI and the reports shar
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import dataclasses
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Final
 
 SCHEMA_VERSION: Final = 1
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
 """Version of the JSON run artifact layout; bumped on any incompatible change."""
 
 USAGE_FIELDS: Final = (
@@ -246,9 +249,14 @@ class Tally:
         return tally
 
 
+_KEYS: dict[str, str] = {}
+
+
 def model_key(provider: str, model: str) -> str:
-    """The key of a per-model breakdown: ``provider/model``."""
-    return f"{provider}/{model}"
+    """The key of a per-model breakdown: ``provider/model`` (one string object per key, shared by
+    every test's breakdown: a run holds few models and many tests)."""
+    key = f"{provider}/{model}"
+    return _KEYS.setdefault(key, key)
 
 
 @dataclass(slots=True)
@@ -265,23 +273,66 @@ class TestUsage:
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
     markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
     # Request inspection (inspector.py), estimated from request bodies; empty when not measured.
-    anatomy: dict[str, int] = field(default_factory=dict)  # input tokens by part, "peak:<part>"
-    context: dict[str, Any] = field(default_factory=dict)  # largest context-window utilisation
-    stale: list[dict[str, Any]] = field(default_factory=list)  # stale cassettes this test replayed
+    # Shared empty placeholders until written through own_anatomy() / own_context() / own_stale():
+    # most tests never get any, and three empty containers a test add up over 20,000 tests.
+    anatomy: Mapping[str, int] = field(default_factory=lambda: _NOTHING)  # input tokens by part
+    context: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)  # largest context share
+    stale: Sequence[dict[str, Any]] = ()  # stale cassettes this test replayed
+
+    def own_anatomy(self) -> dict[str, int]:
+        if not isinstance(self.anatomy, dict):
+            self.anatomy = {}
+        return self.anatomy
+
+    def own_context(self) -> dict[str, Any]:
+        if not isinstance(self.context, dict):
+            self.context = {}
+        return self.context
+
+    def own_stale(self) -> list[dict[str, Any]]:
+        if not isinstance(self.stale, list):
+            self.stale = []
+        return self.stale
 
     def add_call(self, call: Call) -> None:
-        self.total.add_call(call)
+        """Tally ``call``. While a test has used one phase (or one model), that breakdown's only
+        entry is the very ``total`` object — most tests use one of each: two tallies saved per
+        test — and it gets its own copy when a second phase (model) appears."""
+        total = self.total
         phase = self.phases.get(call.phase)
         if phase is None:
-            phase = self.phases[call.phase] = Tally()
-        phase.add_call(call)
+            phase = self._new_part(self.phases, call.phase)
         key = model_key(call.provider, call.model)
         per_model = self.models.get(key)
         if per_model is None:
-            per_model = self.models[key] = Tally()
-        per_model.add_call(call)
+            per_model = self._new_part(self.models, key)
+        total.add_call(call)
+        if phase is not total:
+            phase.add_call(call)
+        if per_model is not total:
+            per_model.add_call(call)
+
+    def _new_part(self, breakdown: dict[str, Tally], name: str) -> Tally:
+        total = self.total
+        if not breakdown and not total.calls:
+            breakdown[name] = total
+            return total
+        for other, tally in breakdown.items():
+            if tally is total:
+                breakdown[other] = dataclasses.replace(total)
+        tally = breakdown[name] = Tally()
+        return tally
+
+    def _unshare(self) -> None:
+        """Give the phase and model breakdowns their own tallies (see :meth:`add_call`)."""
+        total = self.total
+        for breakdown in (self.phases, self.models):
+            for name, tally in breakdown.items():
+                if tally is total:
+                    breakdown[name] = dataclasses.replace(total)
 
     def merge(self, other: TestUsage) -> None:
+        self._unshare()
         self.total.merge(other.total)
         for name, tally in other.phases.items():
             self.phases.setdefault(name, Tally()).merge(tally)
@@ -291,15 +342,17 @@ class TestUsage:
         self.path = self.path or other.path
         self.line = self.line if self.line is not None else other.line
         self.markers = self.markers or other.markers
-        self.anatomy = merge_anatomy(self.anatomy, other.anatomy)
+        if other.anatomy:
+            self.anatomy = merge_anatomy(self.anatomy, other.anatomy)
         if other.context.get("max", -1.0) > self.context.get("max", -1.0):
             warned = self.context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
             self.context = {**other.context, "warned_calls": warned}
         elif other.context:
-            self.context["warned_calls"] = self.context.get("warned_calls", 0) + other.context.get(
-                "warned_calls", 0
-            )
-        self.stale.extend(s for s in other.stale if s not in self.stale)
+            context = self.own_context()
+            context["warned_calls"] = context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
+        if other.stale:
+            stale = self.own_stale()
+            stale.extend(s for s in other.stale if s not in stale)
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = {
@@ -318,12 +371,13 @@ class TestUsage:
             "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
             "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
             **({"anatomy": dict(sorted(self.anatomy.items()))} if self.anatomy else {}),
-            **({"context": self.context} if self.context else {}),
-            **({"stale": self.stale} if self.stale else {}),
+            **({"context": dict(self.context)} if self.context else {}),
+            **({"stale": list(self.stale)} if self.stale else {}),
         }
 
     @classmethod
     def from_dict(cls, nodeid: str, data: Mapping[str, Any]) -> TestUsage:
+        anatomy = _mapping(data, "anatomy")
         return cls(
             nodeid=nodeid,
             kind=str(data.get("kind", "test")),
@@ -334,9 +388,9 @@ class TestUsage:
             phases={k: Tally.from_dict(v) for k, v in _mapping(data, "phases").items()},
             models={k: Tally.from_dict(v) for k, v in _mapping(data, "models").items()},
             markers=tuple(str(m) for m in data.get("markers") or ()),
-            anatomy={str(k): _int(_mapping(data, "anatomy"), k) for k in _mapping(data, "anatomy")},
-            context=dict(_mapping(data, "context")),
-            stale=[dict(s) for s in data.get("stale") or ()],
+            anatomy={str(k): _int(anatomy, k) for k in anatomy} or _NOTHING,
+            context=dict(_mapping(data, "context")) or _NOTHING,
+            stale=[dict(s) for s in data.get("stale") or ()] or (),
         )
 
 

@@ -145,7 +145,7 @@ def test_unchanged_request_is_not_stale(
     cassette = tmp_path / "summary.yaml"
     _record(server, cassette)
     run = _replay(session, cassette, SYSTEM)
-    assert run.tests[NODEID].stale == []
+    assert not run.tests[NODEID].stale
     assert run.tests[NODEID].total.replayed_calls == 1
 
 
@@ -157,7 +157,7 @@ def test_a_small_edit_within_tolerance_is_not_stale(
     ticket = "The export button does nothing on Safari 17."  # +2 tokens: under max(16, 10 %)
     assert _input(SYSTEM, ticket) - _input(SYSTEM) == 2
     run = _replay(session, cassette, SYSTEM, ticket)
-    assert run.tests[NODEID].stale == []
+    assert not run.tests[NODEID].stale
 
 
 def test_without_the_recorded_request_the_reported_usage_is_the_reference(
