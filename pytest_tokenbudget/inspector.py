@@ -344,7 +344,8 @@ def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
         lines.append(
             Line(f"where the input goes (estimated, ~{fmt.tokens(total)} tokens in {requests}): {shown}")
         )
-    peak = max((e for e in run.tests.values() if e.context), key=lambda e: e.context["max"], default=None)
+    shares = (e for e in run.tests.values() if e.context)  # ties: the first node id, in any order
+    peak = min(shares, key=lambda e: (-e.context["max"], e.nodeid), default=None)
     if peak is not None:
         context = peak.context
         lines.append(

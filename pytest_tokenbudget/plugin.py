@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import time
 from collections.abc import Generator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -49,6 +50,9 @@ _bad_phase_key = pytest.StashKey[bool]()  # setup/call failed or skipped: teardo
 REPORT_ATTR = "tokenbudget"
 """Attribute set on teardown reports: the test's usage, JSON-safe, so it crosses xdist."""
 VERDICTS_ATTR = "tokenbudget_verdicts"
+OUTSIDE_ATTR = "tokenbudget_outside"
+"""xdist: a worker's fixture (and session) usage so far, shipped when it changed: a worker that
+crashes later loses none of it."""
 """Attribute set on teardown reports of xdist workers: the test's budget verdicts, JSON-safe."""
 
 
@@ -386,11 +390,16 @@ class TokenBudgetPlugin:
         self.is_worker = hasattr(config, "workerinput")
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self.ledger.run.meta["started"] = now_iso()
+        self._started_at = time.time()
         self._fixture_teardowns: dict[int, Owner] = {}
         self.evaluators: list[Evaluator] = []
         self._price_hook_added = False
         self._worker_prices: list[dict[str, Any]] = []  # xdist controller: the workers' meta.prices
         self._worker_call_logs: list[str] = []  # xdist controller: the workers' call log parts
+        self._outside_owners: set[str] = {"<session>"}  # xdist worker: owners outside tests seen
+        self._outside_shipped: dict[str, int] = {}  # xdist worker: calls shipped per such owner
+        self._outside_latest: dict[str, dict[str, Any]] = {}  # controller: worker → owner → data
+        self.lost_workers: list[str] = []  # controller: workers that died, and what they ran
         self._closed = False
         self.inspector: Inspector | None = None
         baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
@@ -543,6 +552,7 @@ class TokenBudgetPlugin:
         from .ledger import Owner
 
         label = f"<{fixturedef.scope} fixture {fixturedef.argname}>"
+        self._outside_owners.add(label)
         result = yield from self._during(Owner(label, "setup", "fixture"))
         teardown = Owner(label, "teardown", "fixture")
         # Finalizers run last-in first-out: this one runs just before the fixture's own teardown.
@@ -570,6 +580,10 @@ class TokenBudgetPlugin:
             if entry is not None and entry.total.calls:
                 entry.markers = tuple(sorted({m.name for m in item.iter_markers()}))
         self._judge(item, report)
+        if self.is_worker:  # fixture usage with every phase's report: set up in a test that then
+            outside = self._changed_outside()  # crashes its worker, it still reaches the controller
+            if outside:
+                setattr(report, OUTSIDE_ATTR, outside)
         if report.when == "teardown" and self.is_worker:
             entry = self.run.tests.get(item.nodeid)
             if entry is not None:
@@ -579,6 +593,16 @@ class TokenBudgetPlugin:
                 self._shipped += len(fresh)
                 setattr(report, VERDICTS_ATTR, [v.to_dict() for v in fresh])
         return report
+
+    def _changed_outside(self) -> dict[str, Any]:
+        """xdist worker: fixture and session usage that changed since last shipped (whole entries)."""
+        changed = {}
+        for label in self._outside_owners:
+            entry = self.run.tests.get(label)
+            if entry is not None and entry.total.calls != self._outside_shipped.get(label, 0):
+                self._outside_shipped[label] = entry.total.calls
+                changed[label] = entry.to_dict()
+        return changed
 
     def _judge(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """Hold the test to its marker (or the per-test default), counting setup, call and teardown.
@@ -599,7 +623,7 @@ class TokenBudgetPlugin:
         )
         over = [v for v in verdicts if v.status == Status.EXCEEDED]
         if report.when == "teardown":
-            self.run.verdicts.extend(verdicts)
+            self._replace_test_verdicts(item.nodeid, verdicts)
             if not over or item.stash.get(_bad_phase_key, False):
                 return
         elif not over:
@@ -612,9 +636,27 @@ class TokenBudgetPlugin:
         else:
             report.sections.append(("token budget", text))
 
+    def _replace_test_verdicts(self, nodeid: str, verdicts: list[Verdict]) -> None:
+        """A test's per-test verdicts, taken at its (last) teardown: a rerun attempt replaces the
+        earlier attempt's, judged on the test's running total over all attempts."""
+        from .budgets import PER_TEST_KINDS
+
+        kept = [v for v in self.run.verdicts if not (v.nodeid == nodeid and v.kind in PER_TEST_KINDS)]
+        if len(kept) != len(self.run.verdicts):
+            self.run.verdicts[:] = kept
+            if self.is_worker:
+                self._shipped = min(self._shipped, len(kept))
+        self.run.verdicts.extend(verdicts)
+
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         if self.is_worker:
             return
+        if self.is_controller and report.when not in ("setup", "call", "teardown"):
+            self._crashed(report)  # xdist: the worker running this test died
+            return
+        outside = getattr(report, OUTSIDE_ATTR, None) if self.is_controller else None
+        if isinstance(outside, dict):
+            self._outside_latest.setdefault(_worker_id(report), {}).update(outside)
         if self.is_controller and report.when == "teardown":
             shipped = getattr(report, REPORT_ATTR, None)
             if isinstance(shipped, dict):
@@ -623,9 +665,13 @@ class TokenBudgetPlugin:
                 self.run.usage_for(report.nodeid).merge(TestUsage.from_dict(report.nodeid, shipped))
             verdicts = getattr(report, VERDICTS_ATTR, None)
             if isinstance(verdicts, list):
+                from .budgets import PER_TEST_KINDS
                 from .model import Verdict
 
-                self.run.verdicts.extend(Verdict.from_dict(v) for v in verdicts)
+                shipped_verdicts = [Verdict.from_dict(v) for v in verdicts]
+                for nodeid in {v.nodeid for v in shipped_verdicts if v.kind in PER_TEST_KINDS}:
+                    self._replace_test_verdicts(nodeid, [])  # a rerun's attempt supersedes the last
+                self.run.verdicts.extend(shipped_verdicts)
         if report.when == "call" or (report.when == "setup" and not report.passed):
             entry = self.run.usage_for(report.nodeid)
             path, line, _ = report.location
@@ -698,6 +744,8 @@ class TokenBudgetPlugin:
             **environment(),
             **git_info(self.config.rootpath),
         )
+        if self.lost_workers:  # their running test's calls are lost: the totals are a lower bound
+            meta["lost_workers"] = sorted(self.lost_workers)
         recorder = self.capture.recorder
         if recorder.internal_errors:  # calls lost to a bug of ours: said, never hidden
             meta["internal_errors"] = {"count": recorder.internal_errors, "first": recorder.first_errors}
@@ -756,20 +804,36 @@ class TokenBudgetPlugin:
 
         settings = self.settings
         if settings.calls_path is not None:
-            from .report.export import CallLog
+            from .report.export import CallLog, worker_parts
 
             log = self.call_log or CallLog(settings.calls_path, part="controller")
-            parts = [Path(p) for p in self._worker_call_logs if p]
-            self.written.append(log.finish(parts))
+            parts = {Path(p) for p in self._worker_call_logs if p}
+            if self.is_controller:  # and those of workers that died before saying where theirs was
+                parts.update(worker_parts(settings.calls_path, self._started_at - 1))
+            self.written.append(log.finish(sorted(parts)))
         self.written += write_reports(self.run, settings, emit=self.annotations.append)
+
+    def _crashed(self, report: pytest.TestReport) -> None:
+        """A test whose worker died: its calls are lost with the worker; say so."""
+        entry = self.run.usage_for(report.nodeid)
+        entry.outcome = "failed"  # pytest's word for it too; meta.lost_workers says why
+        entry.path = entry.path or report.location[0]
+        self.lost_workers.append(f"{_worker_id(report)} while running {report.nodeid}")
 
     @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without xdist
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        """xdist controller: fold in what a worker used outside tests (session fixtures)."""
+        """xdist controller: fold in what a worker used outside tests (session fixtures); from a
+        worker that died, what it last shipped with a test report."""
         from .model import TestUsage
 
+        latest = self._outside_latest.pop(_worker_id(node), {})
         output = getattr(node, "workeroutput", {}).get(REPORT_ATTR)
         if not output:
+            for nodeid, data in latest.items():
+                entry = TestUsage.from_dict(nodeid, data)
+                self.run.usage_for(nodeid, data.get("kind", "fixture")).merge(entry)
+            if error is not None and not any(w.startswith(f"{_worker_id(node)} ") for w in self.lost_workers):
+                self.lost_workers.append(f"{_worker_id(node)}")
             return
         for nodeid, data in output.get("outside", {}).items():
             self.run.usage_for(nodeid, data.get("kind", "fixture")).merge(TestUsage.from_dict(nodeid, data))
@@ -800,6 +864,11 @@ class TokenBudgetPlugin:
 
             for line in summary_lines(self.run, top=self.settings.top):
                 terminalreporter.write_line(line.text, **line.markup)
+        for lost in self.lost_workers:
+            terminalreporter.write_line(
+                f"xdist worker {lost} crashed: the calls of that test are lost (totals are a lower bound)",
+                red=True,
+            )
         recorder = self.capture.recorder
         if recorder.internal_errors:
             terminalreporter.write_line(
@@ -823,6 +892,14 @@ class TokenBudgetPlugin:
                 terminalreporter.write_line(f"report: {_display(path, self.config)}")
         for command in self.annotations:  # GitHub reads workflow commands from standard output
             terminalreporter.write_line(command)
+
+
+def _worker_id(holder: Any) -> str:
+    """The xdist worker id (``gw0`` …) of a worker node or of a report it sent."""
+    node = getattr(holder, "node", holder)
+    worker_id = getattr(node, "workerinput", {}).get("workerid")
+    gateway = getattr(node, "gateway", None)
+    return str(worker_id or getattr(gateway, "id", "") or "")
 
 
 def _baseline_evaluator(settings: Settings) -> Evaluator:

@@ -284,11 +284,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # concurrent SDK calls must not meet a full backlog (and retry)
+
+
 class LLMServer:
     """``start()``/``stop()``; ``url`` is the base URL (append ``/v1`` for OpenAI's SDK)."""
 
     def __init__(self) -> None:
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
         self._server.requests = 0  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self._server.server_port}"

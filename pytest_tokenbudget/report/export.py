@@ -89,7 +89,9 @@ class CallLog:
         prefix = f".{path.name}.{part or 'main'}."
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
         self.part_path = Path(tmp)
-        self._handle: IO[str] = os.fdopen(fd, "w", encoding="utf-8", newline="\n")
+        # Line-buffered: a worker that dies keeps every line written before (its part is found
+        # by worker_parts() and folded in by the controller).
+        self._handle: IO[str] = os.fdopen(fd, "w", buffering=1, encoding="utf-8", newline="\n")
         self._lock = threading.Lock()
 
     def __call__(self, call: Call) -> None:
@@ -138,6 +140,19 @@ class CallLog:
         for source in sources:
             source.unlink(missing_ok=True)
         return self.path
+
+
+def worker_parts(path: Path, since: float) -> list[Path]:
+    """The xdist workers' part files of the log at ``path`` written since ``since`` (epoch s):
+    also those of workers that died before telling the controller where theirs was."""
+    found = []
+    for part in path.parent.glob(f".{path.name}.gw*.part"):
+        try:
+            if part.stat().st_mtime >= since:
+                found.append(part)
+        except OSError:
+            continue
+    return sorted(found)
 
 
 _DECODER = json.JSONDecoder()
