@@ -1,0 +1,80 @@
+"""Many threads and tasks in one test: every call recorded, each charged to the test that made it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+SUITE = """
+import asyncio
+import json
+import threading
+
+import httpx2
+import pytest
+
+BODY = json.dumps({"id": "x", "object": "chat.completion", "model": "gpt-4o-mini", "choices": [],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 2}}).encode()
+URL = "https://api.openai.com/v1/chat/completions"
+
+
+def answer(request):
+    return httpx2.Response(200, content=BODY, headers={"content-type": "application/json"})
+
+
+def test_before(token_usage):
+    with httpx2.Client(transport=httpx2.MockTransport(answer)) as client:
+        client.post(URL, json={})
+
+
+def test_32_threads_of_1000_calls(token_usage):
+    def work():
+        with httpx2.Client(transport=httpx2.MockTransport(answer)) as client:
+            for _ in range(1000):
+                client.post(URL, json={})
+
+    threads = [threading.Thread(target=work) for _ in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert token_usage.calls == 32_000
+
+
+def test_1000_concurrent_tasks(token_usage):
+    async def handler(request):
+        await asyncio.sleep(0.01)  # all 1,000 in flight at once
+        return answer(request)
+
+    async def main():
+        async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as client:
+            await asyncio.gather(*(client.post(URL, json={}) for _ in range(1000)))
+
+    asyncio.run(main())
+    assert token_usage.calls == 1000
+
+
+
+def test_after(token_usage):
+    with httpx2.Client(transport=httpx2.MockTransport(answer)) as client:
+        client.post(URL, json={})
+    assert token_usage.calls == 1
+"""
+
+
+def test_threads_and_tasks_all_recorded_none_misattributed(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_load=SUITE)
+    result = pytester.runpytest("--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=4)
+    run = json.loads((pytester.path / "run.json").read_text())
+    calls = {name.split("::")[1]: entry["calls"] for name, entry in run["tests"].items() if "::" in name}
+    assert calls == {
+        "test_before": 1,
+        "test_32_threads_of_1000_calls": 32_000,
+        "test_1000_concurrent_tasks": 1000,
+        "test_after": 1,
+    }
+    assert run["totals"]["calls"] == 33_002
+    assert run["totals"]["total_tokens"] == 33_002 * 5
+    assert run["tests"]["test_load.py::test_32_threads_of_1000_calls"]["input_tokens"] == 96_000
