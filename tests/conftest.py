@@ -6,7 +6,14 @@ import os
 import tempfile
 from pathlib import Path
 
+import httpcore  # noqa: F401  (see below)
+import httpcore2  # noqa: F401
 import pytest
+
+# httpx and httpx2 import their httpcore lazily and cache its exception classes on first use. A
+# pytester in-process session that happens to import httpcore first drops it from sys.modules when
+# it ends, and a later test in this process then gets httpcore's own ConnectError instead of
+# httpx's: importing both here, once, keeps one copy for the whole run.
 
 _TIKTOKEN_ENV = ("TIKTOKEN_CACHE_DIR", "TOKENBUDGET_OFFLINE")
 _saved_tiktoken_env: dict[str, str | None] = {}

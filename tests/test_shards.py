@@ -402,7 +402,8 @@ def test_a_shard_of_another_schema_version_is_refused(
 def test_an_interrupted_shard_leaves_the_merged_run_partial(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    _suite(pytester, "[tool.tokenbudget]\nmax-tokens = 100000\n")
+    markers = "[tool.pytest.ini_options]\nmarkers = ['agent: agent tests']\n\n"
+    _suite(pytester, markers + "[tool.tokenbudget]\nmax-tokens = 100000\n")
     first = _run(pytester, "s1.json", "--token-budget-defer-session", "-k", "chat", "-x")
     first.assert_outcomes(passed=1, failed=1)  # the marker overrun stops the shard (-x)
     _run(pytester, "s2.json", "--token-budget-defer-session", "-k", "agent or embed")
