@@ -86,6 +86,9 @@ def invoke_stream_chunks() -> list[tuple[str, dict[str, Any]]]:
     return [("chunk", {"bytes": base64.b64encode(json.dumps(e).encode()).decode()}) for e in events]
 
 
+JSON_BOMB = b'{"usage":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+
 class _Bedrock(BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -95,6 +98,8 @@ class _Bedrock(BaseHTTPRequestHandler):
         operation = self.path.rsplit("/", 1)[-1]
         if operation == "converse":
             self._send(json.dumps(CONVERSE).encode(), "application/json")
+        elif operation == "invoke" and "bomb" in self.path:
+            self._send(JSON_BOMB, "application/json")
         elif operation == "invoke":
             body = json.dumps(
                 {
@@ -204,6 +209,35 @@ def test_invoke_stream_prefers_bedrock_invocation_metrics(bedrock_url: str, call
     assert chunks[-1]["type"] == "message_stop"
     (call,) = calls
     assert call.usage == Usage(input_tokens=702, output_tokens=98)
+
+
+def test_a_json_bomb_invoke_body_reaches_the_caller_intact(bedrock_url: str, calls: list[Call]) -> None:
+    response = client(bedrock_url).invoke_model(modelId="bomb", body=b"{}")
+    assert response["body"].read() == JSON_BOMB
+    (call,) = calls
+    assert (call.state, call.usage.total_tokens) == ("unmetered", 0)  # no usage, nothing to estimate
+
+
+def test_a_result_the_plugin_cannot_read_is_listed_never_raised(
+    bedrock_url: str, calls: list[Call], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pytest_tokenbudget.capture import botocore_stack
+
+    def broken(*args: object) -> None:
+        raise KeyError("surprise")
+
+    monkeypatch.setattr(botocore_stack, "converse_usage", broken)
+    monkeypatch.setattr(botocore_stack.ConverseEvents, "on_event", broken)
+    bedrock = client(bedrock_url)
+    answer = bedrock.converse(modelId=MODEL, messages=MESSAGES)
+    assert answer["output"]["message"]["content"] == [{"text": "Hello"}]
+    events = list(bedrock.converse_stream(modelId=MODEL, messages=MESSAGES)["stream"])
+    assert [next(iter(e)) for e in events] == [t for t, _ in CONVERSE_STREAM]
+    assert [(c.state, c.streamed, c.usage.total_tokens) for c in calls] == [
+        ("unparsed", False, 0),
+        ("unparsed", True, 0),
+    ]
+    assert all("KeyError" in c.detail for c in calls)
 
 
 def test_other_aws_services_are_not_counted(bedrock_url: str, calls: list[Call]) -> None:

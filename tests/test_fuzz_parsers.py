@@ -19,6 +19,7 @@ from pytest_tokenbudget.capture.framing import LineFramer
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import CallState, Usage
+from pytest_tokenbudget.providers import bedrock
 
 EXAMPLES = int(os.environ.get("TOKENBUDGET_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -79,6 +80,12 @@ EXPECTED = {
     "cohere.chat": Usage(input_tokens=69, output_tokens=116),
 }
 FRAMING = {"ollama.chat": "ndjson"}
+HEADER_NAMES = [
+    "x-amzn-bedrock-input-token-count",
+    "x-amzn-bedrock-output-token-count",
+    "x-amzn-bedrock-cache-read-input-token-count",
+    "x-amzn-bedrock-cache-write-input-token-count",
+]
 
 
 def run_stream(api: str, chunks: list[bytes]) -> tuple[Usage | None, bool]:
@@ -241,3 +248,80 @@ def test_invalid_utf8_inside_a_stream_is_skipped() -> None:
     usage, done = run_stream("openai.chat", [data])
     assert usage == EXPECTED["openai.chat"]
     assert done
+
+
+# -- Bedrock: botocore decodes the event-stream framing; these read what it hands over ------------
+
+bedrock_keys = st.sampled_from(
+    [
+        "usage",
+        "metadata",
+        "chunk",
+        "bytes",
+        "message",
+        "inputTokens",
+        "outputTokens",
+        "cacheReadInputTokens",
+        "cacheWriteInputTokens",
+        "amazon-bedrock-invocationMetrics",
+        "inputTokenCount",
+        "outputTokenCount",
+        "prompt_token_count",
+        "generation_token_count",
+        "inputTextTokenCount",
+        "results",
+        "tokenCount",
+        "input_tokens",
+        "output_tokens",
+    ]
+)
+bedrock_like = st.recursive(
+    st.integers(min_value=-(2**70), max_value=2**70) | st.floats() | st.none() | st.text(max_size=5),
+    lambda children: st.dictionaries(bedrock_keys, children, max_size=6) | st.lists(children, max_size=3),
+    max_leaves=30,
+)
+
+
+@FUZZ
+@given(data=st.one_of(bedrock_like, json_values), raw=st.binary(max_size=256))
+def test_bedrock_invoke_bodies_never_raise(data: object, raw: bytes) -> None:
+    for body in (json.dumps(data, allow_nan=True).encode(), raw):
+        usage = bedrock.invoke_body_usage(body)
+        if usage is not None:
+            _sane(usage)
+
+
+@FUZZ
+@given(headers=st.dictionaries(st.sampled_from(HEADER_NAMES) | st.text(max_size=10), st.text(max_size=30)))
+def test_bedrock_token_headers_never_raise(headers: dict[str, str]) -> None:
+    usage = bedrock.header_usage(headers)
+    if usage is not None:
+        _sane(usage)
+
+
+@FUZZ
+@given(
+    events=st.lists(
+        st.one_of(
+            bedrock_like,
+            st.builds(lambda d: {"chunk": {"bytes": json.dumps(d).encode()}}, bedrock_like),
+            st.builds(lambda b: {"chunk": {"bytes": b"usage" + b}}, st.binary(max_size=64)),
+        ),
+        max_size=8,
+    )
+)
+def test_bedrock_stream_events_never_raise(events: list[object]) -> None:
+    for reader in (bedrock.ConverseEvents(), bedrock.InvokeEvents()):
+        for event in events:
+            reader.on_event(event)
+        usage = reader.result()
+        if usage is not None:
+            _sane(usage)
+
+
+def test_bedrock_json_bomb_is_no_usage() -> None:
+    bomb = b'{"usage":' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+    assert bedrock.invoke_body_usage(bomb) is None
+    reader = bedrock.InvokeEvents()
+    reader.on_event({"chunk": {"bytes": bomb}})
+    assert reader.result() is None

@@ -77,7 +77,10 @@ def install(recorder: Recorder) -> bool:
             raise
         if replay.replayed_since(mark):
             exchange.source = "replayed"
-        _observe(recorder, exchange, operation_name, model, result)
+        try:
+            _observe(recorder, exchange, operation_name, model, result)
+        except Exception as exc:  # hostile or unforeseen result: listed as unparsed, never raised
+            recorder.unparsed(exchange, _status(result), exc)
         return result
 
     setattr(BaseClient, _ORIGINAL, original)
@@ -96,9 +99,17 @@ def uninstall() -> None:
         delattr(cls, _ORIGINAL)
 
 
+def _status(result: Any) -> int:
+    metadata = result.get("ResponseMetadata", {}) if isinstance(result, dict) else {}
+    try:
+        return int(metadata.get("HTTPStatusCode") or 200)
+    except (TypeError, ValueError, AttributeError):
+        return 200
+
+
 def _observe(recorder: Recorder, exchange: Exchange, operation: str, model: str, result: Any) -> None:
     metadata = result.get("ResponseMetadata", {}) if isinstance(result, dict) else {}
-    status = int(metadata.get("HTTPStatusCode") or 200)
+    status = _status(result)
     if operation == "Converse":
         usage = result.get("usage")
         parsed = converse_usage(usage) if isinstance(usage, dict) else None
@@ -141,13 +152,18 @@ class _EventTap:
         self._status = status
         self._model = model
         self._settled = False
+        self._error: Exception | None = None
         self._token = id(self)
         recorder.ledger.stream_opened(exchange.owner.nodeid, self._token, self._settle_unclosed)
 
     def __iter__(self) -> Any:
         on_event = self._events.on_event
         for event in self._inner:
-            on_event(event)
+            if self._error is None:
+                try:
+                    on_event(event)
+                except Exception as exc:  # an event we cannot read: the stream goes on untouched
+                    self._error = exc
             yield event
         self._finish(CallState.COMPLETE)
 
@@ -165,6 +181,9 @@ class _EventTap:
             return
         self._settled = True
         self._recorder.ledger.stream_closed(self._exchange.owner.nodeid, self._token)
+        if self._error is not None:
+            self._recorder.unparsed(self._exchange, self._status, self._error, streamed=True)
+            return
         if state == CallState.COMPLETE and not self._events.done:
             state = CallState.CLOSED_EARLY
         extracted = Extracted(self._model, self._events.result())

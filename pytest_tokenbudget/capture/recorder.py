@@ -152,6 +152,12 @@ class Recorder:
         exchange.note_replay()
         self._record_extracted(exchange, status_code, extracted, state, streamed)
 
+    def unparsed(self, exchange: Exchange, status_code: int, exc: Exception, streamed: bool = False) -> None:
+        """A response a client library handed over that the plugin failed to read: listed, not raised."""
+        exchange.note_replay()
+        detail = str(exc) if isinstance(exc, ParseError) else _internal(exc)
+        self._record(exchange, status_code, None, CallState.UNPARSED, detail, streamed)
+
     def failed(self, exchange: Exchange, exc: BaseException) -> None:
         """The request raised (connection error, timeout, a cassette miss …)."""
         self._record(exchange, 0, None, CallState.FAILED, type(exc).__name__)

@@ -74,7 +74,7 @@ def invoke_body_usage(body: bytes) -> Usage | None:
     """Usage from an InvokeModel body, for the model families that report it there."""
     try:
         data = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or a JSON bomb
         return None
     if not isinstance(data, dict):
         return None
@@ -140,7 +140,7 @@ class InvokeEvents:
             return
         try:
             data = json.loads(payload)
-        except ValueError:
+        except (ValueError, RecursionError):
             return
         if not isinstance(data, dict):
             return
