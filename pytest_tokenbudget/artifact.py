@@ -59,8 +59,11 @@ def dump_run(run: Run) -> str:
     return "\n".join(lines) + "\n"
 
 
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def _compact(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    return _COMPACT.encode(value)
 
 
 def write_run(path: Path, run: Run) -> None:

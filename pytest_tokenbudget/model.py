@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 SCHEMA_VERSION: Final = 1
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -142,28 +142,100 @@ class Call:
 
 
 @dataclass(slots=True)
-class Tally:
-    """A running sum over calls: tokens, cost, and the counts that qualify them."""
+class Caveats:
+    """Counts of calls whose numbers come with a caveat — zero in almost every tally, so a tally
+    holds these only once one is not (``Tally.caveats``)."""
 
-    calls: int = 0
-    usage: Usage = ZERO
-    cost_usd: float = 0.0  # sum over priced calls only
-    unpriced_calls: int = 0
-    live_calls: int = 0
-    live_cost_usd: float = 0.0
-    replayed_calls: int = 0
+    unpriced_calls: int = 0  # calls with tokens but no price: the cost is a lower bound
     manual_calls: int = 0  # recorded by hand with token_usage.record (neither live nor replayed)
     estimated_calls: int = 0
     unparsed_calls: int = 0
     failed_calls: int = 0
     unmetered_calls: int = 0
 
+    def merge(self, other: Caveats) -> None:
+        self.unpriced_calls += other.unpriced_calls
+        self.manual_calls += other.manual_calls
+        self.estimated_calls += other.estimated_calls
+        self.unparsed_calls += other.unparsed_calls
+        self.failed_calls += other.failed_calls
+        self.unmetered_calls += other.unmetered_calls
+
+
+CAVEAT_FIELDS: Final = tuple(f.name for f in dataclasses.fields(Caveats))
+
+
+@dataclass(slots=True)
+class Tally:
+    """A running sum over calls: tokens, cost, and the counts that qualify them.
+
+    Compact because a run holds a few per test (20,000 tests …): token sums are plain ints, not a
+    :class:`Usage`, and the rarely non-zero counts live in ``caveats``, made on first need.
+    """
+
+    calls: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0  # sum over priced calls only
+    live_calls: int = 0
+    live_cost_usd: float = 0.0
+    replayed_calls: int = 0
+    caveats: Caveats | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        )
+
+    @property
+    def unpriced_calls(self) -> int:
+        return self.caveats.unpriced_calls if self.caveats else 0
+
+    @property
+    def manual_calls(self) -> int:
+        return self.caveats.manual_calls if self.caveats else 0
+
+    @property
+    def estimated_calls(self) -> int:
+        return self.caveats.estimated_calls if self.caveats else 0
+
+    @property
+    def unparsed_calls(self) -> int:
+        return self.caveats.unparsed_calls if self.caveats else 0
+
+    @property
+    def failed_calls(self) -> int:
+        return self.caveats.failed_calls if self.caveats else 0
+
+    @property
+    def unmetered_calls(self) -> int:
+        return self.caveats.unmetered_calls if self.caveats else 0
+
+    def _caveats(self) -> Caveats:
+        if self.caveats is None:
+            self.caveats = Caveats()
+        return self.caveats
+
     def add_call(self, call: Call) -> None:
         self.calls += 1
-        self.usage = self.usage + call.usage
+        usage = call.usage
+        if usage is not ZERO:
+            self.input_tokens += usage.input_tokens
+            self.cached_input_tokens += usage.cached_input_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
+            self.output_tokens += usage.output_tokens
+            self.reasoning_tokens += usage.reasoning_tokens
         if call.cost_usd is None:
             if call.usage:
-                self.unpriced_calls += 1
+                self._caveats().unpriced_calls += 1
         else:
             self.cost_usd += call.cost_usd
         if call.source == "live":
@@ -173,29 +245,33 @@ class Tally:
         elif call.source == "replayed":
             self.replayed_calls += 1
         elif call.source == "manual":
-            self.manual_calls += 1
+            self._caveats().manual_calls += 1
         if call.estimated:
-            self.estimated_calls += 1
+            self._caveats().estimated_calls += 1
         if call.state == CallState.UNPARSED:
-            self.unparsed_calls += 1
+            self._caveats().unparsed_calls += 1
         elif call.state == CallState.UNMETERED:
-            self.unmetered_calls += 1
+            self._caveats().unmetered_calls += 1
         elif call.state == CallState.FAILED:
-            self.failed_calls += 1
+            self._caveats().failed_calls += 1
 
     def merge(self, other: Tally) -> None:
         self.calls += other.calls
-        self.usage = self.usage + other.usage
+        self.input_tokens += other.input_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.output_tokens += other.output_tokens
+        self.reasoning_tokens += other.reasoning_tokens
         self.cost_usd += other.cost_usd
-        self.unpriced_calls += other.unpriced_calls
         self.live_calls += other.live_calls
         self.live_cost_usd += other.live_cost_usd
         self.replayed_calls += other.replayed_calls
-        self.manual_calls += other.manual_calls
-        self.estimated_calls += other.estimated_calls
-        self.unparsed_calls += other.unparsed_calls
-        self.failed_calls += other.failed_calls
-        self.unmetered_calls += other.unmetered_calls
+        if other.caveats:
+            self._caveats().merge(other.caveats)
+
+    def copy(self) -> Tally:
+        """An independent copy (its own caveats)."""
+        return dataclasses.replace(self, caveats=dataclasses.replace(self.caveats) if self.caveats else None)
 
     @property
     def cost_known(self) -> bool:
@@ -204,12 +280,17 @@ class Tally:
 
     @property
     def total_tokens(self) -> int:
-        return self.usage.total_tokens
+        return self.input_tokens + self.output_tokens
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "calls": self.calls,
-            **self.usage.to_dict(),
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
             "cost_usd": _money(self.cost_usd),
             "cost_known": self.cost_known,
             "unpriced_calls": self.unpriced_calls,
@@ -226,19 +307,19 @@ class Tally:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tally:
+        caveats = Caveats(*(_int(data, name) for name in CAVEAT_FIELDS))
         return cls(
             calls=_int(data, "calls"),
-            usage=Usage.from_dict(data),
+            input_tokens=_int(data, "input_tokens"),
+            cached_input_tokens=_int(data, "cached_input_tokens"),
+            cache_write_tokens=_int(data, "cache_write_tokens"),
+            output_tokens=_int(data, "output_tokens"),
+            reasoning_tokens=_int(data, "reasoning_tokens"),
             cost_usd=_float(data, "cost_usd"),
-            unpriced_calls=_int(data, "unpriced_calls"),
             live_calls=_int(data, "live_calls"),
             live_cost_usd=_float(data, "live_cost_usd"),
             replayed_calls=_int(data, "replayed_calls"),
-            manual_calls=_int(data, "manual_calls"),
-            estimated_calls=_int(data, "estimated_calls"),
-            unparsed_calls=_int(data, "unparsed_calls"),
-            failed_calls=_int(data, "failed_calls"),
-            unmetered_calls=_int(data, "unmetered_calls"),
+            caveats=caveats if caveats != _NO_CAVEATS else None,
         )
 
     @classmethod
@@ -247,6 +328,9 @@ class Tally:
         for call in calls:
             tally.add_call(call)
         return tally
+
+
+_NO_CAVEATS: Final = Caveats()
 
 
 _KEYS: dict[str, str] = {}
@@ -263,13 +347,18 @@ def model_key(provider: str, model: str) -> str:
 class TestUsage:
     """Everything one test (or one fixture / the session, for calls outside tests) used."""
 
+    __test__: ClassVar[bool] = False  # pytest: not a test class, whatever its name
+
     nodeid: str
     kind: str = "test"  # test | fixture | session
     path: str = ""  # file of the test, relative to rootdir, when known
     line: int | None = None  # 1-based line of the test function, when known
     outcome: str = ""  # passed | failed | skipped | error (pytest's word), when known
     total: Tally = field(default_factory=Tally)
-    phases: dict[str, Tally] = field(default_factory=dict)
+    # Per phase: while every call came from one phase (most tests), that phase's name is in
+    # ``phase`` and its tally is ``total`` itself; ``phases`` holds tallies once there are two.
+    phase: str = ""
+    phases: Mapping[str, Tally] = field(default_factory=lambda: _NOTHING)
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
     markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
     # Request inspection (inspector.py), estimated from request bodies; empty when not measured.
@@ -294,23 +383,38 @@ class TestUsage:
             self.stale = []
         return self.stale
 
+    def phase_tallies(self) -> Mapping[str, Tally]:
+        """Tallies by phase (setup / call / teardown)."""
+        return {self.phase: self.total} if self.phase else self.phases
+
     def add_call(self, call: Call) -> None:
-        """Tally ``call``. While a test has used one phase (or one model), that breakdown's only
-        entry is the very ``total`` object — most tests use one of each: two tallies saved per
-        test — and it gets its own copy when a second phase (model) appears."""
+        """Tally ``call``. While a test has used one phase (or one model), that breakdown is the
+        very ``total`` object — most tests use one of each: a tally and a dict saved per test —
+        and it gets its own copy when a second phase (model) appears."""
         total = self.total
-        phase = self.phases.get(call.phase)
-        if phase is None:
-            phase = self._new_part(self.phases, call.phase)
+        if call.phase != self.phase:
+            if not total.calls and not self.phases:
+                self.phase = call.phase
+            else:
+                phases = self._own_phases()
+                phase = phases.get(call.phase)
+                if phase is None:
+                    phase = phases[call.phase] = Tally()
+                phase.add_call(call)
         key = model_key(call.provider, call.model)
         per_model = self.models.get(key)
         if per_model is None:
             per_model = self._new_part(self.models, key)
         total.add_call(call)
-        if phase is not total:
-            phase.add_call(call)
         if per_model is not total:
             per_model.add_call(call)
+
+    def _own_phases(self) -> dict[str, Tally]:
+        """``phases`` as a dict of its own, holding a copy of ``total`` for the one phase so far."""
+        if not isinstance(self.phases, dict):
+            self.phases = {self.phase: self.total.copy()} if self.phase else {}
+            self.phase = ""
+        return self.phases
 
     def _new_part(self, breakdown: dict[str, Tally], name: str) -> Tally:
         total = self.total
@@ -319,23 +423,29 @@ class TestUsage:
             return total
         for other, tally in breakdown.items():
             if tally is total:
-                breakdown[other] = dataclasses.replace(total)
+                breakdown[other] = total.copy()
         tally = breakdown[name] = Tally()
         return tally
 
     def _unshare(self) -> None:
-        """Give the phase and model breakdowns their own tallies (see :meth:`add_call`)."""
+        """Give the model breakdown its own tallies (see :meth:`add_call`)."""
         total = self.total
-        for breakdown in (self.phases, self.models):
-            for name, tally in breakdown.items():
-                if tally is total:
-                    breakdown[name] = dataclasses.replace(total)
+        for name, tally in self.models.items():
+            if tally is total:
+                self.models[name] = total.copy()
 
     def merge(self, other: TestUsage) -> None:
         self._unshare()
+        other_phases = other.phase_tallies()
+        if self.phase and other_phases.keys() <= {self.phase}:
+            pass  # still one phase: ``total`` holds it
+        elif not self.total.calls and not self.phases and len(other_phases) == 1:
+            self.phase = next(iter(other_phases))
+        elif other_phases:
+            phases = self._own_phases()
+            for name, tally in other_phases.items():
+                phases.setdefault(name, Tally()).merge(tally)
         self.total.merge(other.total)
-        for name, tally in other.phases.items():
-            self.phases.setdefault(name, Tally()).merge(tally)
         for key, tally in other.models.items():
             self.models.setdefault(key, Tally()).merge(tally)
         self.outcome = other.outcome or self.outcome
@@ -368,7 +478,7 @@ class TestUsage:
         return {
             **head,
             **self.total.to_dict(),
-            "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
+            "phases": {name: tally.to_dict() for name, tally in sorted(self.phase_tallies().items())},
             "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
             **({"anatomy": dict(sorted(self.anatomy.items()))} if self.anatomy else {}),
             **({"context": dict(self.context)} if self.context else {}),
@@ -378,14 +488,18 @@ class TestUsage:
     @classmethod
     def from_dict(cls, nodeid: str, data: Mapping[str, Any]) -> TestUsage:
         anatomy = _mapping(data, "anatomy")
+        total = Tally.from_dict(data)
+        phases = {str(k): Tally.from_dict(v) for k, v in _mapping(data, "phases").items()}
+        single = len(phases) == 1 and next(iter(phases.values())) == total  # kept compact
         return cls(
             nodeid=nodeid,
             kind=str(data.get("kind", "test")),
             path=str(data.get("path") or ""),
             line=data.get("line") if isinstance(data.get("line"), int) else None,
             outcome=str(data.get("outcome") or ""),
-            total=Tally.from_dict(data),
-            phases={k: Tally.from_dict(v) for k, v in _mapping(data, "phases").items()},
+            total=total,
+            phase=next(iter(phases)) if single else "",
+            phases=_NOTHING if single or not phases else phases,
             models={k: Tally.from_dict(v) for k, v in _mapping(data, "models").items()},
             markers=tuple(str(m) for m in data.get("markers") or ()),
             anatomy={str(k): _int(anatomy, k) for k in anatomy} or _NOTHING,
@@ -487,9 +601,10 @@ class Run:
                 merged.setdefault(key, Tally()).merge(tally)
         return dict(sorted(merged.items()))
 
-    def providers(self) -> dict[str, Tally]:
+    def providers(self, models: Mapping[str, Tally] | None = None) -> dict[str, Tally]:
+        """Per provider; from ``models`` when the caller has them already (they cost a pass)."""
         merged: dict[str, Tally] = {}
-        for key, tally in self.models().items():
+        for key, tally in (self.models() if models is None else models).items():
             merged.setdefault(key.split("/", 1)[0], Tally()).merge(tally)
         return dict(sorted(merged.items()))
 
@@ -509,13 +624,14 @@ class Run:
         return ranked[:n]
 
     def to_dict(self) -> dict[str, Any]:
+        models = self.models()
         return {
             "schema": "pytest-tokenbudget/run",
             "schema_version": SCHEMA_VERSION,
             "meta": self.meta,
             "totals": self.totals().to_dict(),
-            "models": {key: tally.to_dict() for key, tally in self.models().items()},
-            "providers": {key: tally.to_dict() for key, tally in self.providers().items()},
+            "models": {key: tally.to_dict() for key, tally in models.items()},
+            "providers": {key: tally.to_dict() for key, tally in self.providers(models).items()},
             "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],

@@ -171,7 +171,7 @@ def _models(run: Run, rows: int) -> list[str]:
             f"{tally.calls:,} |"
         )
     table += _more(len(ranked) - rows)
-    providers = sorted(run.providers().items(), key=lambda kv: (-kv[1].total_tokens, kv[0]))
+    providers = sorted(run.providers(models).items(), key=lambda kv: (-kv[1].total_tokens, kv[0]))
     table += ["", "| provider | tokens | cost | calls |", "|---|--:|--:|--:|"]
     for key, t in providers[:rows]:
         table.append(f"| {_code(key)} | {fmt.tokens(t.total_tokens)} | {_cost(t)} | {t.calls:,} |")

@@ -78,8 +78,8 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         rows = [
             [
                 ("~" if t.total.estimated_calls else "") + fmt.tokens(t.total.total_tokens),  # ~ estimated
-                fmt.tokens(t.total.usage.input_tokens),
-                fmt.tokens(t.total.usage.output_tokens),
+                fmt.tokens(t.total.input_tokens),
+                fmt.tokens(t.total.output_tokens),
                 _cost(t.total),
                 _calls(t.total.calls),
                 t.nodeid,
