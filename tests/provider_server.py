@@ -1,8 +1,14 @@
 """A loopback server speaking the wire formats of Gemini, Ollama, Cohere v2 and Mistral/OpenAI chat.
 
-Real HTTP on 127.0.0.1 for the real SDKs (google-genai, ollama, cohere, mistralai) and for raw
-requests/aiohttp clients. Numbers are fixed so tests can assert them exactly; a request body with
-``"gzip": true`` gets a gzip-encoded response.
+Real HTTP on 127.0.0.1 for the real SDKs (google-genai, ollama, cohere, mistralai, openai's Azure
+clients) and for raw requests/aiohttp clients. Numbers are fixed so tests can assert them exactly;
+a request body with ``"gzip": true`` gets a gzip-encoded response. ``ProviderServer.seen`` lists
+the path (with its query) of every request, in order.
+
+Besides the generic routes it serves Gemini ``:countTokens`` and ``:batchEmbedContents``, Ollama
+``/api/generate``, and Azure OpenAI's ``/openai/deployments/{deployment}/chat/completions``, which
+answers as Azure does: the model the deployment runs (``AZURE_MODEL``), not the deployment name,
+and a streamed first chunk with no choices and an empty model (``prompt_filter_results`` only).
 """
 
 from __future__ import annotations
@@ -26,6 +32,19 @@ COHERE_USAGE = {
     "tokens": {"input_tokens": 69, "output_tokens": 116},
 }
 CHAT_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+OLLAMA_GENERATE_COUNTS = {"prompt_eval_count": 26, "eval_count": 298}
+GEMINI_COUNT_TOKENS = 31
+GEMINI_EMBED_TOKENS = 6
+AZURE_MODEL = "gpt-4o-2024-11-20"
+AZURE_USAGE = {
+    "prompt_tokens": 1536,
+    "completion_tokens": 64,
+    "total_tokens": 1600,
+    "prompt_tokens_details": {"cached_tokens": 1280, "audio_tokens": 0},
+    "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0},
+}
+AZURE_STREAM_USAGE = {"prompt_tokens": 333, "completion_tokens": 21, "total_tokens": 354}
+_FILTER = {"hate": {"filtered": False, "severity": "safe"}}
 
 
 def _gemini_chunk(text: str, usage: dict[str, int], finish: bool) -> dict[str, Any]:
@@ -38,6 +57,53 @@ def _gemini_chunk(text: str, usage: dict[str, int], finish: bool) -> dict[str, A
         "modelVersion": "gemini-2.5-flash",
         "responseId": "r1",
     }
+
+
+def _azure_chat(body: dict[str, Any]) -> dict[str, Any]:
+    choice = {
+        "index": 0,
+        "message": {"role": "assistant", "content": "Hi", "refusal": None},
+        "finish_reason": "stop",
+        "logprobs": None,
+        "content_filter_results": _FILTER,
+    }
+    return {
+        "id": "chatcmpl-az1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": AZURE_MODEL,
+        "choices": [choice],
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER}],
+        "system_fingerprint": "fp_az",
+        "usage": AZURE_USAGE,
+    }
+
+
+def _azure_chat_stream(body: dict[str, Any]) -> bytes:
+    with_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    base: dict[str, Any] = {"id": "chatcmpl-az2", "object": "chat.completion.chunk", "created": 1}
+    base["model"] = AZURE_MODEL
+    if with_usage:
+        base["usage"] = None  # Azure sends "usage": null in every chunk before the last
+    filters = {  # Azure's first chunk: the prompt's content filter results, no choices, no model
+        "choices": [],
+        "created": 0,
+        "id": "",
+        "model": "",
+        "object": "",
+        "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": _FILTER}],
+    }
+    events: list[tuple[str | None, dict[str, Any]]] = [(None, filters)]
+    for delta, finish in (
+        ({"role": "assistant", "content": "Hi"}, None),
+        ({"content": " there"}, None),
+        ({}, "stop"),
+    ):
+        choice = {"index": 0, "delta": delta, "finish_reason": finish, "content_filter_results": {}}
+        events.append((None, {**base, "choices": [choice]}))
+    if with_usage:
+        events.append((None, {**base, "choices": [], "usage": AZURE_STREAM_USAGE}))
+    return _sse(events) + b"data: [DONE]\n\n"
 
 
 def _sse(events: list[tuple[str | None, dict[str, Any]]]) -> bytes:
@@ -62,7 +128,39 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             body = {}
         path = self.path.split("?", 1)[0]
-        if path.endswith(":generateContent"):
+        self.server.seen.append(self.path)  # type: ignore[attr-defined]
+        if path.endswith(":countTokens"):
+            self._json({"totalTokens": GEMINI_COUNT_TOKENS}, body)
+        elif path.endswith(":batchEmbedContents"):
+            embeddings = [{"values": [0.1, 0.2, 0.3]} for _ in body.get("requests", [])]
+            usage = {"promptTokenCount": GEMINI_EMBED_TOKENS, "totalTokenCount": GEMINI_EMBED_TOKENS}
+            self._json({"embeddings": embeddings, "usageMetadata": usage}, body)
+        elif path.startswith("/openai/deployments/") and path.endswith("/chat/completions"):
+            if body.get("stream"):
+                self._send(_azure_chat_stream(body), "text/event-stream", body)
+            else:
+                self._json(_azure_chat(body), body)
+        elif path == "/api/generate":
+            model = body.get("model", "llama3")
+            final = {
+                "model": model,
+                "created_at": "2025-01-01T00:00:00Z",
+                "response": "",
+                "done": True,
+                "done_reason": "stop",
+                "total_duration": 1000,
+                **OLLAMA_GENERATE_COUNTS,
+            }
+            if body.get("stream", True):
+                lines = [
+                    {"model": model, "created_at": "2025-01-01T00:00:00Z", "response": w, "done": False}
+                    for w in ("Why", " blue")
+                ]
+                data = b"".join(json.dumps(x).encode() + b"\n" for x in [*lines, final])
+                self._send(data, "application/x-ndjson", body)
+            else:
+                self._json({**final, "response": "Why blue"}, body)
+        elif path.endswith(":generateContent"):
             self._json(_gemini_chunk("Hello", GEMINI_USAGE, True), body)
         elif path.endswith(":streamGenerateContent"):
             partial = {"promptTokenCount": 45, "candidatesTokenCount": 5, "totalTokenCount": 50}
@@ -185,7 +283,13 @@ class ProviderServer:
     def __init__(self) -> None:
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self._server.daemon_threads = True
+        self._server.seen = []  # type: ignore[attr-defined]
         self.url = f"http://127.0.0.1:{self._server.server_port}"
+
+    @property
+    def seen(self) -> list[str]:
+        """The path and query of every request so far, in order."""
+        return list(self._server.seen)  # type: ignore[attr-defined]
 
     def start(self) -> ProviderServer:
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
