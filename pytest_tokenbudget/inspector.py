@@ -14,8 +14,10 @@ above ``context-warn-at`` and the per-request part limits (``max-tool-schema-tok
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .config import Settings
@@ -56,6 +58,9 @@ class Inspector:
         self.windows = windows if windows is not None else ContextWindows()
         self._pending: dict[str, list[tuple[Call, Any, Any]]] = {}
         self._lock = threading.Lock()
+        # Suites send the same request many times (parametrized tests, replayed cassettes): its
+        # anatomy is estimated once, keyed by estimator, model and a digest of the body's bytes.
+        self._anatomies: dict[tuple[str, str, bytes], _Anatomy | None] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Inspector:
@@ -103,11 +108,24 @@ class Inspector:
         target = ANATOMY_APIS.get(call.api)
         if target is None and played is None:
             return
+        key = None
+        if target is not None and (raw := _raw(request)) is not None:
+            key = (target, call.model, hashlib.blake2b(raw, digest_size=16).digest())
+            if key in self._anatomies:
+                _add_anatomy(entry, self._anatomies[key])
+                if played is None:
+                    return
+                target = None
         body = request_json(request)
         if body is None:
             return
         if target is not None:
-            _add_anatomy(entry, target, body, call.model)
+            anatomy = _anatomy_of(target, body, call.model)
+            if key is not None:
+                if len(self._anatomies) >= _ANATOMY_CACHE_SIZE:
+                    self._anatomies.clear()
+                self._anatomies[key] = anatomy
+            _add_anatomy(entry, anatomy)
         if played is not None:
             self._stale(entry, call, request, body, played)
 
@@ -157,15 +175,34 @@ class Inspector:
         return found
 
 
-def _add_anatomy(entry: TestUsage, api: str, body: Mapping[str, Any], model: str) -> None:
+_ANATOMY_CACHE_SIZE: Final = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class _Anatomy:
+    """One request's input split into parts (an estimate), as added to a test's anatomy."""
+
+    parts: dict[str, int]  # system, tools, overhead, messages:<role>
+    attachments_unknown: int
+    approximate: bool  # not counted by tiktoken
+
+
+def _anatomy_of(api: str, body: Mapping[str, Any], model: str) -> _Anatomy | None:
     from .tokenizer import estimate_request
 
     try:
         estimate = estimate_request(api, body, model)
     except ValueError:
-        return
+        return None
     parts = {"system": estimate.system, "tools": estimate.tools, "overhead": estimate.overhead}
     parts.update({f"messages:{role}": tokens for role, tokens in estimate.messages.items()})
+    return _Anatomy(parts, estimate.attachments_unknown, not estimate.method.startswith("tiktoken:"))
+
+
+def _add_anatomy(entry: TestUsage, estimate: _Anatomy | None) -> None:
+    if estimate is None:
+        return
+    parts = estimate.parts
     anatomy = entry.own_anatomy()
     for name, tokens in parts.items():
         if tokens:
@@ -173,7 +210,7 @@ def _add_anatomy(entry: TestUsage, api: str, body: Mapping[str, Any], model: str
     anatomy["calls"] = anatomy.get("calls", 0) + 1
     if estimate.attachments_unknown:
         anatomy["attachments_unknown"] = anatomy.get("attachments_unknown", 0) + estimate.attachments_unknown
-    if not estimate.method.startswith("tiktoken:"):
+    if estimate.approximate:
         anatomy["approximate_calls"] = anatomy.get("approximate_calls", 0) + 1
     for part in PART_LIMITS:
         if parts[part] > anatomy.get(f"peak:{part}", 0):

@@ -402,6 +402,7 @@ class TokenBudgetPlugin:
         self.lost_workers: list[str] = []  # controller: workers that died, and what they ran
         self._closed = False
         self.inspector: Inspector | None = None
+        self._judged_tests: set[str] = set()  # tests with per-test verdicts taken (reruns replace)
         baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
         if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
             baseline = _baseline_evaluator(settings)
@@ -641,11 +642,13 @@ class TokenBudgetPlugin:
         earlier attempt's, judged on the test's running total over all attempts."""
         from .budgets import PER_TEST_KINDS
 
-        kept = [v for v in self.run.verdicts if not (v.nodeid == nodeid and v.kind in PER_TEST_KINDS)]
-        if len(kept) != len(self.run.verdicts):
-            self.run.verdicts[:] = kept
-            if self.is_worker:
-                self._shipped = min(self._shipped, len(kept))
+        if nodeid in self._judged_tests:  # a rerun: the scan is paid by reruns only
+            kept = [v for v in self.run.verdicts if not (v.nodeid == nodeid and v.kind in PER_TEST_KINDS)]
+            if len(kept) != len(self.run.verdicts):
+                self.run.verdicts[:] = kept
+                if self.is_worker:
+                    self._shipped = min(self._shipped, len(kept))
+        self._judged_tests.add(nodeid)
         self.run.verdicts.extend(verdicts)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:

@@ -7,6 +7,7 @@ which the plugin calls at session start, after collection and before each test a
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING
 
 from . import aiohttp_stack, botocore_stack, httpx_clients, replay, requests_stack
@@ -27,15 +28,18 @@ class Capture:
         self.recorder = Recorder(ledger)
         self.stacks: list[str] = []
         self._installed = False
+        self._modules_seen = -1  # len(sys.modules) at the last refresh
 
     def install(self) -> None:
         self._installed = True
+        self._modules_seen = -1
         self.refresh()
 
     def refresh(self) -> None:
-        """Wrap the stacks imported since the last call."""
-        if not self._installed:
+        """Wrap the stacks imported since the last call (nothing to do while no module was)."""
+        if not self._installed or len(sys.modules) == self._modules_seen:
             return
+        self._modules_seen = len(sys.modules)
         replay.ensure_installed()
         self.stacks.extend(httpx_clients.install(self.recorder))
         for name, stack in _OTHER_STACKS:
@@ -44,6 +48,7 @@ class Capture:
 
     def uninstall(self) -> None:
         self._installed = False
+        self._modules_seen = -1
         httpx_clients.uninstall()
         for _, stack in _OTHER_STACKS:
             stack.uninstall()
