@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import platform
 import statistics
@@ -111,24 +112,35 @@ def anthropic_client() -> anthropic.Anthropic:
 
 
 def measure(work: Callable[[], None], reps: int) -> tuple[list[float], list[float], Ledger]:
-    """Interleaved repetitions of ``work`` without and with capture; seconds per repetition."""
+    """Interleaved repetitions of ``work`` without and with capture; seconds per repetition.
+
+    Pairs alternate their order (off-on, on-off, …) so that drift over the run (heap growth, CPU
+    frequency) does not land on one side; a full collection before each timing starts both from
+    the same heap. The ledger keeps tallies only, as the plugin's does.
+    """
     off: list[float] = []
     on: list[float] = []
-    ledger = Ledger()
+    ledger = Ledger(keep_calls=False)
     ledger.push_owner(Owner("bench::test", "call"))
-    work()  # warm imports and caches on both sides
-    for _ in range(reps):
-        start = time.perf_counter()
-        work()
-        off.append(time.perf_counter() - start)
-        capture = Capture(ledger)
-        capture.install()
+    capture = Capture(ledger)
+
+    def timed(with_capture: bool) -> float:
+        gc.collect()
+        if with_capture:
+            capture.install()
         try:
             start = time.perf_counter()
             work()
-            on.append(time.perf_counter() - start)
+            return time.perf_counter() - start
         finally:
-            capture.uninstall()
+            if with_capture:
+                capture.uninstall()
+
+    timed(False)  # warm imports and caches on both sides
+    timed(True)
+    for rep in range(reps):
+        for with_capture in (False, True) if rep % 2 == 0 else (True, False):
+            (on if with_capture else off).append(timed(with_capture))
     return off, on, ledger
 
 
@@ -200,7 +212,7 @@ def _result(name: str, calls: int, off: list[float], on: list[float], ledger: Le
         "ratio": round(statistics.median(ratios), 4),
         "per_call_without_us": round(off_med / calls * 1e6, 1),
         "per_call_overhead_us": round((on_med - off_med) / calls * 1e6, 2),
-        "calls_recorded": len(ledger.calls),
+        "calls_recorded": ledger.run.totals().calls,
     }
 
 
