@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpcore  # noqa: F401  (see below)
 import httpcore2  # noqa: F401
@@ -54,3 +56,22 @@ def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS: set it after
         monkeypatch.setenv("PYTEST_ADDOPTS", OPT_IN_PLUGINS)
+
+
+@pytest.fixture
+def calls() -> Iterator[list[Any]]:
+    """Capture installed on a fresh ledger, calls charged to one test: the calls recorded (read
+    them at the end of the test; capture is removed afterwards)."""
+    from pytest_tokenbudget.capture import Capture
+    from pytest_tokenbudget.ledger import Ledger, Owner
+
+    ledger = Ledger()
+    ledger.push_owner(Owner("test", "call"))
+    recorded: list[Any] = []
+    ledger.add_listener(recorded.append)
+    capture = Capture(ledger)
+    capture.install()
+    try:
+        yield recorded
+    finally:
+        capture.uninstall()

@@ -16,8 +16,6 @@ import pytest
 
 boto3 = pytest.importorskip("boto3")
 
-from pytest_tokenbudget.capture import Capture  # noqa: E402
-from pytest_tokenbudget.ledger import Ledger, Owner  # noqa: E402
 from pytest_tokenbudget.model import Call, Usage  # noqa: E402
 
 CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
@@ -134,21 +132,6 @@ def bedrock_url() -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     server.server_close()
-
-
-@pytest.fixture
-def calls() -> Iterator[list[Call]]:
-    """Capture installed on a fresh ledger; yields the ledger's calls list (read it at the end)."""
-    ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
-    capture = Capture(ledger)
-    capture.install()
-    recorded: list[Call] = []
-    ledger.add_listener(recorded.append)
-    try:
-        yield recorded
-    finally:
-        capture.uninstall()
 
 
 def client(url: str) -> Any:

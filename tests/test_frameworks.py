@@ -15,8 +15,6 @@ import pytest
 from llm_server import CLAUDE_MODEL, MESSAGES_STREAM_OUTPUT, MESSAGES_STREAM_START, MESSAGES_USAGE, LLMServer
 from provider_server import CHAT_USAGE, ProviderServer
 
-from pytest_tokenbudget.capture import Capture
-from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
 
 CHAT = Usage(input_tokens=CHAT_USAGE["prompt_tokens"], output_tokens=CHAT_USAGE["completion_tokens"])
@@ -46,20 +44,6 @@ def claude_server() -> Iterator[LLMServer]:
     running = LLMServer().start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def calls() -> Iterator[list[Call]]:
-    ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
-    recorded: list[Call] = []
-    ledger.add_listener(recorded.append)
-    capture = Capture(ledger)
-    capture.install()
-    try:
-        yield recorded
-    finally:
-        capture.uninstall()
 
 
 def test_langchain_openai_invoke_and_stream(server: ProviderServer, calls: list[Call]) -> None:

@@ -16,9 +16,7 @@ import httpx2
 import pytest
 import zstandard
 
-from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.capture.recorder import MAX_BUFFERED_BODY
-from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, CallState, Usage
 
 USAGE = {"prompt_tokens": 31, "completion_tokens": 9, "total_tokens": 40}
@@ -38,20 +36,6 @@ ENCODERS = {
     "br": brotli.compress,
     "zstd": lambda data: zstandard.ZstdCompressor().compress(data),
 }
-
-
-@pytest.fixture
-def calls() -> Iterator[list[Call]]:
-    ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
-    recorded: list[Call] = []
-    ledger.add_listener(recorded.append)
-    capture = Capture(ledger)
-    capture.install()
-    try:
-        yield recorded
-    finally:
-        capture.uninstall()
 
 
 def client_for(body: bytes, headers: dict[str, str], pieces: int = 1) -> httpx2.Client:

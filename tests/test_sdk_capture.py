@@ -22,8 +22,6 @@ import respx
 import vcr
 from llm_server import CHAT_MODEL, CLAUDE_MODEL, EMBEDDING_MODEL, RESPONSES_MODEL, LLMServer
 
-from pytest_tokenbudget.capture import Capture
-from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
 
 CHAT = Usage(input_tokens=1250, cached_input_tokens=1024, output_tokens=96)
@@ -51,20 +49,6 @@ def server() -> Iterator[LLMServer]:
     running = LLMServer().start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def calls() -> Iterator[list[Call]]:
-    ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
-    recorded: list[Call] = []
-    ledger.add_listener(recorded.append)
-    capture = Capture(ledger)
-    capture.install()
-    try:
-        yield recorded
-    finally:
-        capture.uninstall()
 
 
 @pytest.fixture

@@ -14,8 +14,6 @@ from typing import Any
 import pytest
 from provider_server import AZURE_MODEL, AZURE_USAGE, GEMINI_COUNT_TOKENS, ProviderServer
 
-from pytest_tokenbudget.capture import Capture
-from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
 
 GEMINI = Usage(input_tokens=45, cached_input_tokens=10, output_tokens=48, reasoning_tokens=25)
@@ -34,20 +32,6 @@ def server() -> Iterator[ProviderServer]:
     running = ProviderServer().start()
     yield running
     running.stop()
-
-
-@pytest.fixture
-def calls() -> Iterator[list[Call]]:
-    ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
-    recorded: list[Call] = []
-    ledger.add_listener(recorded.append)
-    capture = Capture(ledger)
-    capture.install()
-    try:
-        yield recorded
-    finally:
-        capture.uninstall()
 
 
 def only(calls: list[Call]) -> Call:
