@@ -6,7 +6,8 @@ or merged run. Parsing happens once, at configuration time, and every error name
 
 Which usage a per-test budget sees: every call the test made in setup, call *and* teardown
 (function-scoped fixtures belong to the test). Calls made by module/session-scoped fixtures belong
-to those fixtures and count only toward session and unfiltered scoped budgets.
+to those fixtures: they count toward session budgets, scoped budgets without ``path``/``marker``,
+and scoped budgets that name the fixture (``fixture = "NAME"``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ METRICS: dict[str, str] = {
 """Limit field (marker keyword; ``max-*`` key with ``_``) → the metric it limits."""
 
 PER = ("test", "total")
-SCOPE_MATCHERS = ("path", "model", "provider", "marker")
+SCOPE_MATCHERS = ("path", "model", "provider", "marker", "fixture")
 _SCOPE_KEYS = ("name", "per", *SCOPE_MATCHERS)
 _LIMIT_KEYS = tuple(name.replace("_", "-") for name in METRICS)
 
@@ -143,8 +144,9 @@ def _number(value: Any) -> float | None:
 class Scope:
     """One ``[[tool.tokenbudget.budgets]]`` entry: which usage it covers and its limits.
 
-    ``path`` and ``marker`` choose tests; ``model`` and ``provider`` choose the calls counted
-    within them. A list means "any of these"; different keys must all match.
+    ``path`` and ``marker`` choose tests, ``fixture`` chooses module/session-scoped fixtures by
+    name instead; ``model`` and ``provider`` choose the calls counted within them. A list means
+    "any of these"; different keys must all match.
     """
 
     name: str
@@ -154,9 +156,14 @@ class Scope:
     models: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
+    fixtures: tuple[str, ...] = ()  # globs over the names of module/session-scoped fixtures
 
     def selects(self, entry: TestUsage) -> bool:
-        """Whether the test (or fixture/session entry) is covered by the path and marker filters."""
+        """Whether the test (or fixture/session entry) is covered by the path, marker and fixture
+        filters."""
+        if self.fixtures:
+            name = fixture_name(entry)
+            return name is not None and any(fnmatch.fnmatchcase(name, glob) for glob in self.fixtures)
         if self.paths or self.markers:
             if entry.kind != "test":
                 return False
@@ -303,7 +310,8 @@ class Budgets:
         verdicts: list[Verdict] = []
         for metric, limit in scope.limits.items():
             judged: list[Verdict] = []
-            for entry in sorted(run.iter_tests(), key=lambda e: e.nodeid):
+            entries = run.tests.values() if scope.fixtures else run.iter_tests()
+            for entry in sorted(entries, key=lambda e: e.nodeid):
                 if not scope.selects(entry):
                     continue
                 tally, models = scope.usage_of(entry)
@@ -387,6 +395,11 @@ def _scopes(raw: Any, ctx: Context) -> tuple[Scope, ...]:
         matchers = {
             key: strings(prefix + key, table[key], ctx) if key in table else () for key in SCOPE_MATCHERS
         }
+        if matchers["fixture"] and (matchers["path"] or matchers["marker"]):
+            raise ConfigError(
+                f"{ctx.origin}: [[{TABLE}.budgets]] #{number} ({name}): 'fixture' chooses fixtures, "
+                "'path' and 'marker' choose tests; a budget takes one or the other"
+            )
         scopes.append(
             Scope(
                 name=name,
@@ -396,9 +409,17 @@ def _scopes(raw: Any, ctx: Context) -> tuple[Scope, ...]:
                 models=matchers["model"],
                 providers=matchers["provider"],
                 markers=matchers["marker"],
+                fixtures=matchers["fixture"],
             )
         )
     return tuple(scopes)
+
+
+def fixture_name(entry: TestUsage) -> str | None:
+    """The fixture's name for a fixture entry (labelled ``<SCOPE fixture NAME>``), else None."""
+    if entry.kind != "fixture":
+        return None
+    return entry.nodeid.strip("<>").partition(" fixture ")[2] or None
 
 
 def _default_name(table: Mapping[str, Any]) -> str:

@@ -771,3 +771,66 @@ def test_xdist_controller_collects_marker_and_session_verdicts(pytester: pytest.
         ("scope agent tests", "exceeded", 750.0),
         ("session", "exceeded", 1050.0),
     ]
+
+
+def test_a_module_or_session_fixture_is_budgeted_by_name(pytester: pytest.Pytester) -> None:
+    _setup(
+        pytester,
+        """
+        [[tool.tokenbudget.budgets]]
+        name = "index build"
+        fixture = "corpus_*"
+        max-tokens = 1000
+
+        [[tool.tokenbudget.budgets]]
+        name = "each fixture"
+        fixture = "*"
+        per = "test"
+        max-calls = 1
+        """,
+        mock_openai=MOCK_OPENAI,
+        test_f="""
+        import pytest
+        from mock_openai import ask
+
+        @pytest.fixture(scope="session")
+        def corpus_index():
+            ask()
+            ask()
+
+        @pytest.fixture(scope="module")
+        def warm_cache():
+            ask()
+
+        def test_a(corpus_index, warm_cache):
+            pass
+        """,
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    result.assert_outcomes(passed=1)
+    assert sorted(_messages(pytester)) == [
+        "budget 'each fixture' (<module fixture warm_cache>) at 100%: 1 call of 1 (input 700, output 111; "
+        "gpt-4o-mini ×1)",
+        "budget 'each fixture' (<session fixture corpus_index>) exceeded: 2 calls > 1 (input 1,400, "
+        "output 220; gpt-4o-mini ×2)",
+        "budget 'index build' exceeded: 1,620 tokens > 1,000 (input 1,400, output 220; gpt-4o-mini ×2)",
+    ]
+
+
+def test_a_fixture_budget_cannot_also_choose_tests(pytester: pytest.Pytester) -> None:
+    _setup(
+        pytester,
+        """
+        [[tool.tokenbudget.budgets]]
+        fixture = "corpus_index"
+        path = "tests/*"
+        max-tokens = 1000
+        """,
+        test_x="def test_x():\n    pass\n",
+    )
+    result = _run(pytester)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        ["*budgets]] #1 (path=tests/* fixture=corpus_index): 'fixture' chooses fixtures*"]
+    )

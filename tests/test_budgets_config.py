@@ -37,7 +37,7 @@ LIMITS = "max-calls, max-cost, max-input-tokens, max-output-tokens, max-tokens"
         (
             "[[tool.tokenbudget.budgets]]\npaths = 'tests/*'\nmax-tokens = 1",
             "[[tool.tokenbudget.budgets]] #1 unknown key 'paths' (did you mean 'path'?); known keys: "
-            f"marker, {LIMITS}, model, name, path, per, provider",
+            f"fixture, marker, {LIMITS}, model, name, path, per, provider",
         ),
         (
             "[[tool.tokenbudget.budgets]]\nname = 'a'\nmax-tokens = 1\n"
