@@ -59,14 +59,20 @@ def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 
 @pytest.fixture
-def calls() -> Iterator[list[Any]]:
-    """Capture installed on a fresh ledger, calls charged to one test: the calls recorded (read
-    them at the end of the test; capture is removed afterwards)."""
+def calls_owner() -> str:
+    """The node id the ``calls`` fixture charges its calls to (override it in a module)."""
+    return "test"
+
+
+@pytest.fixture
+def calls(calls_owner: str) -> Iterator[list[Any]]:
+    """Capture installed on a fresh ledger, calls charged to ``calls_owner``: the calls recorded
+    (read them at the end of the test; capture is removed afterwards)."""
     from pytest_tokenbudget.capture import Capture
     from pytest_tokenbudget.ledger import Ledger, Owner
 
     ledger = Ledger()
-    ledger.push_owner(Owner("test", "call"))
+    ledger.push_owner(Owner(calls_owner, "call"))
     recorded: list[Any] = []
     ledger.add_listener(recorded.append)
     capture = Capture(ledger)
