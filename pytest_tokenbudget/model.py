@@ -623,8 +623,11 @@ class Run:
         )
         return ranked[:n]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, *, tests: bool = True) -> dict[str, Any]:
+        """The artifact's data; ``tests=False`` leaves each test's value ``None`` (in order) for a
+        writer that encodes the entries itself (artifact.encode_test)."""
         models = self.models()
+        order = sorted(self.tests)
         return {
             "schema": "pytest-tokenbudget/run",
             "schema_version": SCHEMA_VERSION,
@@ -632,7 +635,7 @@ class Run:
             "totals": self.totals().to_dict(),
             "models": {key: tally.to_dict() for key, tally in models.items()},
             "providers": {key: tally.to_dict() for key, tally in self.providers(models).items()},
-            "tests": {nodeid: self.tests[nodeid].to_dict() for nodeid in sorted(self.tests)},
+            "tests": {n: self.tests[n].to_dict() for n in order} if tests else dict.fromkeys(order),
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],
             **({"anatomy": dict(sorted(anatomy.items()))} if (anatomy := self.anatomy()) else {}),

@@ -6,10 +6,16 @@ an artifact and read back — a test's totals, phases and models come out the sa
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.model import Call, Tally, TestUsage, Usage
+from pytest_tokenbudget.artifact import _compact, dump_run, encode_tally, encode_test
+from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage
+
+CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
 
 calls = st.builds(
     lambda phase, model, tokens, cost: Call(
@@ -70,3 +76,65 @@ def test_a_second_phase_gets_its_own_tally() -> None:
     assert usage.total.total_tokens == 33
     assert usage.total.usage == Usage(input_tokens=30, output_tokens=3)
     assert Tally.from_dict(usage.total.to_dict()) == usage.total
+
+
+# -- the artifact's fast encoder writes exactly what json.dumps would ---------------------------
+
+any_calls = st.builds(
+    lambda phase, model, tokens, cost, source, state, estimated: Call(
+        owner="t.py::test_x",
+        phase=phase,
+        provider="openai",
+        api="openai.chat",
+        host="api.openai.com",
+        model=model,
+        usage=Usage(tokens[0], min(tokens[1], tokens[0]), 0, tokens[2], min(tokens[3], tokens[2])),
+        source=source,
+        state=state,
+        estimated=estimated,
+        cost_usd=cost,
+    ),
+    st.sampled_from(["setup", "call", "teardown", 'odd "phase"']),
+    st.sampled_from(["gpt-4o", "gpt-4o-mini", 'm\u00e9t\u00e9o/"q"\\x', "\u6a21\u578b"]),
+    st.tuples(*[st.integers(0, 10**12)] * 4),
+    st.one_of(
+        st.none(),
+        st.floats(min_value=0, max_value=1e6, allow_nan=False),
+        st.sampled_from([0.1 + 0.2, 1e-11, 3e-7, float("inf"), float("nan")]),
+    ),
+    st.sampled_from(["live", "replayed", "mocked", "manual"]),
+    st.sampled_from(list(CALL_STATES)),
+    st.booleans(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    sequence=st.lists(any_calls, max_size=10),
+    markers=st.lists(st.sampled_from(["slow", "agent", "n\u00e4me"]), max_size=2, unique=True),
+    extras=st.booleans(),
+)
+def test_the_fast_test_encoder_writes_what_json_dumps_would(
+    sequence: list[Call], markers: list[str], extras: bool
+) -> None:
+    entry = recorded(sequence)
+    entry.markers = tuple(markers)
+    entry.outcome, entry.path, entry.line = "passed", "t.py", 3
+    if extras:
+        entry.own_anatomy().update({"system": 3, "messages.user": 9})
+        entry.own_context().update({"max": 0.5, "model": "gpt-4o"})
+        entry.own_stale().append({"cassette": "c.yaml", "drift": 1.0})
+    assert encode_test(entry) == _compact(entry.to_dict())
+    for tally in [entry.total, *entry.models.values(), *entry.phase_tallies().values()]:
+        assert encode_tally(tally) == _compact(tally.to_dict())
+
+
+def test_the_artifact_reads_back_as_the_run_it_was_written_from() -> None:
+    run = Run()
+    for index, call in enumerate(
+        Call(f"t.py::test_{i % 3}", "call", "openai", "openai.chat", "h", "gpt-4o", Usage(10 + i, 0, 0, 2))
+        for i in range(9)
+    ):
+        run.usage_for(call.owner).add_call(dataclasses.replace(call, cost_usd=index / 7))
+    run.usage_for("t.py::test_none")
+    assert json.loads(dump_run(run)) == json.loads(json.dumps(run.to_dict()))
