@@ -37,9 +37,6 @@ SCOPE_MATCHERS = ("path", "model", "provider", "marker", "fixture")
 _SCOPE_KEYS = ("name", "per", *SCOPE_MATCHERS)
 _LIMIT_KEYS = tuple(name.replace("_", "-") for name in METRICS)
 
-PER_TEST_KINDS = frozenset({"marker", "test-default"})
-"""Verdict kinds that fail their own test (the session gate does not count them again)."""
-
 
 class BudgetError(ValueError):
     """A ``token_budget`` marker with arguments that cannot be used."""

@@ -8,23 +8,23 @@ A merged run of N shards is judged exactly as one serial run would be:
 * :func:`check_run` — keeps the verdicts taken while the tests ran (markers, the per-test default,
   the hard cap), judges tests that were never held to the per-test default, re-takes every
   after-loop verdict over the whole run, and returns the exit status the plugin would have;
-* :func:`session_failures` — which exceeded verdicts fail the session (per-test ones already failed
-  their own test); the plugin's gate calls it, and :func:`~pytest_tokenbudget.merge.canonicalise`
-  orders the verdicts of both.
+* :func:`~pytest_tokenbudget.gate.session_failures` — which exceeded verdicts fail the session
+  (per-test ones already failed their own test) — and :func:`~pytest_tokenbudget.gate.canonicalise`
+  (the order of verdicts) are shared with the plugin's gate (gate.py, light to import).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .budgets import PER_TEST_KINDS, Budgets
+from .budgets import Budgets
 from .config import ConfigError, Settings, find_pyproject, read_table, resolve
-from .merge import TAKEN_DURING_TESTS, canonicalise
+from .gate import PER_TEST_KINDS, TAKEN_DURING_TESTS, canonicalise
 from .model import Run, Status, Verdict
 
 if TYPE_CHECKING:
@@ -74,13 +74,6 @@ def _verdict_line(verdicts: Sequence[Verdict], exit_status: int) -> str:
         counts[verdict.status] = counts.get(verdict.status, 0) + 1
     shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n) or "no budgets"
     return f"tokenbudget check: {shown} (exit {exit_status})"
-
-
-def session_failures(verdicts: Iterable[Verdict], mode: str) -> list[Verdict]:
-    """Exceeded verdicts that fail the session; per-test ones failed their test already."""
-    if mode != "fail":
-        return []
-    return [v for v in verdicts if v.status == Status.EXCEEDED and v.kind not in PER_TEST_KINDS]
 
 
 def load_settings(config: Path | None, overrides: dict[str, Any], *, cwd: Path | None = None) -> Settings:

@@ -73,6 +73,14 @@ class Settings:
     source: str = ""  # the pyproject.toml the table came from, for messages
     root: Path = Path()
 
+    @property
+    def has_budgets(self) -> bool:
+        """Session limits, a per-test default or scoped budgets are configured (markers aside)."""
+        limits = (self.max_tokens, self.max_input_tokens, self.max_output_tokens, self.max_cost)
+        if any(limit is not None for limit in (*limits, self.max_calls)):
+            return True
+        return "per-test" in self.tables or "budgets" in self.tables
+
     def context(self) -> Context:
         """Where sub-table values came from, for their error messages."""
         return Context(self.source or "pyproject.toml", self.root)

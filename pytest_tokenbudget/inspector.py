@@ -162,12 +162,13 @@ class Inspector:
 
     def verdicts(self, run: Run) -> list[Verdict]:
         """Unmetered calls, stale cassettes, context windows and part limits over the whole run."""
-        from .stale import verdicts as stale_verdicts
-
         self.settle_all(run)
         settings = self.settings
         found = _unmetered(run, settings.unmetered, settings.top)
-        found += stale_verdicts(run, fail=settings.stale_cassette == "fail")
+        if any(entry.stale for entry in run.tests.values()):  # stale.py only when there is any
+            from .stale import verdicts as stale_verdicts
+
+            found += stale_verdicts(run, fail=settings.stale_cassette == "fail")
         found += _context_verdicts(run, settings.context_warn_at)
         found += part_verdicts(run, settings)
         if settings.mode == "warn":

@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from .gate import TAKEN_DURING_TESTS, canonicalise, run_order
 from .model import ArtifactError, Run
+
+__all__ = ["DUPLICATES", "MergeError", "Shard", "canonicalise", "merge_runs", "run_order"]
 
 DUPLICATES: Final = ("error", "keep-first", "keep-last")
 """What :func:`merge_runs` does with a test found in more than one shard."""
-
-TAKEN_DURING_TESTS: Final = frozenset({"marker", "test-default", "hard-cap"})
-"""Verdict kinds taken while the tests ran; every other kind is taken after the loop over a run."""
 
 _SHARD_META: Final = ("started", "finished", "exit_status", "partial", "commit", "plugin_version")
 _SHOWN_DUPLICATES: Final = 10
@@ -116,35 +116,6 @@ def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error", expected: 
         notes.append(f"partial (interrupted) shards: {', '.join(partial)}: the merged run is partial")
     canonicalise(merged)
     return Merged(merged, found, notes)
-
-
-def canonicalise(run: Run) -> Run:
-    """Put verdicts and issues in an order that does not depend on how the tests were scheduled.
-
-    Verdicts taken during tests come first, in file and line order of their test (pytest's usual
-    run order; a test's own verdicts keep their order), then the after-loop verdicts in the order
-    they were taken; issues follow the same test order.
-    """
-    during = [v for v in run.verdicts if v.kind in TAKEN_DURING_TESTS]
-    after = [v for v in run.verdicts if v.kind not in TAKEN_DURING_TESTS]
-    run.verdicts[:] = sorted(during, key=lambda v: run_order(v.nodeid, v.path, v.line)) + after
-    tests = run.tests
-
-    def issue_order(issue: dict[str, Any]) -> tuple[bool, tuple[str, ...], int, str]:
-        nodeid = str(issue.get("test", ""))
-        entry = tests.get(nodeid)
-        return run_order(nodeid, entry.path if entry else "", entry.line if entry else None)
-
-    run.issues.sort(key=issue_order)
-    return run
-
-
-def run_order(nodeid: str, path: str, line: int | None) -> tuple[bool, tuple[str, ...], int, str]:
-    """Sort key in pytest's collection order (folders and files by name, then line); without a test,
-    last."""
-    if not nodeid:
-        return (True, (), 0, "")
-    return (False, tuple((path or nodeid.split("::", 1)[0]).split("/")), line or 0, nodeid)
 
 
 def _same_commit(shards: Sequence[Shard]) -> None:

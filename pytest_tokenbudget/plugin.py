@@ -382,11 +382,12 @@ class TokenBudgetPlugin:
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
         from .artifact import now_iso
         from .capture import Capture
-        from .ledger import Ledger
+        from .ledger import Ledger, Owner
 
         self.config = config
         self.settings = settings
         self.ledger = Ledger(keep_calls=False)  # tallies only: memory flat in the number of calls
+        self._owner_of = Owner  # bound here: ledger.py is imported only once the plugin is on
         self.is_worker = hasattr(config, "workerinput")
         self.is_controller = not self.is_worker and getattr(config.option, "dist", "no") != "no"
         self.ledger.run.meta["started"] = now_iso()
@@ -424,12 +425,14 @@ class TokenBudgetPlugin:
             worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
             self.call_log = CallLog(settings.calls_path, part=worker)
             self.ledger.add_listener(self.call_log)
-        self.budgets = _load_budgets(config, settings)
-        if not settings.enabled:  # switched on by a marked test: markers only, no pyproject budgets
-            self.budgets = self.budgets.markers_only()
+        self._budgets: Budgets | None = None  # parsed on first need: most runs have markers only
+        self._per_test_default = False  # a per-test budget applies to tests without a marker
+        if settings.has_budgets and settings.enabled:
+            budgets = self.budgets
+            self._per_test_default = bool(budgets.per_test)
+            if budgets.session or budgets.scopes:
+                self.add_evaluator(lambda run: budgets.evaluate_run(run, session=not settings.defer_session))
         self._shipped = 0  # verdicts a worker has sent to the controller so far
-        if self.budgets.session or self.budgets.scopes:
-            self.add_evaluator(lambda run: self.budgets.evaluate_run(run, session=not settings.defer_session))
         if baseline is not None:
             self.add_evaluator(baseline)
         self.baseline_note = ""  # what happened to --token-budget-save-baseline, for the summary
@@ -476,6 +479,15 @@ class TokenBudgetPlugin:
     def run(self) -> Run:
         return self.ledger.run
 
+    @property
+    def budgets(self) -> Budgets:
+        """The session's budgets (pyproject and command line), parsed on first use; a run switched
+        on only by marked tests holds its tests to their markers alone."""
+        if self._budgets is None:
+            budgets = _load_budgets(self.config, self.settings)
+            self._budgets = budgets if self.settings.enabled else budgets.markers_only()
+        return self._budgets
+
     # -- attribution ----------------------------------------------------------------------------
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
@@ -513,35 +525,41 @@ class TokenBudgetPlugin:
 
             self.ledger.add_listener(price, first=True)
 
-    def _during(self, owner: Owner) -> Generator[None, Any, Any]:
-        self.capture.refresh()  # wrap HTTP stacks imported since (cheap)
+    def _enter(self, owner: Owner) -> None:
+        """Charge calls to ``owner`` from now on (until popped); wrap HTTP stacks imported since."""
+        self.capture.refresh()  # cheap unless a module was imported
         if self.hard_cap is not None:
             self.hard_cap.watch.refresh()  # know the cassettes vcrpy enters from now on
         self.ledger.push_owner(owner)
+
+    # One wrapper per phase, each as plain as it can be: they run three times per test.
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
+        owner = self._owner_of(item.nodeid, "setup")
+        self._enter(owner)
         try:
             return (yield)
         finally:
             self.ledger.pop_owner(owner)
 
     @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        from .ledger import Owner
-
-        return (yield from self._during(Owner(item.nodeid, "setup")))
-
-    @pytest.hookimpl(wrapper=True)
     def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        from .ledger import Owner
-
-        return (yield from self._during(Owner(item.nodeid, "call")))
+        owner = self._owner_of(item.nodeid, "call")
+        self._enter(owner)
+        try:
+            return (yield)
+        finally:
+            self.ledger.pop_owner(owner)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        from .ledger import Owner
-
+        owner = self._owner_of(item.nodeid, "teardown")
+        self._enter(owner)
         try:
-            return (yield from self._during(Owner(item.nodeid, "teardown")))
+            return (yield)
         finally:
+            self.ledger.pop_owner(owner)
             self.ledger.settle_streams(item.nodeid)
 
     @pytest.hookimpl(wrapper=True)
@@ -550,12 +568,15 @@ class TokenBudgetPlugin:
     ) -> Generator[None, Any, Any]:
         if fixturedef.scope == "function":
             return (yield)
-        from .ledger import Owner
-
         label = f"<{fixturedef.scope} fixture {fixturedef.argname}>"
         self._outside_owners.add(label)
-        result = yield from self._during(Owner(label, "setup", "fixture"))
-        teardown = Owner(label, "teardown", "fixture")
+        owner = self._owner_of(label, "setup", "fixture")
+        self._enter(owner)
+        try:
+            result = yield
+        finally:
+            self.ledger.pop_owner(owner)
+        teardown = self._owner_of(label, "teardown", "fixture")
         # Finalizers run last-in first-out: this one runs just before the fixture's own teardown.
         fixturedef.addfinalizer(lambda: self.ledger.push_owner(teardown))
         self._fixture_teardowns[id(fixturedef)] = teardown
@@ -611,13 +632,15 @@ class TokenBudgetPlugin:
         After the call phase an overrun fails the test; a budget crossed only by teardown-phase
         calls makes the teardown an error. The verdicts are taken once, at teardown.
         """
-        from .model import Status
-
+        marker = item.stash.get(_marker_key, None)
+        if marker is None and not self._per_test_default:
+            return  # the common case: nothing to hold this test to
         if report.when != "teardown" and not report.passed:
             item.stash[_bad_phase_key] = True
-        marker = item.stash.get(_marker_key, None)
-        if (marker is None and not self.budgets.per_test) or report.when == "setup":
+        if report.when == "setup":
             return
+        from .model import Status
+
         path, line, _ = report.location
         verdicts = self.budgets.judge_test(
             self.ledger.usage_of(item.nodeid), marker, path=path, line=line + 1 if line is not None else None
@@ -640,7 +663,7 @@ class TokenBudgetPlugin:
     def _replace_test_verdicts(self, nodeid: str, verdicts: list[Verdict]) -> None:
         """A test's per-test verdicts, taken at its (last) teardown: a rerun attempt replaces the
         earlier attempt's, judged on the test's running total over all attempts."""
-        from .budgets import PER_TEST_KINDS
+        from .gate import PER_TEST_KINDS
 
         if nodeid in self._judged_tests:  # a rerun: the scan is paid by reruns only
             kept = [v for v in self.run.verdicts if not (v.nodeid == nodeid and v.kind in PER_TEST_KINDS)]
@@ -668,7 +691,7 @@ class TokenBudgetPlugin:
                 self.run.usage_for(report.nodeid).merge(TestUsage.from_dict(report.nodeid, shipped))
             verdicts = getattr(report, VERDICTS_ATTR, None)
             if isinstance(verdicts, list):
-                from .budgets import PER_TEST_KINDS
+                from .gate import PER_TEST_KINDS
                 from .model import Verdict
 
                 shipped_verdicts = [Verdict.from_dict(v) for v in verdicts]
@@ -703,7 +726,7 @@ class TokenBudgetPlugin:
         return result
 
     def take_session_verdicts(self, session: pytest.Session) -> None:
-        from .check import session_failures  # the gate `tokenbudget check` applies to merged shards
+        from .gate import session_failures  # the gate `tokenbudget check` applies to merged shards
 
         self.ledger.settle_streams()
         for evaluator in self.evaluators:
@@ -752,7 +775,7 @@ class TokenBudgetPlugin:
         recorder = self.capture.recorder
         if recorder.internal_errors:  # calls lost to a bug of ours: said, never hidden
             meta["internal_errors"] = {"count": recorder.internal_errors, "first": recorder.first_errors}
-        from .merge import canonicalise  # order independent of scheduling: shards merge to the same
+        from .gate import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
         if self.settings.json_path is not None:
