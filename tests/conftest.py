@@ -11,6 +11,7 @@ from typing import Any
 import httpcore  # noqa: F401  (see below)
 import httpcore2  # noqa: F401
 import pytest
+from llm_server import LLMServer
 
 # httpx and httpx2 import their httpcore lazily and cache its exception classes on first use. A
 # pytester in-process session that happens to import httpcore first drops it from sys.modules when
@@ -56,6 +57,16 @@ def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     if "pytester" in request.fixturenames:
         request.getfixturevalue("pytester")  # it clears PYTEST_ADDOPTS: set it after
         monkeypatch.setenv("PYTEST_ADDOPTS", OPT_IN_PLUGINS)
+
+
+@pytest.fixture(scope="session")
+def llm_server() -> Iterator[LLMServer]:
+    """The loopback OpenAI/Anthropic server of tests/llm_server.py, one per process (per xdist
+    worker). Shared safely: replies are steered per request by headers, and its only state, the
+    ``requests`` counter, is read as a before/after difference inside one test or fixture."""
+    running = LLMServer().start()
+    yield running
+    running.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -56,16 +55,9 @@ def test_none():
 )
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def env(pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("LLM_URL", server.url)
+def env(pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     monkeypatch.setenv("COLUMNS", "200")
     pytester.makeconftest(CONFTEST)
     return pytester
@@ -244,13 +236,13 @@ def test_live(oai):
 )
 
 
-def test_pytest_recording_record_then_replay(env: pytest.Pytester, server: LLMServer) -> None:
+def test_pytest_recording_record_then_replay(env: pytest.Pytester, llm_server: LLMServer) -> None:
     env.makepyfile(test_vcr=VCR)
-    before = server.requests
+    before = llm_server.requests
     env.runpytest(
         "--token-budget", "--token-budget-json=once.json", "--record-mode=once", "-W", "error"
     ).assert_outcomes(passed=2)
-    assert server.requests - before == 3
+    assert llm_server.requests - before == 3
     assert (env.path / "cassettes" / "test_vcr" / "test_recorded.yaml").exists()
     once = artifact(env, "once.json")["tests"]["test_vcr.py::test_recorded"]
     assert (once["calls"], once["total_tokens"], once["live_calls"], once["replayed_calls"]) == (
@@ -260,11 +252,11 @@ def test_pytest_recording_record_then_replay(env: pytest.Pytester, server: LLMSe
         0,
     )
 
-    before = server.requests
+    before = llm_server.requests
     env.runpytest(
         "--token-budget", "--token-budget-json=none.json", "--record-mode=none", "-W", "error"
     ).assert_outcomes(passed=2)
-    assert server.requests - before == 1  # only test_live, which has no cassette
+    assert llm_server.requests - before == 1  # only test_live, which has no cassette
     run = artifact(env, "none.json")
     replayed = run["tests"]["test_vcr.py::test_recorded"]
     assert (

@@ -38,14 +38,6 @@ def server() -> Iterator[ProviderServer]:
     running.stop()
 
 
-@pytest.fixture(scope="module")
-def claude_server() -> Iterator[LLMServer]:
-    """tests/llm_server.py speaks Anthropic's ``/v1/messages`` (JSON, and SSE with usage)."""
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
 def test_langchain_openai_invoke_and_stream(server: ProviderServer, calls: list[Call]) -> None:
     langchain_openai = pytest.importorskip("langchain_openai")
     llm = langchain_openai.ChatOpenAI(
@@ -101,10 +93,12 @@ def test_pydantic_ai_agent_usage_matches_ours(server: ProviderServer, calls: lis
     assert (ours.input_tokens, ours.output_tokens) == (theirs.input_tokens, theirs.output_tokens)
 
 
-def chat_anthropic(claude_server: LLMServer) -> Any:
+# Anthropic goes to conftest's llm_server (tests/llm_server.py speaks ``/v1/messages``: JSON, and SSE
+# with usage); the OpenAI-shaped tests above keep this module's ProviderServer.
+def chat_anthropic(llm_server: LLMServer) -> Any:
     langchain_anthropic = pytest.importorskip("langchain_anthropic")
     return langchain_anthropic.ChatAnthropic(
-        model="claude-sonnet-4-6", base_url=claude_server.url, api_key="sk-ant-test", max_retries=0
+        model="claude-sonnet-4-6", base_url=llm_server.url, api_key="sk-ant-test", max_retries=0
     )
 
 
@@ -112,9 +106,9 @@ def claude_facts(call: Call) -> tuple[str, str, str, bool, str, str]:
     return call.provider, call.api, call.model, call.streamed, call.source, call.state
 
 
-def test_langchain_anthropic_invoke_and_stream(claude_server: LLMServer, calls: list[Call]) -> None:
-    llm = chat_anthropic(claude_server)
-    before = claude_server.requests
+def test_langchain_anthropic_invoke_and_stream(llm_server: LLMServer, calls: list[Call]) -> None:
+    llm = chat_anthropic(llm_server)
+    before = llm_server.requests
     message = llm.invoke("Where is my order #4417?")
     assert message.content == "Your order #4417 shipped on Monday and arrives Thursday."
     # LangChain's own count agrees: input includes the cache write
@@ -124,7 +118,7 @@ def test_langchain_anthropic_invoke_and_stream(claude_server: LLMServer, calls: 
     assert "".join(str(c.content) for c in chunks if isinstance(c.content, str)).endswith("Thursday.")
     streamed = sum(c.usage_metadata["output_tokens"] for c in chunks if c.usage_metadata)
     assert streamed == MESSAGES_STREAM.output_tokens
-    assert claude_server.requests - before == 2  # no retries: two requests, two calls
+    assert llm_server.requests - before == 2  # no retries: two requests, two calls
     # 127.0.0.1 is no Anthropic host: named by the /v1/messages shape
     assert [claude_facts(c) for c in calls] == [
         ("anthropic-compatible", "anthropic.messages", CLAUDE_MODEL, False, "live", "complete"),
@@ -133,8 +127,8 @@ def test_langchain_anthropic_invoke_and_stream(claude_server: LLMServer, calls: 
     assert [(c.usage, c.estimated) for c in calls] == [(MESSAGES, False), (MESSAGES_STREAM, False)]
 
 
-def test_langchain_anthropic_ainvoke_and_astream(claude_server: LLMServer, calls: list[Call]) -> None:
-    llm = chat_anthropic(claude_server)
+def test_langchain_anthropic_ainvoke_and_astream(llm_server: LLMServer, calls: list[Call]) -> None:
+    llm = chat_anthropic(llm_server)
 
     async def run() -> None:
         replies = await asyncio.gather(*(llm.ainvoke(f"question {i}") for i in range(3)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import anthropic
@@ -26,13 +26,6 @@ from pytest_tokenbudget.model import Call, CallState, Usage
 ASK = [{"role": "user", "content": "hi"}]
 CHAT_BODY = {"model": "gpt-4o-mini", "messages": ASK}
 STREAM_BODY = {**CHAT_BODY, "stream": True, "stream_options": {"include_usage": True}}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
 
 
 class Captured:
@@ -66,9 +59,9 @@ def both(action: Callable[[], Any]) -> tuple[Any, Any, list[Call]]:
 
 
 @pytest.mark.parametrize("module", [httpx2, httpx], ids=["httpx2", "httpx"])
-def test_bodies_and_stream_chunks_are_byte_identical(server: LLMServer, module: Any) -> None:
+def test_bodies_and_stream_chunks_are_byte_identical(llm_server: LLMServer, module: Any) -> None:
     def fetch() -> tuple[bytes, bytes, list[bytes], dict[str, str]]:
-        with module.Client(base_url=server.url) as client:
+        with module.Client(base_url=llm_server.url) as client:
             whole = client.post("/v1/chat/completions", json=CHAT_BODY)
             with client.stream("POST", "/v1/messages", json=STREAM_BODY) as streamed:
                 raw = list(streamed.iter_raw())
@@ -86,10 +79,10 @@ def test_bodies_and_stream_chunks_are_byte_identical(server: LLMServer, module: 
     assert all(c.state == CallState.COMPLETE for c in calls)
 
 
-def test_async_stream_bytes_identical(server: LLMServer) -> None:
+def test_async_stream_bytes_identical(llm_server: LLMServer) -> None:
     async def fetch() -> bytes:
         async with (
-            httpx2.AsyncClient(base_url=server.url) as client,
+            httpx2.AsyncClient(base_url=llm_server.url) as client,
             client.stream(
                 "POST", "/v1/responses", json={"model": "o4-mini", "input": "x", "stream": True}
             ) as r,
@@ -105,11 +98,11 @@ def test_async_stream_bytes_identical(server: LLMServer) -> None:
 # -- streams flow as they arrive ------------------------------------------------------------------------
 
 
-def test_first_chunk_arrives_before_the_stream_ends(server: LLMServer) -> None:
+def test_first_chunk_arrives_before_the_stream_ends(llm_server: LLMServer) -> None:
     """The server waits 0.4 s between events: the first must reach the SDK long before the last is sent."""
     with (
         Captured() as calls,
-        openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=0) as client,
+        openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key="k", max_retries=0) as client,
     ):
         started = time.perf_counter()
         stream = client.chat.completions.create(
@@ -125,10 +118,10 @@ def test_first_chunk_arrives_before_the_stream_ends(server: LLMServer) -> None:
     assert calls[0].usage == Usage(input_tokens=212, output_tokens=42)
 
 
-def test_early_close_is_honoured_and_recorded(server: LLMServer) -> None:
+def test_early_close_is_honoured_and_recorded(llm_server: LLMServer) -> None:
     with (
         Captured() as calls,
-        anthropic.Anthropic(base_url=server.url, api_key="k", max_retries=0) as client,
+        anthropic.Anthropic(base_url=llm_server.url, api_key="k", max_retries=0) as client,
         client.messages.stream(
             model="claude-sonnet-4-6", max_tokens=9, messages=ASK, extra_headers={"x-chunk-delay": "0.3"}
         ) as stream,
@@ -147,9 +140,9 @@ def test_early_close_is_honoured_and_recorded(server: LLMServer) -> None:
 # -- what the plugin cannot read, and errors --------------------------------------------------------------
 
 
-def test_unparseable_body_passes_through_and_is_counted_unparsed(server: LLMServer) -> None:
+def test_unparseable_body_passes_through_and_is_counted_unparsed(llm_server: LLMServer) -> None:
     def fetch() -> tuple[int, bytes]:
-        with httpx2.Client(base_url=server.url) as client:
+        with httpx2.Client(base_url=llm_server.url) as client:
             response = client.post("/v1/chat/completions", json=CHAT_BODY, headers={"x-reply": "garbage"})
             return response.status_code, response.content
 
@@ -162,16 +155,16 @@ def test_unparseable_body_passes_through_and_is_counted_unparsed(server: LLMServ
     assert "upstream" not in call.detail  # no response text in the record
 
 
-def test_sdk_errors_are_unchanged(server: LLMServer) -> None:
+def test_sdk_errors_are_unchanged(llm_server: LLMServer) -> None:
     def call_sdk(headers: dict[str, str]) -> tuple[str, str, int]:
-        before = server.requests
-        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="k", max_retries=2) as client:
+        before = llm_server.requests
+        with openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key="k", max_retries=2) as client:
             try:
                 client.with_options(timeout=5).chat.completions.create(
                     model="gpt-4o-mini", messages=ASK, extra_headers=headers
                 )
             except Exception as exc:  # the SDK's own error type, whatever it is
-                return type(exc).__name__, str(exc), server.requests - before
+                return type(exc).__name__, str(exc), llm_server.requests - before
         raise AssertionError("no error")
 
     plain, seen, calls = both(lambda: call_sdk({"x-status": "500"}))
@@ -202,8 +195,8 @@ def test_connection_errors_are_unchanged() -> None:
     assert calls[0].detail.startswith("ConnectError")
 
 
-def test_a_non_llm_request_is_not_touched(server: LLMServer) -> None:
-    with Captured() as calls, httpx2.Client(base_url=server.url) as client:
+def test_a_non_llm_request_is_not_touched(llm_server: LLMServer) -> None:
+    with Captured() as calls, httpx2.Client(base_url=llm_server.url) as client:
         response = client.post("/v1/files", json={})  # not an API shape the plugin knows
     assert response.status_code == 404
     assert calls == []

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -104,16 +103,11 @@ COUNTS = ("calls", "input_tokens", "cached_input_tokens", "cache_write_tokens", 
           "reasoning_tokens", "total_tokens")  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def suite(pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    monkeypatch.setenv("LLM_URL", server.url)
+def suite(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> pytest.Pytester:
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     monkeypatch.setenv("COLUMNS", "200")
     pytester.makepyfile(test_app=SUITE)
     return pytester
@@ -207,9 +201,9 @@ def test_artifact_is_versioned_complete_and_holds_no_secret_or_text(suite: pytes
 
 
 def test_unparseable_response_is_reported_and_the_test_stays_green(
-    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLM_URL", server.url)
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     pytester.makepyfile(
         """
         import os
@@ -234,9 +228,9 @@ def test_unparseable_response_is_reported_and_the_test_stays_green(
 
 
 def test_calls_outside_any_test_are_kept(
-    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLM_URL", server.url)
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     pytester.makeconftest(
         """
         import os
@@ -297,11 +291,11 @@ def test_enabled_false_in_pyproject_beats_nothing_but_the_option(pytester: pytes
 
 
 def test_in_process_pytester_sessions_in_a_row_are_all_counted(
-    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A plugin author's pytester sessions: pytester drops the modules each inner run imported, so
     none of ours may hold on to a module object of an earlier run (``from .. import x`` did)."""
-    monkeypatch.setenv("LLM_URL", server.url)
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     pytester.makepyfile(
         test_outer='''
         import os

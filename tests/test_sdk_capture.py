@@ -44,22 +44,15 @@ TOOLS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
 @pytest.fixture
-def oai(server: LLMServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-test", max_retries=0) as client:
+def oai(llm_server: LLMServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key="sk-test", max_retries=0) as client:
         yield client
 
 
 @pytest.fixture
-def claude(server: LLMServer) -> Iterator[anthropic.Anthropic]:
-    with anthropic.Anthropic(base_url=server.url, api_key="sk-ant-test", max_retries=0) as client:
+def claude(llm_server: LLMServer) -> Iterator[anthropic.Anthropic]:
+    with anthropic.Anthropic(base_url=llm_server.url, api_key="sk-ant-test", max_retries=0) as client:
         yield client
 
 
@@ -160,9 +153,9 @@ def test_openai_embeddings(oai: openai.OpenAI, calls: list[Call]) -> None:
 # -- OpenAI, async ----------------------------------------------------------------------------------
 
 
-def test_openai_async_chat_and_stream(server: LLMServer, calls: list[Call]) -> None:
+def test_openai_async_chat_and_stream(llm_server: LLMServer, calls: list[Call]) -> None:
     async def main() -> str:
-        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="sk-test") as client:
+        async with openai.AsyncOpenAI(base_url=f"{llm_server.url}/v1", api_key="sk-test") as client:
             await client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
             stream = await client.chat.completions.create(
                 model="gpt-4o-mini", messages=ASK, stream=True, stream_options={"include_usage": True}
@@ -175,9 +168,9 @@ def test_openai_async_chat_and_stream(server: LLMServer, calls: list[Call]) -> N
     assert [(c.usage, c.streamed) for c in calls] == [(CHAT, False), (STREAM, True), (RESPONSES, False)]
 
 
-def test_openai_async_concurrent_calls_all_counted(server: LLMServer, calls: list[Call]) -> None:
+def test_openai_async_concurrent_calls_all_counted(llm_server: LLMServer, calls: list[Call]) -> None:
     async def main() -> None:
-        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="sk-test") as client:
+        async with openai.AsyncOpenAI(base_url=f"{llm_server.url}/v1", api_key="sk-test") as client:
             await asyncio.gather(
                 *(client.chat.completions.create(model="gpt-4o-mini", messages=ASK) for _ in range(20))
             )
@@ -222,9 +215,9 @@ def test_anthropic_raw_stream(claude: anthropic.Anthropic, calls: list[Call]) ->
     assert only(calls).usage == MESSAGES_STREAM
 
 
-def test_anthropic_async(server: LLMServer, calls: list[Call]) -> None:
+def test_anthropic_async(llm_server: LLMServer, calls: list[Call]) -> None:
     async def main() -> None:
-        async with anthropic.AsyncAnthropic(base_url=server.url, api_key="sk-ant-test") as client:
+        async with anthropic.AsyncAnthropic(base_url=llm_server.url, api_key="sk-ant-test") as client:
             await client.messages.create(model="claude-sonnet-4-6", max_tokens=256, messages=ASK)
             async with client.messages.stream(
                 model="claude-sonnet-4-6", max_tokens=256, messages=ASK
@@ -239,15 +232,15 @@ def test_anthropic_async(server: LLMServer, calls: list[Call]) -> None:
 # -- the plain httpx package, and the mocking libraries ------------------------------------------------
 
 
-def test_plain_httpx_client_sync_and_async(server: LLMServer, calls: list[Call]) -> None:
+def test_plain_httpx_client_sync_and_async(llm_server: LLMServer, calls: list[Call]) -> None:
     body = {"model": "gpt-4o-mini", "messages": ASK}
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=llm_server.url) as client:
         assert client.post("/v1/chat/completions", json=body).json()["usage"]["prompt_tokens"] == 1250
         with client.stream("POST", "/v1/messages", json={**body, "stream": True}) as response:
             assert b"message_delta" in b"".join(response.iter_bytes())
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=server.url) as client:
+        async with httpx.AsyncClient(base_url=llm_server.url) as client:
             await client.post("/v1/responses", json={"model": "o4-mini", "input": "hi"})
 
     asyncio.run(main())
@@ -300,14 +293,16 @@ def test_pytest_httpx_mocked(calls: list[Call], httpx_mock: object) -> None:
 # -- vcrpy cassettes: recorded live, replayed offline -----------------------------------------------------
 
 
-def test_vcrpy_records_then_replays_both_sdks(server: LLMServer, calls: list[Call], tmp_path: Path) -> None:
+def test_vcrpy_records_then_replays_both_sdks(
+    llm_server: LLMServer, calls: list[Call], tmp_path: Path
+) -> None:
     cassette = str(tmp_path / "support.yaml")
     recorder = vcr.VCR(filter_headers=["authorization", "x-api-key"], match_on=["method", "path"])
 
     def session() -> None:
         with (
-            openai.OpenAI(base_url=f"{server.url}/v1", api_key="sk-secret-1", max_retries=0) as oai,
-            anthropic.Anthropic(base_url=server.url, api_key="sk-ant-secret-2", max_retries=0) as claude,
+            openai.OpenAI(base_url=f"{llm_server.url}/v1", api_key="sk-secret-1", max_retries=0) as oai,
+            anthropic.Anthropic(base_url=llm_server.url, api_key="sk-ant-secret-2", max_retries=0) as claude,
         ):
             oai.chat.completions.create(model="gpt-4o-mini", messages=ASK)
             for _ in oai.chat.completions.create(
@@ -326,18 +321,18 @@ def test_vcrpy_records_then_replays_both_sdks(server: LLMServer, calls: list[Cal
     assert "sk-ant-secret-2" not in text
 
     calls.clear()
-    before = server.requests
+    before = llm_server.requests
     with recorder.use_cassette(cassette, record_mode="none"):
         session()
-    assert server.requests == before  # nothing reached the server
+    assert llm_server.requests == before  # nothing reached the server
     assert [(c.usage, c.source) for c in calls] == [(u, "replayed") for u, _ in recorded]
 
 
-def test_vcrpy_replays_async_openai(server: LLMServer, calls: list[Call], tmp_path: Path) -> None:
+def test_vcrpy_replays_async_openai(llm_server: LLMServer, calls: list[Call], tmp_path: Path) -> None:
     cassette = str(tmp_path / "async.yaml")
 
     async def session() -> None:
-        async with openai.AsyncOpenAI(base_url=f"{server.url}/v1", api_key="sk-test") as client:
+        async with openai.AsyncOpenAI(base_url=f"{llm_server.url}/v1", api_key="sk-test") as client:
             await client.responses.create(model="o4-mini", input="hi")
 
     with vcr.use_cassette(cassette, record_mode="once"):

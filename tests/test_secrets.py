@@ -10,7 +10,6 @@ and annotations, and the verbose terminal. Every file written and both output st
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,17 +95,10 @@ def test_stream_with_bearer():
 """
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
 def test_no_output_holds_a_secret_a_prompt_or_a_completion(
-    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("LLM_URL", server.url)
+    monkeypatch.setenv("LLM_URL", llm_server.url)
     monkeypatch.setenv("COLUMNS", "200")
     summary = pytester.path / "github" / "step_summary.md"
     summary.parent.mkdir()

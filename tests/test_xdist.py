@@ -17,7 +17,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -234,14 +233,7 @@ class Suite:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[LLMServer]:
-    running = LLMServer().start()
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory: pytest.TempPathFactory, server: LLMServer) -> Suite:
+def suite(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer) -> Suite:
     path = tmp_path_factory.mktemp("xdist-suite")
     (path / "pyproject.toml").write_text(PYPROJECT)
     for name, text in {
@@ -251,7 +243,7 @@ def suite(tmp_path_factory: pytest.TempPathFactory, server: LLMServer) -> Suite:
         "test_gamma": GAMMA,
     }.items():
         (path / f"{name}.py").write_text(text)
-    return Suite(path, server.url)
+    return Suite(path, llm_server.url)
 
 
 def without_times(run: dict[str, Any]) -> dict[str, Any]:
@@ -376,17 +368,17 @@ CRASHED = "test_crash.py::test_crash"
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory: pytest.TempPathFactory, server: LLMServer) -> Suite:
+def crashed(tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer) -> Suite:
     """The crash suite run serially (``test_crash`` does not exit) and under ``-n 2`` (it does)."""
     path = tmp_path_factory.mktemp("xdist-crash")
     (path / "pyproject.toml").write_text("[tool.tokenbudget]\nenabled = true\n")
     (path / "conftest.py").write_text(CONFTEST)
     (path / "test_crash.py").write_text(CRASH)
-    suite = Suite(path, server.url)
+    suite = Suite(path, llm_server.url)
     assert suite.run("serial").returncode == 0
-    before = server.requests
+    before = llm_server.requests
     suite.run("n2", "-n", "2", CRASH="1")
-    suite.requests = server.requests - before  # type: ignore[attr-defined]
+    suite.requests = llm_server.requests - before  # type: ignore[attr-defined]
     return suite
 
 
@@ -449,14 +441,14 @@ def test_first(chat):
 
 
 def test_terminal_context_line_does_not_depend_on_scheduling(
-    tmp_path_factory: pytest.TempPathFactory, server: LLMServer
+    tmp_path_factory: pytest.TempPathFactory, llm_server: LLMServer
 ) -> None:
     path = tmp_path_factory.mktemp("xdist-tie")
     (path / "pyproject.toml").write_text("[tool.tokenbudget]\nenabled = true\n")
     (path / "conftest.py").write_text(CONFTEST)
     (path / "test_a.py").write_text(TIE_SLOW)
     (path / "test_z.py").write_text("def test_last(chat):\n    chat()\n")
-    suite = Suite(path, server.url)
+    suite = Suite(path, llm_server.url)
     serial = suite.run("serial")
     parallel = suite.run("loadfile", "-n", "2", "--dist", "loadfile")
     assert serial.returncode == parallel.returncode == 0
