@@ -8,6 +8,8 @@ numbers are the suite's properties. Written with junit-xml (imported here, never
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..model import Run, Status, Verdict
 from . import format as fmt
 
@@ -16,7 +18,7 @@ SUITE = "tokenbudget"
 
 def render(run: Run) -> str:
     """The JUnit XML document for ``run``'s verdicts."""
-    from junit_xml import TestCase, TestSuite, to_xml_report_string
+    from junit_xml import TestCase, TestSuite
 
     cases = []
     for verdict in run.verdicts:
@@ -33,8 +35,28 @@ def render(run: Run) -> str:
         cases.append(case)
     if not cases:  # a suite with no case is rejected by some readers: say that nothing was judged
         cases.append(TestCase(name="no budgets configured", classname=SUITE, elapsed_sec=0.0))
-    suite = TestSuite(SUITE, cases, properties=_properties(run))
-    return to_xml_report_string([suite], prettyprint=True, encoding="utf-8")
+    return _document(TestSuite(SUITE, cases, properties=_properties(run)))
+
+
+def _document(suite: Any) -> str:
+    """junit-xml's document for one suite, indented by ElementTree.
+
+    junit-xml's own ``prettyprint`` re-parses the whole document with minidom to indent it: 2.5 s
+    for 20,000 cases (a per-test budget over a large suite), where this takes a tenth of that.
+    """
+    from xml.etree import ElementTree
+
+    from junit_xml import _clean_illegal_xml_chars
+
+    element = suite.build_xml_doc(encoding="utf-8")
+    root = ElementTree.Element("testsuites")
+    for key in ("disabled", "errors", "failures", "tests"):  # the totals, as junit-xml writes them
+        root.set(key, element.get(key, "0"))
+    root.set("time", str(float(element.get("time", 0))))
+    root.append(element)
+    ElementTree.indent(root, space="\t")
+    text = _clean_illegal_xml_chars(ElementTree.tostring(root, encoding="unicode"))
+    return f'<?xml version="1.0" encoding="utf-8"?>\n{text}\n'
 
 
 def _name(verdict: Verdict) -> str:
