@@ -1,8 +1,9 @@
 """Scale: aggregation, budgets and every report over up to 100,000 calls in 20,000 tests.
 
 Benchmark 5 of issue 9. For each size it records N calls through the real :class:`Ledger` (as
-capture does), then runs every stage after the test loop — session budgets, the JSON artifact,
-and each report format that exists — timing each stage and measuring the peak memory the calls add
+capture does) and holds every test to a per-test budget (as the plugin does at each teardown), then
+runs every stage after the test loop — session and scoped budgets, the canonical order, the JSON
+artifact, and each report format — timing each stage and measuring the peak memory the calls add
 (tracemalloc, bytes per call beyond the empty run). Growth from 1k to 100k calls should be linear.
 
     python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--json results.json]
@@ -22,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from pytest_tokenbudget.artifact import dump_run
+from pytest_tokenbudget.budgets import Budgets
+from pytest_tokenbudget.config import resolve
+from pytest_tokenbudget.gate import canonicalise
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Run, Usage
 
@@ -56,9 +60,28 @@ def record_calls(calls: int, tests: int) -> Ledger:
     return ledger
 
 
+BUDGETS: dict[str, Any] = {
+    "max-tokens": 10**12,
+    "max-cost": 10_000.0,
+    "per-test": {"max-tokens": 20_000},
+    "budgets": [
+        {"name": "module 7", "path": "tests/test_mod7.py", "max-tokens": 10**10},
+        {"name": "big models", "model": ["claude-*"], "max-cost": 1_000.0},
+        {"name": "each openai test", "provider": "openai", "per": "test", "max-calls": 10},
+    ],
+}
+"""Session, per-test and scoped budgets (three kinds of scope) as a pyproject table would set them."""
+
+
 def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
-    """Every post-loop stage available in this checkout, by name."""
-    stages: dict[str, Callable[[], Any]] = {"json artifact": lambda: dump_run(run)}
+    """Every post-loop stage available in this checkout, by name, in the plugin's order: the session
+    gate (session and scoped budgets, the canonical order), the JSON artifact, then every report."""
+    budgets = Budgets.from_settings(resolve(BUDGETS, {}, pyproject=None, root=folder))
+    stages: dict[str, Callable[[], Any]] = {
+        "budgets": lambda: run.verdicts.extend(budgets.evaluate_run(run)),
+        "canonical order": lambda: canonicalise(run),
+        "json artifact": lambda: dump_run(run),
+    }
     terminal = importlib.import_module("pytest_tokenbudget.report.terminal")
     stages["terminal -v"] = lambda: list(terminal.render(run, verbose=True))
     for module_name, func_name, label in (
@@ -76,6 +99,14 @@ def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
     return stages
 
 
+def judge_every_test(run: Run) -> None:
+    """The per-test default, taken at each test's teardown by the plugin (not timed here: it is
+    part of the test loop); it gives the JUnit and markdown reports a verdict per test."""
+    budgets = Budgets.from_settings(resolve(BUDGETS, {}, pyproject=None, root=Path()))
+    for entry in list(run.tests.values()):
+        run.verdicts.extend(budgets.judge_test(entry, None))
+
+
 def measure(calls: int, tests: int) -> dict[str, Any]:
     # Memory and time in separate passes: tracemalloc slows every allocation several-fold.
     tracemalloc.start()
@@ -89,7 +120,8 @@ def measure(calls: int, tests: int) -> dict[str, Any]:
     record_s = time.perf_counter() - start
     run = ledger.run
     timings: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp:
+    judge_every_test(run)  # during the loop, as the plugin does: a verdict per test
+    with tempfile.TemporaryDirectory() as tmp, run.finished():  # as the plugin writes its reports
         for name, stage in report_stages(run, Path(tmp)).items():
             start = time.perf_counter()
             stage()

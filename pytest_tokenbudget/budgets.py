@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -175,17 +176,23 @@ class Scope:
         """The entry's usage restricted to the calls of matching models and providers."""
         if not self.models and not self.providers:
             return entry.total, entry.models
-        chosen = {key: tally for key, tally in entry.models.items() if self._counts(key)}
+        chosen = {key: t for key, t in entry.models.items() if _counts(self.providers, self.models, key)}
+        if len(chosen) == len(entry.models):  # every model counts (often the test's only one)
+            return entry.total, entry.models
         total = Tally()
         for tally in chosen.values():
             total.merge(tally)
         return total, chosen
 
-    def _counts(self, key: str) -> bool:
-        provider, _, model = key.partition("/")
-        if self.providers and provider not in self.providers:
-            return False
-        return not self.models or any(fnmatch.fnmatchcase(model, glob) for glob in self.models)
+
+@functools.lru_cache(maxsize=4096)
+def _counts(providers: tuple[str, ...], models: tuple[str, ...], key: str) -> bool:
+    """Whether calls to ``key`` (``provider/model``) count for a scope with these filters; cached,
+    as a run has few models and many tests."""
+    provider, _, model = key.partition("/")
+    if providers and provider not in providers:
+        return False
+    return not models or any(fnmatch.fnmatchcase(model, glob) for glob in models)
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,35 +312,32 @@ class Budgets:
     def _per_test_scope(self, scope: Scope, run: Run) -> list[Verdict]:
         """Each non-ok test gets its verdict; when all are ok, one verdict names the largest."""
         verdicts: list[Verdict] = []
+        entries = run.tests.values() if scope.fixtures else run.iter_tests()
+        selected = [e for e in sorted(entries, key=lambda e: e.nodeid) if scope.selects(e)]
+        used = [(entry, *scope.usage_of(entry)) for entry in selected]
+        used = [(entry, tally, models) for entry, tally, models in used if tally.calls]
+
+        def verdict(entry: TestUsage, tally: Tally, models: Mapping[str, Tally]) -> Verdict:
+            subject = f"budget {scope.name!r} ({entry.nodeid})"
+            return _verdict(
+                f"scope {scope.name}", "scope", subject, metric, limit, tally, models, self.policy,
+                nodeid=entry.nodeid, path=entry.path, line=entry.line,
+            )  # fmt: skip
+
         for metric, limit in scope.limits.items():
-            judged: list[Verdict] = []
-            entries = run.tests.values() if scope.fixtures else run.iter_tests()
-            for entry in sorted(entries, key=lambda e: e.nodeid):
-                if not scope.selects(entry):
-                    continue
-                tally, models = scope.usage_of(entry)
-                if not tally.calls:
-                    continue
-                judged.append(
-                    _verdict(
-                        f"scope {scope.name}",
-                        "scope",
-                        f"budget {scope.name!r} ({entry.nodeid})",
-                        metric,
-                        limit,
-                        tally,
-                        models,
-                        self.policy,
-                        nodeid=entry.nodeid,
-                        path=entry.path,
-                        line=entry.line,
-                    )
-                )
-            flagged = [v for v in judged if v.status != Status.OK]
+            flagged: list[Verdict] = []
+            largest: tuple[float, TestUsage, Tally, Mapping[str, Tally]] | None = None
+            for entry, tally, models in used:  # a verdict (and its sentence) only when it is shown
+                if _plainly_ok(metric, limit, tally, self.policy):
+                    actual = measure(tally, metric)
+                    if largest is None or actual > largest[0]:
+                        largest = (actual, entry, tally, models)
+                else:
+                    flagged.append(verdict(entry, tally, models))
             if flagged:
                 verdicts.extend(flagged)
-            elif judged:
-                verdicts.append(max(judged, key=lambda v: v.actual))
+            elif largest is not None:
+                verdicts.append(verdict(*largest[1:]))
             else:
                 verdicts.append(
                     _verdict(
@@ -442,9 +446,14 @@ def measure(tally: Tally, metric: str) -> float:
     """The value of ``metric`` in ``tally``."""
     if metric == "cost_usd":
         return round(tally.cost_usd, 10)
-    if metric == "calls":
-        return tally.calls
-    return getattr(tally.usage, metric)
+    return getattr(tally, metric)  # calls, or a token count
+
+
+def _plainly_ok(metric: str, limit: float, tally: Tally, policy: Policy) -> bool:
+    """Whether :func:`_verdict` would say "ok" (cheap: no verdict, no sentence)."""
+    if _status(measure(tally, metric), limit, policy.warn_at) != Status.OK:
+        return False
+    return not (metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore")
 
 
 def _status(actual: float, limit: float, warn_at: float) -> str:

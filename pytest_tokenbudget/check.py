@@ -195,18 +195,18 @@ def write_reports(run: Run, settings: Settings, notes: list[str] | None = None) 
     from .artifact import write_run
 
     written: list[Path] = []
-    if settings.json_path is not None:
-        write_run(settings.json_path, run)
-        written.append(settings.json_path)
-    others = dataclasses.replace(settings, json_path=None)
     try:
         from .report import writer  # type: ignore[attr-defined]
     except ImportError:
         writer = None
     write = getattr(writer, "write_reports", None)
-    if write is not None:
-        written += list(write(run, others) or [])
-    elif notes is not None:
+    with run.finished():  # the reports share one pass for the totals and models
+        if settings.json_path is not None:
+            write_run(settings.json_path, run)
+            written.append(settings.json_path)
+        if write is not None:
+            written += list(write(run, dataclasses.replace(settings, json_path=None)) or [])
+    if write is None and notes is not None:
         for name in ("junit", "markdown", "csv", "calls"):
             if getattr(settings, f"{name}_path") is not None:
                 notes.append(f"no {name} report written: this version has no report writer for it")

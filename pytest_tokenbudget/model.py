@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
@@ -577,6 +578,22 @@ class Run:
     issues: list[dict[str, Any]] = field(default_factory=list)  # unparsed / failed / unclosed calls
     verdicts: list[Verdict] = field(default_factory=list)  # budget and baseline verdicts
     comparison: dict[str, Any] | None = None  # baseline.Comparison.to_dict(), when compared
+    # Inside ``finished()``: totals and models, computed once for every report (see there).
+    _aggregates: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+
+    @contextmanager
+    def finished(self) -> Iterator[Run]:
+        """A block in which the tallies do not change (writing the reports of a finished run):
+        :meth:`totals` and :meth:`models` are computed once in it, not once per report — each is a
+        pass over every test (0.1 s at 100,000 calls)."""
+        outer = self._aggregates is not None
+        if not outer:
+            self._aggregates = {}
+        try:
+            yield self
+        finally:
+            if not outer:
+                self._aggregates = None
 
     def usage_for(self, nodeid: str, kind: str = "test") -> TestUsage:
         entry = self.tests.get(nodeid)
@@ -589,17 +606,28 @@ class Run:
         return (t for t in self.tests.values() if t.kind == "test")
 
     def totals(self) -> Tally:
+        cached = self._aggregates.get("totals") if self._aggregates is not None else None
+        if cached is not None:
+            return cached.copy()
         tally = Tally()
         for entry in self.tests.values():
             tally.merge(entry.total)
+        if self._aggregates is not None:
+            self._aggregates["totals"] = tally.copy()
         return tally
 
     def models(self) -> dict[str, Tally]:
+        cached = self._aggregates.get("models") if self._aggregates is not None else None
+        if cached is not None:
+            return {key: tally.copy() for key, tally in cached.items()}
         merged: dict[str, Tally] = {}
         for entry in self.tests.values():
             for key, tally in entry.models.items():
                 merged.setdefault(key, Tally()).merge(tally)
-        return dict(sorted(merged.items()))
+        models = dict(sorted(merged.items()))
+        if self._aggregates is not None:
+            self._aggregates["models"] = {key: tally.copy() for key, tally in models.items()}
+        return models
 
     def providers(self, models: Mapping[str, Tally] | None = None) -> dict[str, Tally]:
         """Per provider; from ``models`` when the caller has them already (they cost a pass)."""

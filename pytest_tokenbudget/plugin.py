@@ -729,8 +729,9 @@ class TokenBudgetPlugin:
         from .gate import session_failures  # the gate `tokenbudget check` applies to merged shards
 
         self.ledger.settle_streams()
-        for evaluator in self.evaluators:
-            self.run.verdicts.extend(evaluator(self.run))
+        with self.run.finished():  # the evaluators share one pass for the totals and models
+            for evaluator in self.evaluators:
+                self.run.verdicts.extend(evaluator(self.run))
         session.testsfailed += len(session_failures(self.run.verdicts, self.settings.mode))
 
     # -- end of session ---------------------------------------------------------------------------
@@ -778,14 +779,15 @@ class TokenBudgetPlugin:
         from .gate import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
-        if self.settings.json_path is not None:
-            write_run(self.settings.json_path, self.run)
-            self.written.append(self.settings.json_path)
-        if self.settings.save_run and self.settings.enabled:
-            self._save_history()
-        if self.settings.enabled:
-            self._write_reports()
-            self._save_baseline(session)
+        with self.run.finished():  # every report below shares one pass for the totals and models
+            if self.settings.json_path is not None:
+                write_run(self.settings.json_path, self.run)
+                self.written.append(self.settings.json_path)
+            if self.settings.save_run and self.settings.enabled:
+                self._save_history()
+            if self.settings.enabled:
+                self._write_reports()
+                self._save_baseline(session)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
 
     def _save_history(self) -> None:
@@ -883,13 +885,14 @@ class TokenBudgetPlugin:
 
         verbose = self.config.get_verbosity() > 0
         terminalreporter.write_sep("=", "token budget")
-        for line in render(self.run, verbose=verbose, top=self.settings.top):
-            terminalreporter.write_line(line.text, **line.markup)
-        if self.inspector is not None:
-            from .inspector import summary_lines
+        with self.run.finished():
+            lines = render(self.run, verbose=verbose, top=self.settings.top)
+            if self.inspector is not None:
+                from .inspector import summary_lines
 
-            for line in summary_lines(self.run, top=self.settings.top):
-                terminalreporter.write_line(line.text, **line.markup)
+                lines += summary_lines(self.run, top=self.settings.top)
+        for line in lines:
+            terminalreporter.write_line(line.text, **line.markup)
         for lost in self.lost_workers:
             terminalreporter.write_line(
                 f"xdist worker {lost} crashed: the calls of that test are lost (totals are a lower bound)",
