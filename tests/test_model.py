@@ -138,3 +138,16 @@ def test_the_artifact_reads_back_as_the_run_it_was_written_from() -> None:
         run.usage_for(call.owner).add_call(dataclasses.replace(call, cost_usd=index / 7))
     run.usage_for("t.py::test_none")
     assert json.loads(dump_run(run)) == json.loads(json.dumps(run.to_dict()))
+
+
+def test_a_finished_run_sums_totals_and_models_once_and_hands_out_copies() -> None:
+    run = Run()
+    call = Call("t.py::test_a", "call", "openai", "openai.chat", "h", "gpt-4o", Usage(10, 0, 0, 2))
+    run.usage_for(call.owner).add_call(call)
+    with run.finished():
+        first = run.totals()
+        first.calls += 100  # a caller's copy: the cached sum is not touched
+        run.models()["openai/gpt-4o"].input_tokens += 100
+        run.usage_for("t.py::test_b").add_call(call)  # not seen inside the block (finished)
+        assert (run.totals().calls, run.models()["openai/gpt-4o"].input_tokens) == (1, 10)
+    assert (run.totals().calls, run.models()["openai/gpt-4o"].input_tokens) == (2, 20)  # recomputed
