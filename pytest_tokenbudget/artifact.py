@@ -112,18 +112,12 @@ def encode_tally(tally: Tally) -> str:
 
 
 def encode_test(entry: TestUsage) -> str:
-    """``_compact(entry.to_dict())``, fast: each tally encoded once, however many breakdowns
-    share it (a test with one phase and one model has a single tally)."""
-    if not entry.total.calls:
+    """``_compact(entry.to_dict())``, fast: a breakdown that is the test's total itself (one phase,
+    one model: most tests) reuses the total's text."""
+    total = entry.total
+    if not total.calls:
         return _compact(entry.to_dict())
-    encoded: dict[int, str] = {}
-
-    def tally(t: Tally) -> str:
-        text = encoded.get(id(t))
-        if text is None:
-            text = encoded[id(t)] = encode_tally(t)
-        return text
-
+    whole = encode_tally(total)
     head: dict[str, Any] = {"kind": entry.kind, "path": entry.path, "line": entry.line}
     head["outcome"] = entry.outcome
     if entry.markers:
@@ -131,9 +125,9 @@ def encode_test(entry: TestUsage) -> str:
     phases, models = entry.phase_tallies(), entry.models
     parts = [
         _compact(head)[:-1],
-        tally(entry.total)[1:-1],
-        '"phases":{' + ",".join(f"{_compact(n)}:{tally(phases[n])}" for n in sorted(phases)) + "}",
-        '"models":{' + ",".join(f"{_compact(k)}:{tally(models[k])}" for k in sorted(models)) + "}",
+        whole[1:-1],
+        '"phases":{' + ",".join(_part(n, phases[n], total, whole) for n in sorted(phases)) + "}",
+        '"models":{' + ",".join(_part(k, models[k], total, whole) for k in sorted(models)) + "}",
     ]
     if entry.anatomy:
         parts.append('"anatomy":' + _compact(dict(sorted(entry.anatomy.items()))))
@@ -142,6 +136,18 @@ def encode_test(entry: TestUsage) -> str:
     if entry.stale:
         parts.append('"stale":' + _compact(list(entry.stale)))
     return ",".join(parts) + "}"
+
+
+_KEYS: dict[str, str] = {}  # phase and model names as JSON strings: a run has few of them
+
+
+def _part(name: str, tally: Tally, total: Tally, whole: str) -> str:
+    key = _KEYS.get(name)
+    if key is None:
+        key = _compact(name)
+        if len(_KEYS) < 10_000:
+            _KEYS[name] = key
+    return f"{key}:{whole if tally is total else encode_tally(tally)}"
 
 
 def write_run(path: Path, run: Run) -> None:
