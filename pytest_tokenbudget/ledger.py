@@ -42,7 +42,8 @@ class Ledger:
         self.run = run if run is not None else Run()
         self._keep_calls = keep_calls
         self._lock = threading.Lock()
-        self._owner_stack: list[Owner] = []
+        self._owner_stack: list[Owner] = []  # fixtures being set up or torn down, innermost last
+        self._test_owner: Owner | None = None  # the running test and phase; None between tests
         self._calls: list[Call] = []
         self._listeners: list[Callable[[Call], None]] = []
         self._open_streams: dict[int, Callable[[], None]] = {}
@@ -52,8 +53,14 @@ class Ledger:
 
     @property
     def owner(self) -> Owner:
+        """Who a request leaving now is charged to: the fixture being set up or torn down, else the
+        running test's phase, else the session."""
         stack = self._owner_stack
-        return stack[-1] if stack else _SESSION
+        return stack[-1] if stack else self._test_owner or _SESSION
+
+    def running(self, owner: Owner | None) -> None:
+        """The test (and phase) now running, or None between tests; a pushed owner overrides it."""
+        self._test_owner = owner
 
     def push_owner(self, owner: Owner) -> None:
         with self._lock:

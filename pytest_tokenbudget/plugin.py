@@ -527,40 +527,35 @@ class TokenBudgetPlugin:
 
     def _enter(self, owner: Owner) -> None:
         """Charge calls to ``owner`` from now on (until popped); wrap HTTP stacks imported since."""
+        self._refresh()
+        self.ledger.push_owner(owner)
+
+    def _refresh(self) -> None:
         self.capture.refresh()  # cheap unless a module was imported
         if self.hard_cap is not None:
             self.hard_cap.watch.refresh()  # know the cassettes vcrpy enters from now on
-        self.ledger.push_owner(owner)
 
-    # One wrapper per phase, each as plain as it can be: they run three times per test.
+    # Each phase sets the running test's owner with a plain hook (they run three times per test,
+    # and a plain hook costs a fraction of a wrapper); it stays until the next phase, and
+    # ``pytest_runtest_logfinish`` clears it: calls between tests are the session's.
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_setup(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        owner = self._owner_of(item.nodeid, "setup")
-        self._enter(owner)
-        try:
-            return (yield)
-        finally:
-            self.ledger.pop_owner(owner)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item: pytest.Item) -> None:
+        self._refresh()
+        self.ledger.running(self._owner_of(item.nodeid, "setup"))
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_call(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        owner = self._owner_of(item.nodeid, "call")
-        self._enter(owner)
-        try:
-            return (yield)
-        finally:
-            self.ledger.pop_owner(owner)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item: pytest.Item) -> None:
+        self._refresh()
+        self.ledger.running(self._owner_of(item.nodeid, "call"))
 
-    @pytest.hookimpl(wrapper=True)
-    def pytest_runtest_teardown(self, item: pytest.Item) -> Generator[None, Any, Any]:
-        owner = self._owner_of(item.nodeid, "teardown")
-        self._enter(owner)
-        try:
-            return (yield)
-        finally:
-            self.ledger.pop_owner(owner)
-            self.ledger.settle_streams(item.nodeid)
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
+        self._refresh()
+        self.ledger.running(self._owner_of(item.nodeid, "teardown"))
+
+    def pytest_runtest_logfinish(self, nodeid: str) -> None:
+        self.ledger.running(None)
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
@@ -595,6 +590,8 @@ class TokenBudgetPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        if report.when == "teardown":  # the test is over: streams it left open are settled now
+            self.ledger.settle_streams(item.nodeid)
         if report.when == "teardown" and self.inspector is not None:
             self.inspector.settle(self.run, item.nodeid)
         if report.when == "teardown":
