@@ -28,7 +28,7 @@ def render_csv(run: Run) -> str:
     writer.writerow(CSV_COLUMNS)
     for nodeid in sorted(run.tests):
         entry = run.tests[nodeid]
-        tally, u = entry.total, entry.total.usage
+        tally = entry.total
         priced = tally.calls > tally.unpriced_calls
         writer.writerow(
             [
@@ -38,12 +38,12 @@ def render_csv(run: Run) -> str:
                 entry.path,
                 "" if entry.line is None else entry.line,
                 tally.calls,
-                u.input_tokens,
-                u.cached_input_tokens,
-                u.cache_write_tokens,
-                u.output_tokens,
-                u.reasoning_tokens,
-                u.total_tokens,
+                tally.input_tokens,
+                tally.cached_input_tokens,
+                tally.cache_write_tokens,
+                tally.output_tokens,
+                tally.reasoning_tokens,
+                tally.total_tokens,
                 f"{tally.cost_usd:.6f}" if priced else "",
                 str(tally.cost_known).lower(),
                 tally.live_calls,
