@@ -59,7 +59,7 @@ class MessagesStream:
         if not kind:  # recorders sometimes drop the event line; the type is in the data too
             head = data[:48]
             for candidate in (b"message_start", b"message_delta", b"message_stop"):
-                if candidate in head:
+                if head.find(candidate) >= 0:
                     kind = candidate
                     break
         if kind == b"message_stop":

@@ -22,7 +22,13 @@ class Extracted:
 
 
 class StreamAccumulator(Protocol):
-    """Receives the events of one streamed response as the caller consumes them."""
+    """Receives the events of one streamed response as the caller consumes them.
+
+    ``on_event`` runs for every event, so it must stay cheap: test for a marker before parsing
+    JSON, and test with ``data.find(marker) >= 0`` rather than ``marker in data`` (on bytes,
+    ``in`` first tries the marker as an int, and raising that TypeError costs several times the
+    search itself).
+    """
 
     framing: str  # "sse" or "ndjson"
     done: bool  # a terminal event was seen

@@ -136,7 +136,7 @@ class InvokeEvents:
         payload = sub(event, "chunk").get("bytes")
         if not isinstance(payload, (bytes, bytearray)):
             return
-        if b"invocationMetrics" not in payload and b"usage" not in payload:
+        if payload.find(b"invocationMetrics") < 0 and payload.find(b"usage") < 0:
             return
         try:
             data = json.loads(payload)

@@ -62,7 +62,11 @@ class ChatStream:
         self.usage: Usage | None = None
 
     def on_event(self, event: bytes, data: bytes) -> None:
-        if b"stream-end" not in data[:200] and b"message-end" not in data[:200] and event != b"message-end":
+        if (
+            event != b"message-end"
+            and data.find(b"stream-end", 0, 200) < 0
+            and data.find(b"message-end", 0, 200) < 0
+        ):
             return
         try:
             payload = load_json(data)

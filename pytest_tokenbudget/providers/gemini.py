@@ -67,7 +67,7 @@ class GenerateStream:
         self.usage: Usage | None = None
 
     def on_event(self, event: bytes, data: bytes) -> None:
-        if b"usageMetadata" not in data and self.model is not None:
+        if self.model is not None and data.find(b"usageMetadata") < 0:
             return
         try:
             chunk = load_json(data)
@@ -122,7 +122,11 @@ class InteractionsStream:
     def on_event(self, event: bytes, data: bytes) -> None:
         if event and event != b"interaction.completed":
             return
-        if not event and b"interaction.completed" not in data[:200] and b'"status":"completed"' not in data:
+        if (
+            not event
+            and data.find(b"interaction.completed", 0, 200) < 0
+            and data.find(b'"status":"completed"') < 0
+        ):
             return
         try:
             payload = load_json(data)

@@ -48,7 +48,11 @@ class NativeStream:
         self.usage: Usage | None = None
 
     def on_event(self, event: bytes, data: bytes) -> None:
-        final = b'"done":true' in data or b'"done": true' in data or b"prompt_eval_count" in data
+        final = (
+            data.find(b'"done":true') >= 0
+            or data.find(b'"done": true') >= 0
+            or data.find(b"prompt_eval_count") >= 0
+        )
         if self.model is not None and not final:  # /api/embed has no "done", only the counts
             return
         try:

@@ -86,11 +86,13 @@ class ChatStream:
         self.usage: Usage | None = None
 
     def on_event(self, event: bytes, data: bytes) -> None:
+        # Parse only the chunks that matter: the first (for the model) and any with usage.
+        if self.model is not None and data.find(b'"usage"') < 0:
+            if data.startswith(b"[DONE]"):
+                self.done = True
+            return
         if data.startswith(b"[DONE]"):
             self.done = True
-            return
-        # Parse only the chunks that matter: the first (for the model) and any with usage.
-        if self.model is not None and b'"usage"' not in data:
             return
         try:
             chunk = load_json(data)
@@ -137,8 +139,8 @@ class ResponsesStream:
         kind = event or b""
         if not kind:  # some servers put the type only inside the data
             head = data[:80]
-            kind = next((t for t in _RESPONSES_TERMINAL if t in head), b"")
-            if not kind and self.model is None and b"response.created" in head:
+            kind = next((t for t in _RESPONSES_TERMINAL if head.find(t) >= 0), b"")
+            if not kind and self.model is None and head.find(b"response.created") >= 0:
                 kind = b"response.created"
         if kind not in _RESPONSES_TERMINAL and (kind != b"response.created" or self.model):
             return
@@ -229,9 +231,9 @@ class AssistantsRunStream:
             if data.startswith(b"[DONE]"):
                 self.done = True
                 return
-            if b'"object":"thread.run"' not in data:
+            if data.find(b'"object":"thread.run"') < 0:
                 return
-            kind = next((k for s, k in _RUN_STATUS.items() if s in data), b"thread.run.in_progress")
+            kind = next((k for s, k in _RUN_STATUS.items() if data.find(s) >= 0), b"thread.run.in_progress")
         if kind == b"done":
             self.done = True
             return
