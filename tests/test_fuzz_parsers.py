@@ -250,6 +250,55 @@ def test_invalid_utf8_inside_a_stream_is_skipped() -> None:
     assert done
 
 
+class EventLog:
+    """An accumulator that keeps every (event, data) pair the framer hands over."""
+
+    framing = "sse"
+    done = False
+
+    def __init__(self) -> None:
+        self.events: list[tuple[bytes, bytes]] = []
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        self.events.append((event, data))
+
+
+sse_text = st.binary(max_size=12).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b""))
+sse_event = st.tuples(
+    st.none() | sse_text,  # the event line, if any
+    st.lists(sse_text, min_size=0, max_size=3),  # data lines
+    st.sampled_from([b"\n", b"\r\n"]),  # line endings
+    st.sampled_from([b"\n", b"\r\n"]),  # the blank line's ending (servers mix them)
+    st.sampled_from([b"data: ", b"data:"]),
+)
+SseEvent = tuple[bytes | None, list[bytes], bytes, bytes, bytes]
+
+
+def sse_bytes(event: SseEvent) -> bytes:
+    name, lines, newline, blank, prefix = event
+    head = b"" if name is None else b"event: " + name + newline
+    return head + b"".join(prefix + line + newline for line in lines) + blank
+
+
+@FUZZ
+@given(events=st.lists(sse_event, max_size=8), cuts=st.lists(st.integers(0, 10_000), max_size=10))
+def test_whole_event_chunks_and_any_split_hand_over_the_same_events(
+    events: list[SseEvent], cuts: list[int]
+) -> None:
+    """The framer's fast path (one whole event per chunk) gives what the line-by-line path does."""
+    chunks = [sse_bytes(event) for event in events]
+    seen = []
+    for feeding in (chunks, [bytes([b]) for b in b"".join(chunks)], split(b"".join(chunks), cuts)):
+        log = EventLog()
+        framer = LineFramer(log)
+        for chunk in feeding:
+            framer.feed(chunk)
+        framer.finish()
+        seen.append(log.events)
+    assert seen[0] == seen[1] == seen[2]
+    assert len(seen[0]) == sum(1 for _, lines, *_ in events if lines)
+
+
 # -- Bedrock: botocore decodes the event-stream framing; these read what it hands over ------------
 
 bedrock_keys = st.sampled_from(
