@@ -289,6 +289,7 @@ class StreamTap:
         self._kept: list[bytes] | None = None  # decoded chunks of a framed stream (output estimate)
         self._kept_bytes = 0
         if status_code >= 400:
+            self._error = f"HTTP {status_code}"  # not read: stops feed(); _finish records it as failed
             return
         try:
             self._decode = decoder_for(content_encoding)
@@ -316,14 +317,20 @@ class StreamTap:
 
     def feed(self, chunk: bytes) -> None:
         """Called with each raw chunk the caller receives; never raises."""
-        if self._settled or self._error or self._status >= 400 or not chunk:
+        if self._settled or self._error or not chunk:
             return
         try:
             if self._decode is not None:
                 chunk = self._decode(chunk)
-            if self._framer is not None:
-                self._framer.feed(chunk)
-                self._keep(chunk)
+            framer = self._framer
+            if framer is not None:  # the common case, kept to few lookups: it runs per chunk
+                framer.feed(chunk)
+                kept = self._kept
+                if kept is not None:  # as _keep(), inlined
+                    kept.append(chunk)
+                    self._kept_bytes += len(chunk)
+                    if self._kept_bytes > KEEP_LIMIT:
+                        self._kept = None
             elif self._buffer is not None:
                 if len(self._buffer) + len(chunk) > MAX_BUFFERED_BODY:
                     self._buffer = None
