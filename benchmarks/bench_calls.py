@@ -2,6 +2,8 @@
 
 Each figure is a ratio measured side by side in one process: the same calls with capture installed
 ÷ without, repetitions interleaved (off, on, off, on …) so drift hits both sides, median reported.
+Both wall time and the process's CPU time are taken; on a shared machine the CPU ratio is the
+steadier one (time the process spends waiting for a CPU other jobs hold is not its own cost).
 
     python benchmarks/bench_calls.py [--calls 10000] [--reps 7] [--json results.json]
 """
@@ -44,7 +46,7 @@ MESSAGE = json.dumps(
         "id": "msg_1",
         "type": "message",
         "role": "assistant",
-        "model": "claude-sonnet-4-5",
+        "model": "claude-sonnet-4-6",
         "content": [{"type": "text", "text": "Hello there!"}],
         "stop_reason": "end_turn",
         "stop_sequence": None,
@@ -111,27 +113,30 @@ def anthropic_client() -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="sk-bench", http_client=http, max_retries=0)
 
 
-def measure(work: Callable[[], None], reps: int) -> tuple[list[float], list[float], Ledger]:
-    """Interleaved repetitions of ``work`` without and with capture; seconds per repetition.
+Timing = tuple[float, float]  # wall seconds, CPU seconds
+
+
+def measure(work: Callable[[], None], reps: int) -> tuple[list[Timing], list[Timing], Ledger]:
+    """Interleaved repetitions of ``work`` without and with capture; (wall, CPU) seconds each.
 
     Pairs alternate their order (off-on, on-off, …) so that drift over the run (heap growth, CPU
     frequency) does not land on one side; a full collection before each timing starts both from
     the same heap. The ledger keeps tallies only, as the plugin's does.
     """
-    off: list[float] = []
-    on: list[float] = []
+    off: list[Timing] = []
+    on: list[Timing] = []
     ledger = Ledger(keep_calls=False)
     ledger.push_owner(Owner("bench::test", "call"))
     capture = Capture(ledger)
 
-    def timed(with_capture: bool) -> float:
+    def timed(with_capture: bool) -> Timing:
         gc.collect()
         if with_capture:
             capture.install()
         try:
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             work()
-            return time.perf_counter() - start
+            return time.perf_counter() - start, time.process_time() - start_cpu
         finally:
             if with_capture:
                 capture.uninstall()
@@ -160,7 +165,7 @@ def bench_anthropic(calls: int, reps: int) -> dict[str, Any]:
     def work() -> None:
         for _ in range(calls):
             client.messages.create(
-                model="claude-sonnet-4-5", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+                model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
             )
 
     return _result("anthropic messages, non-streaming", calls, *measure(work, reps))
@@ -200,18 +205,21 @@ def bench_async_openai(calls: int, reps: int) -> dict[str, Any]:
     return _result("openai chat async, non-streaming", calls, *measure(lambda: asyncio.run(many()), reps))
 
 
-def _result(name: str, calls: int, off: list[float], on: list[float], ledger: Ledger) -> dict[str, Any]:
-    ratios = [b / a for a, b in zip(off, on, strict=True)]
-    off_med, on_med = statistics.median(off), statistics.median(on)
+def _result(name: str, calls: int, off: list[Timing], on: list[Timing], ledger: Ledger) -> dict[str, Any]:
+    wall_off, wall_on = statistics.median(t[0] for t in off), statistics.median(t[0] for t in on)
+    cpu_off, cpu_on = statistics.median(t[1] for t in off), statistics.median(t[1] for t in on)
     return {
         "benchmark": name,
         "calls_per_rep": calls,
         "reps": len(off),
-        "without_s": round(off_med, 4),
-        "with_s": round(on_med, 4),
-        "ratio": round(statistics.median(ratios), 4),
-        "per_call_without_us": round(off_med / calls * 1e6, 1),
-        "per_call_overhead_us": round((on_med - off_med) / calls * 1e6, 2),
+        "without_s": round(wall_off, 4),
+        "with_s": round(wall_on, 4),
+        "ratio": round(statistics.median(b[0] / a[0] for a, b in zip(off, on, strict=True)), 4),
+        "cpu_without_s": round(cpu_off, 4),
+        "cpu_with_s": round(cpu_on, 4),
+        "cpu_ratio": round(statistics.median(b[1] / a[1] for a, b in zip(off, on, strict=True)), 4),
+        "per_call_without_us": round(cpu_off / calls * 1e6, 1),
+        "per_call_overhead_us": round((cpu_on - cpu_off) / calls * 1e6, 2),
         "calls_recorded": ledger.run.totals().calls,
     }
 
@@ -232,11 +240,11 @@ def main() -> None:
     ]
     machine = f"{platform.machine()} · Python {platform.python_version()} · openai {openai.__version__}"
     print(f"per-call overhead ({machine}), median of {args.reps} interleaved repetitions")
-    print(f"{'benchmark':<38} {'without':>9} {'with':>9} {'ratio':>7} {'µs/call':>9}")
+    print(f"{'benchmark':<38} {'without':>9} {'with':>9} {'wall':>7} {'CPU':>7} {'CPU µs/call':>12}")
     for r in results:
         print(
             f"{r['benchmark']:<38} {r['without_s']:>8.3f}s {r['with_s']:>8.3f}s "
-            f"{r['ratio']:>6.3f}× {r['per_call_overhead_us']:>9.2f}"
+            f"{r['ratio']:>6.3f}× {r['cpu_ratio']:>6.3f}× {r['per_call_overhead_us']:>12.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
