@@ -5,7 +5,7 @@ Each figure is a ratio measured side by side in one process: the same calls with
 Both wall time and the process's CPU time are taken; on a shared machine the CPU ratio is the
 steadier one (time the process spends waiting for a CPU other jobs hold is not its own cost).
 
-    python benchmarks/bench_calls.py [--calls 10000] [--reps 7] [--json results.json]
+    python benchmarks/bench_calls.py [--calls 10000] [--block 200] [--json results.json]
 """
 
 from __future__ import annotations
@@ -114,14 +114,17 @@ def anthropic_client() -> anthropic.Anthropic:
 
 
 Timing = tuple[float, float]  # wall seconds, CPU seconds
+Work = Callable[[int], None]  # makes n calls (or n streams)
 
 
-def measure(work: Callable[[], None], reps: int) -> tuple[list[Timing], list[Timing], Ledger]:
-    """Interleaved repetitions of ``work`` without and with capture; (wall, CPU) seconds each.
+def measure(work: Work, total: int, block: int) -> tuple[list[Timing], list[Timing], Ledger]:
+    """``total`` calls each way, in blocks of ``block`` alternating without and with capture.
 
-    Pairs alternate their order (off-on, on-off, …) so that drift over the run (heap growth, CPU
-    frequency) does not land on one side; a full collection before each timing starts both from
-    the same heap. The ledger keeps tallies only, as the plugin's does.
+    This VM's speed drifts by ±30 % over seconds (other tenants of the host), so a ratio of two
+    long runs mostly measures the drift. Short blocks taken back to back see the same machine; the
+    median of many per-block ratios is steady to about a percent. Pairs alternate their order
+    (off-on, on-off, …) so a trend within a pair does not land on one side. The ledger keeps
+    tallies only, as the plugin's does.
     """
     off: list[Timing] = []
     on: list[Timing] = []
@@ -129,53 +132,53 @@ def measure(work: Callable[[], None], reps: int) -> tuple[list[Timing], list[Tim
     ledger.push_owner(Owner("bench::test", "call"))
     capture = Capture(ledger)
 
-    def timed(with_capture: bool) -> Timing:
-        gc.collect()
+    def timed(with_capture: bool, n: int) -> Timing:
         if with_capture:
             capture.install()
         try:
             start, start_cpu = time.perf_counter(), time.process_time()
-            work()
+            work(n)
             return time.perf_counter() - start, time.process_time() - start_cpu
         finally:
             if with_capture:
                 capture.uninstall()
 
-    timed(False)  # warm imports and caches on both sides
-    timed(True)
-    for rep in range(reps):
-        for with_capture in (False, True) if rep % 2 == 0 else (True, False):
-            (on if with_capture else off).append(timed(with_capture))
+    timed(False, block)  # warm imports and caches on both sides
+    timed(True, block)
+    gc.collect()
+    for pair in range(max(1, total // block)):
+        for with_capture in (False, True) if pair % 2 == 0 else (True, False):
+            (on if with_capture else off).append(timed(with_capture, block))
     return off, on, ledger
 
 
-def bench_openai_chat(calls: int, reps: int) -> dict[str, Any]:
+def bench_openai_chat(calls: int, block: int) -> dict[str, Any]:
     client = openai_client()
 
-    def work() -> None:
-        for _ in range(calls):
+    def work(n: int) -> None:
+        for _ in range(n):
             client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
 
-    return _result("openai chat, non-streaming", calls, *measure(work, reps))
+    return _result("openai chat, non-streaming", block, *measure(work, calls, block))
 
 
-def bench_anthropic(calls: int, reps: int) -> dict[str, Any]:
+def bench_anthropic(calls: int, block: int) -> dict[str, Any]:
     client = anthropic_client()
 
-    def work() -> None:
-        for _ in range(calls):
+    def work(n: int) -> None:
+        for _ in range(n):
             client.messages.create(
                 model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
             )
 
-    return _result("anthropic messages, non-streaming", calls, *measure(work, reps))
+    return _result("anthropic messages, non-streaming", block, *measure(work, calls, block))
 
 
-def bench_openai_stream(streams: int, chunks: int, reps: int) -> dict[str, Any]:
+def bench_openai_stream(streams: int, chunks: int, block: int) -> dict[str, Any]:
     client = openai_client(chunked(sse_stream(chunks), chunks))
 
-    def work() -> None:
-        for _ in range(streams):
+    def work(n: int) -> None:
+        for _ in range(n):
             stream = client.chat.completions.create(
                 model="gpt-4o-mini",
                 messages=[{"role": "user", "content": "hi"}],
@@ -185,66 +188,70 @@ def bench_openai_stream(streams: int, chunks: int, reps: int) -> dict[str, Any]:
             for _event in stream:
                 pass
 
-    result = _result(f"openai chat stream, {chunks} chunks", streams, *measure(work, reps))
+    result = _result(f"openai chat stream, {chunks} chunks", block, *measure(work, streams, block))
     result["per_chunk_overhead_us"] = round(result["per_call_overhead_us"] / (chunks + 2), 3)
     return result
 
 
-def bench_async_openai(calls: int, reps: int) -> dict[str, Any]:
+def bench_async_openai(calls: int, block: int) -> dict[str, Any]:
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, headers={"content-type": "application/json"}, content=CHAT)
 
-    async def many() -> None:
+    async def many(n: int) -> None:
         http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
         client = openai.AsyncOpenAI(api_key="sk-bench", http_client=http, max_retries=0)
-        for _ in range(calls):
+        for _ in range(n):
             await client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
             )
 
-    return _result("openai chat async, non-streaming", calls, *measure(lambda: asyncio.run(many()), reps))
+    return _result(
+        "openai chat async, non-streaming", block, *measure(lambda n: asyncio.run(many(n)), calls, block)
+    )
 
 
-def _result(name: str, calls: int, off: list[Timing], on: list[Timing], ledger: Ledger) -> dict[str, Any]:
-    wall_off, wall_on = statistics.median(t[0] for t in off), statistics.median(t[0] for t in on)
-    cpu_off, cpu_on = statistics.median(t[1] for t in off), statistics.median(t[1] for t in on)
+def _result(name: str, block: int, off: list[Timing], on: list[Timing], ledger: Ledger) -> dict[str, Any]:
+    wall = sorted(b[0] / a[0] for a, b in zip(off, on, strict=True))
+    cpu = sorted(b[1] / a[1] for a, b in zip(off, on, strict=True))
+    per_call_off = statistics.median(t[1] for t in off) / block
     return {
         "benchmark": name,
-        "calls_per_rep": calls,
-        "reps": len(off),
-        "without_s": round(wall_off, 4),
-        "with_s": round(wall_on, 4),
-        "ratio": round(statistics.median(b[0] / a[0] for a, b in zip(off, on, strict=True)), 4),
-        "cpu_without_s": round(cpu_off, 4),
-        "cpu_with_s": round(cpu_on, 4),
-        "cpu_ratio": round(statistics.median(b[1] / a[1] for a, b in zip(off, on, strict=True)), 4),
-        "per_call_without_us": round(cpu_off / calls * 1e6, 1),
-        "per_call_overhead_us": round((cpu_on - cpu_off) / calls * 1e6, 2),
+        "calls_each_way": block * len(off),
+        "block": block,
+        "pairs": len(off),
+        "without_s": round(sum(t[0] for t in off), 3),
+        "with_s": round(sum(t[0] for t in on), 3),
+        "ratio": round(statistics.median(wall), 4),
+        "ratio_quartiles": [round(q, 4) for q in statistics.quantiles(wall, n=4)[::2]],
+        "cpu_ratio": round(statistics.median(cpu), 4),
+        "per_call_without_us": round(per_call_off * 1e6, 1),
+        "per_call_overhead_us": round((statistics.median(cpu) - 1) * per_call_off * 1e6, 2),
         "calls_recorded": ledger.run.totals().calls,
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--calls", type=int, default=10_000, help="calls each way (default 10,000)")
+    parser.add_argument("--block", type=int, default=200, help="calls per timed block (default 200)")
     parser.add_argument("--streams", type=int, default=200)
     parser.add_argument("--chunks", type=int, default=500)
-    parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     results = [
-        bench_openai_chat(args.calls, args.reps),
-        bench_anthropic(args.calls, args.reps),
-        bench_async_openai(args.calls // 2, args.reps),
-        bench_openai_stream(args.streams, args.chunks, args.reps),
+        bench_openai_chat(args.calls, args.block),
+        bench_anthropic(args.calls, args.block),
+        bench_async_openai(args.calls, args.block),
+        bench_openai_stream(args.streams, args.chunks, max(1, args.block // 50)),
     ]
     machine = f"{platform.machine()} · Python {platform.python_version()} · openai {openai.__version__}"
-    print(f"per-call overhead ({machine}), median of {args.reps} interleaved repetitions")
-    print(f"{'benchmark':<38} {'without':>9} {'with':>9} {'wall':>7} {'CPU':>7} {'CPU µs/call':>12}")
+    print(f"per-call overhead ({machine}): median ratio of alternating blocks, with ÷ without")
+    print(f"{'benchmark':<38} {'pairs':>5} {'wall':>7} {'(quartiles)':>15} {'CPU':>7} {'µs/call':>8}")
     for r in results:
+        low, high = r["ratio_quartiles"]
         print(
-            f"{r['benchmark']:<38} {r['without_s']:>8.3f}s {r['with_s']:>8.3f}s "
-            f"{r['ratio']:>6.3f}× {r['cpu_ratio']:>6.3f}× {r['per_call_overhead_us']:>12.2f}"
+            f"{r['benchmark']:<38} {r['pairs']:>5} {r['ratio']:>6.3f}× ({low:.3f}–{high:.3f}) "
+            f"{r['cpu_ratio']:>6.3f}× {r['per_call_overhead_us']:>8.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")

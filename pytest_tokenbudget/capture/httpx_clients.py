@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import replay
-from .recorder import Exchange, Recorder, StreamTap, inside_capture
+from .recorder import Exchange, Recorder, StreamTap, enter_capture, inside_capture, leave_capture
 
 if TYPE_CHECKING:
     from ..providers import Route
@@ -66,13 +66,15 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
             return original_sync(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
         mark = replay.mark()
+        token = enter_capture()
         try:
-            with recorder.capturing():
-                response = original_sync(self, request, *args, **kwargs)
+            response = original_sync(self, request, *args, **kwargs)
         except BaseException as exc:
             _note_replay(exchange, mark)
             recorder.failed(exchange, exc)
             raise
+        finally:
+            leave_capture(token)
         _note_replay(exchange, mark)
         tap = _observe(recorder, exchange, response)
         if tap is not None:
@@ -87,13 +89,15 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
             return await original_async(self, request, *args, **kwargs)
         exchange = _begin(recorder, route, request, self)
         mark = replay.mark()
+        token = enter_capture()
         try:
-            with recorder.capturing():
-                response = await original_async(self, request, *args, **kwargs)
+            response = await original_async(self, request, *args, **kwargs)
         except BaseException as exc:
             _note_replay(exchange, mark)
             recorder.failed(exchange, exc)
             raise
+        finally:
+            leave_capture(token)
         _note_replay(exchange, mark)
         tap = _observe(recorder, exchange, response)
         if tap is not None:
@@ -108,7 +112,6 @@ def _wrap_module(module: ModuleType, recorder: Recorder) -> bool:
 
 
 def _begin(recorder: Recorder, route: Route, request: Any, client: Any) -> Exchange:
-    replay.ensure_installed()
     return recorder.start(route, request, "mocked" if _is_mocked(client, request) else "live")
 
 

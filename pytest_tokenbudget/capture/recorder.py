@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from ..ledger import Ledger, Owner
@@ -46,6 +46,19 @@ def inside_capture() -> bool:
     (LiteLLM runs an aiohttp transport under ``httpx.AsyncClient``: the call is seen at httpx.)
     """
     return _capturing.get()
+
+
+def enter_capture() -> Token[bool]:
+    """Mark the current context as inside a captured request; undo with :func:`leave_capture`.
+
+    (The hot httpx path calls these directly: a generator-based context manager costs more than
+    the rest of the bookkeeping around the send.)
+    """
+    return _capturing.set(True)
+
+
+def leave_capture(token: Token[bool]) -> None:
+    _capturing.reset(token)
 
 
 class Exchange:
@@ -92,11 +105,11 @@ class Recorder:
     @contextmanager
     def capturing(self) -> Iterator[None]:
         """Mark the current context as inside a captured request (see :func:`inside_capture`)."""
-        token = _capturing.set(True)
+        token = enter_capture()
         try:
             yield
         finally:
-            _capturing.reset(token)
+            leave_capture(token)
 
     def start(self, route: Route, request: Any = None, source: str = "live") -> Exchange:
         """A request is about to leave: note who sends it and run the preflight hooks.
