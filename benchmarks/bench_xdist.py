@@ -51,14 +51,17 @@ def main() -> None:
     args = parser.parse_args()
     calls = args.tests * args.calls_per_test
     with tempfile.TemporaryDirectory(prefix="tokenbudget-bench-") as tmp:
-        folder = Path(tmp)
+        folder = Path(tmp) / "suite"
+        folder.mkdir()
+        pycache = Path(tmp) / "pycache"  # compiled once, as an installed package is (see bench_suite)
         (folder / "pytest.ini").write_text("[pytest]\n")
         (folder / "conftest.py").write_text(MOCKED_CALL_CONFTEST)
         test = TEST.format(tests=args.tests, calls=args.calls_per_test)
         (folder / "test_many.py").write_text(textwrap.dedent(test))
 
-        serial_s = run_pytest(folder, ["--token-budget", "--token-budget-json=serial.json"])
-        xdist_s = run_pytest(folder, ["-n", "2", "--token-budget", "--token-budget-json=xdist.json"])
+        serial_s = run_pytest(folder, ["--token-budget", "--token-budget-json=serial.json"], pycache).wall
+        xdist = ["-n", "2", "--token-budget", "--token-budget-json=xdist.json"]
+        xdist_s = run_pytest(folder, xdist, pycache).wall
         serial, xdist = without_meta(folder / "serial.json"), without_meta(folder / "xdist.json")
         identical = serial == xdist
         recorded = serial["totals"]["calls"]
@@ -67,8 +70,8 @@ def main() -> None:
 
         times: dict[str, list[float]] = {"without": [], "with": []}
         for _ in range(args.reps):
-            times["without"].append(run_pytest(folder, ["-n", "2"]))
-            times["with"].append(run_pytest(folder, ["-n", "2", "--token-budget"]))
+            times["without"].append(run_pytest(folder, ["-n", "2"], pycache).wall)
+            times["with"].append(run_pytest(folder, ["-n", "2", "--token-budget"], pycache).wall)
         without, with_ = statistics.median(times["without"]), statistics.median(times["with"])
     result = {
         "tests": args.tests,
