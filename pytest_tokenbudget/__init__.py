@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
-
-try:
-    __version__ = version("pytest-tokenbudget")
-except PackageNotFoundError:  # running from a source tree that is not installed
-    __version__ = "0+unknown"
 
 __all__ = ["TokenBudgetExceeded", "__version__", "token_budget"]
 
 
 def __getattr__(name: str) -> Any:
-    """``TokenBudgetExceeded`` is imported on first use: pytest start-up does not pay for it."""
+    """``TokenBudgetExceeded`` and ``__version__`` are looked up on first use: pytest start-up does
+    not pay for them (reading the version scans every installed distribution's metadata)."""
     if name == "TokenBudgetExceeded":
         from .hardcap import TokenBudgetExceeded
 
         return TokenBudgetExceeded
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            found = version("pytest-tokenbudget")
+        except PackageNotFoundError:  # running from a source tree that is not installed
+            found = "0+unknown"
+        globals()["__version__"] = found
+        return found
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -7,7 +7,6 @@ the key and what was expected; the plugin turns it into a pytest usage error.
 
 from __future__ import annotations
 
-import difflib
 import math
 import tomllib
 from collections.abc import Callable, Mapping
@@ -273,6 +272,8 @@ def resolve(
     values: dict[str, Any] = {}
     for key, value in table.items():
         if key not in known:
+            import difflib  # only for a wrong key's hint
+
             hint = difflib.get_close_matches(key, sorted(known), n=1)
             suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(

@@ -17,12 +17,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import pytest
 
-from .config import ConfigError, Settings, find_pyproject, read_table, resolve
-
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
+    from .config import Settings  # imported on first need: an installed-but-off plugin never does
     from .hardcap import HardCap
     from .inspector import Inspector
     from .ledger import Ledger, Owner
@@ -42,7 +41,7 @@ MARKER_HELP = (
 )
 
 _plugin_key = pytest.StashKey["TokenBudgetPlugin"]()
-_settings_key = pytest.StashKey[Settings]()
+_settings_key = pytest.StashKey["Settings"]()
 _budgets_key = pytest.StashKey["Budgets"]()
 _pricer_key = pytest.StashKey["Pricer"]()
 _marker_key = pytest.StashKey["Limits"]()  # an item's validated token_budget marker
@@ -152,8 +151,10 @@ def _dest(key: str) -> str:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER_HELP)
-    settings = _load_settings(config)
-    config.stash[_settings_key] = settings
+    if _configured_nowhere(config):  # installed but off: read nothing, import nothing more
+        config.pluginmanager.register(_ActivateOnDemand(), "tokenbudget-on-demand")
+        return
+    settings = _settings(config)
     if "per-test" in settings.tables or "budgets" in settings.tables:
         _load_budgets(config, settings)  # a bad budget table is a usage error now, not later
     if "prices" in settings.tables or "aliases" in settings.tables:
@@ -172,7 +173,37 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         del config.stash[_plugin_key]
 
 
+def _configured_nowhere(config: pytest.Config) -> bool:
+    """No ``--token-budget…`` option is given and no pyproject.toml mentions tokenbudget: every
+    setting is its default (off), so nothing needs parsing until a test asks for the plugin."""
+    flags = ("token_budget", "token_budget_max_increase", "token_budget_save_baseline")
+    flags += ("token_budget_update_baseline", "token_budget_save_run", "token_budget_defer_session")
+    if any(config.getoption(name) is not None for name in flags):
+        return False
+    if config.getoption("token_budget_no_github"):
+        return False
+    if any(config.getoption(_dest(key)) is not None for key, _, _ in _OPTIONS):
+        return False
+    inipath = config.inipath
+    pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else None
+    try:
+        text = (pyproject or config.rootpath / "pyproject.toml").read_bytes()
+    except OSError:  # no pyproject.toml
+        return True
+    return b"tokenbudget" not in text
+
+
+def _settings(config: pytest.Config) -> Settings:
+    """The session's settings, read once (on first need when nothing configures the plugin)."""
+    settings = config.stash.get(_settings_key, None)
+    if settings is None:
+        settings = config.stash[_settings_key] = _load_settings(config)
+    return settings
+
+
 def _load_settings(config: pytest.Config) -> Settings:
+    from .config import ConfigError, find_pyproject, read_table, resolve
+
     pyproject = find_pyproject(config.rootpath, config.inipath)
     cli: dict[str, Any] = {"enabled": config.getoption("token_budget")}
     for key in [k for k, _, _ in _OPTIONS] + ["max-increase", "update-baseline", "save-run", "defer-session"]:
@@ -220,6 +251,8 @@ def _parsed_once(config: pytest.Config, key: pytest.StashKey[T], parse: Callable
     """``parse()`` once per session, kept in the config's stash; a ConfigError is a usage error."""
     value = config.stash.get(key, None)
     if value is None:
+        from .config import ConfigError
+
         try:
             value = parse()
         except ConfigError as exc:
@@ -250,7 +283,7 @@ def activate(config: pytest.Config) -> TokenBudgetPlugin:
     """Switch capture on for this session (idempotent)."""
     plugin = config.stash.get(_plugin_key, None)
     if plugin is None:
-        plugin = TokenBudgetPlugin(config, config.stash[_settings_key])
+        plugin = TokenBudgetPlugin(config, _settings(config))
         config.stash[_plugin_key] = plugin
         config.pluginmanager.register(plugin, "tokenbudget-session")
     return plugin
@@ -876,7 +909,7 @@ class TokenBudgetPlugin:
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
 
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
-        if self.is_worker or not self.config.stash[_settings_key].enabled:
+        if self.is_worker or not self.settings.enabled:
             return
         from .report.terminal import render
 
@@ -931,6 +964,7 @@ def _worker_id(holder: Any) -> str:
 def _baseline_evaluator(settings: Settings) -> Evaluator:
     """Comparison with the baseline and its thresholds; a bad baseline is a usage error now."""
     from .baseline import session_evaluator
+    from .config import ConfigError
 
     try:
         return session_evaluator(settings)
@@ -939,6 +973,7 @@ def _baseline_evaluator(settings: Settings) -> Evaluator:
 
 
 def _make_inspector(settings: Settings) -> Inspector:
+    from .config import ConfigError
     from .inspector import Inspector
 
     try:

@@ -274,11 +274,33 @@ def test_nothing_patched_nothing_heavy_imported():
 """
 
 
+NOTHING_READ_PROBE = """
+import sys
+
+
+def test_settings_never_read():
+    assert "pytest_tokenbudget.config" not in sys.modules
+"""
+
+
 def test_off_by_default_patches_and_imports_nothing(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_probe=DISABLED_PROBE)
+    pytester.makepyfile(test_probe=DISABLED_PROBE, test_settings=NOTHING_READ_PROBE)
     result = pytester.runpytest_subprocess()
-    result.assert_outcomes(passed=1)
+    result.assert_outcomes(passed=2)
     assert "token budget" not in result.stdout.str()
+
+
+def test_a_pyproject_without_a_tokenbudget_table_is_not_parsed_but_a_typo_in_one_is_an_error(
+    pytester: pytest.Pytester,
+) -> None:
+    """Start-up when installed but off: nothing configures the plugin, so settings are not read."""
+    pytester.makepyprojecttoml("[tool.pytest.ini_options]\naddopts = '-q'\n")
+    pytester.makepyfile(test_settings=NOTHING_READ_PROBE)
+    pytester.runpytest_subprocess().assert_outcomes(passed=1)
+    pytester.makepyprojecttoml("[tool.tokenbudget]\nmax-tokenz = 5\n")
+    result = pytester.runpytest_subprocess()
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*pyproject.toml*unknown key 'max-tokenz'*did you mean 'max-tokens'*"])
 
 
 def test_enabled_false_in_pyproject_beats_nothing_but_the_option(pytester: pytest.Pytester) -> None:
