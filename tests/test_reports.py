@@ -16,6 +16,8 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pytest_tokenbudget.cli import main as cli
 from pytest_tokenbudget.model import Call, Run, Status, Usage, Verdict
@@ -186,6 +188,22 @@ def test_junit_is_what_junit_readers_expect() -> None:
         "false",
         "0.2.3",
     )
+
+
+@given(st.text(alphabet=st.sampled_from("ab \t\n\r\x00\x08\x0b\x1b\x1f\x7f\x80\x85é\ufffe€")))
+def test_junit_cleans_exactly_what_junit_xml_cleans(text: str) -> None:
+    from junit_xml import _clean_illegal_xml_chars
+
+    assert junit.without_illegal_chars(text) == _clean_illegal_xml_chars(text)
+
+
+def test_junit_with_control_characters_in_a_message_is_still_xml() -> None:
+    run = fixed_run()
+    run.verdicts.append(
+        Verdict("m", "marker", "calls", 1, 2, Status.EXCEEDED, "\x1b[31mred\x1b[0m\x00", "t::x")
+    )
+    root = ET.fromstring(junit.render(run).encode())
+    assert "[31mred[0m" in "".join(root.itertext())
 
 
 # -- CSV, annotations ---------------------------------------------------------------------------
