@@ -176,13 +176,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 def _configured_nowhere(config: pytest.Config) -> bool:
     """No ``--token-budget…`` option is given and no pyproject.toml mentions tokenbudget: every
     setting is its default (off), so nothing needs parsing until a test asks for the plugin."""
-    flags = ("token_budget", "token_budget_max_increase", "token_budget_save_baseline")
-    flags += ("token_budget_update_baseline", "token_budget_save_run", "token_budget_defer_session")
-    if any(config.getoption(name) is not None for name in flags):
+    if any(value is not None for value in _cli_values(config).values()):
+        return False
+    if config.getoption("token_budget_save_baseline") is not None:  # also the bare flag ("")
         return False
     if config.getoption("token_budget_no_github"):
-        return False
-    if any(config.getoption(_dest(key)) is not None for key, _, _ in _OPTIONS):
         return False
     inipath = config.inipath
     pyproject = inipath if inipath is not None and inipath.name == "pyproject.toml" else None
@@ -191,6 +189,17 @@ def _configured_nowhere(config: pytest.Config) -> bool:
     except OSError:  # no pyproject.toml
         return True
     return b"tokenbudget" not in text
+
+
+def _cli_values(config: pytest.Config) -> dict[str, Any]:
+    """The command line's settings by table key (None where an option is not given)."""
+    cli: dict[str, Any] = {"enabled": config.getoption("token_budget")}
+    for key in [k for k, _, _ in _OPTIONS] + ["max-increase", "update-baseline", "save-run", "defer-session"]:
+        cli[key] = config.getoption(_dest(key))
+    save_baseline = config.getoption("token_budget_save_baseline")
+    if save_baseline:  # a path; the bare flag ("") means the configured file, decided later
+        cli["save-baseline"] = save_baseline
+    return cli
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -205,12 +214,8 @@ def _load_settings(config: pytest.Config) -> Settings:
     from .config import ConfigError, find_pyproject, read_table, resolve
 
     pyproject = find_pyproject(config.rootpath, config.inipath)
-    cli: dict[str, Any] = {"enabled": config.getoption("token_budget")}
-    for key in [k for k, _, _ in _OPTIONS] + ["max-increase", "update-baseline", "save-run", "defer-session"]:
-        cli[key] = config.getoption(_dest(key))
+    cli = _cli_values(config)
     save_baseline = config.getoption("token_budget_save_baseline")
-    if save_baseline:
-        cli["save-baseline"] = save_baseline
     try:
         table = read_table(pyproject)
         settings = resolve(table, cli, pyproject=pyproject, root=config.rootpath)
