@@ -172,11 +172,15 @@ class Scope:
                 return False
         return True
 
+    def models_of(self, entry: TestUsage) -> dict[str, Tally]:
+        """The entry's per-model tallies for the models and providers this scope counts."""
+        if not self.models and not self.providers:
+            return entry.models
+        return {key: t for key, t in entry.models.items() if _counts(self.providers, self.models, key)}
+
     def usage_of(self, entry: TestUsage) -> tuple[Tally, dict[str, Tally]]:
         """The entry's usage restricted to the calls of matching models and providers."""
-        if not self.models and not self.providers:
-            return entry.total, entry.models
-        chosen = {key: t for key, t in entry.models.items() if _counts(self.providers, self.models, key)}
+        chosen = self.models_of(entry)
         if len(chosen) == len(entry.models):  # every model counts (often the test's only one)
             return entry.total, entry.models
         total = Tally()
@@ -287,14 +291,17 @@ class Budgets:
         return verdicts
 
     def _total_scope(self, scope: Scope, run: Run) -> list[Verdict]:
-        total = Tally()
-        models: dict[str, Tally] = {}
-        for entry in run.tests.values():
+        models: dict[str, Tally] = {}  # summed per model; the total is then the sum of those
+        for entry in run.tests.values():  # (a test's total is the sum of its models' tallies)
             if scope.selects(entry):
-                tally, per_model = scope.usage_of(entry)
-                total.merge(tally)
-                for key, part in per_model.items():
-                    models.setdefault(key, Tally()).merge(part)
+                for key, part in scope.models_of(entry).items():
+                    summed = models.get(key)
+                    if summed is None:
+                        summed = models[key] = Tally()
+                    summed.merge(part)
+        total = Tally()
+        for key in sorted(models):
+            total.merge(models[key])
         return [
             _verdict(
                 f"scope {scope.name}",
