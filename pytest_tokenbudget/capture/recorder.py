@@ -336,14 +336,9 @@ class StreamTap:
             if self._decode is not None:
                 chunk = self._decode(chunk)
             framer = self._framer
-            if framer is not None:  # the common case, kept to few lookups: it runs per chunk
+            if framer is not None:  # the common case
                 framer.feed(chunk)
-                kept = self._kept
-                if kept is not None:  # as _keep(), inlined
-                    kept.append(chunk)
-                    self._kept_bytes += len(chunk)
-                    if self._kept_bytes > KEEP_LIMIT:
-                        self._kept = None
+                self._keep(chunk)
             elif self._buffer is not None:
                 if len(self._buffer) + len(chunk) > MAX_BUFFERED_BODY:
                     self._buffer = None
