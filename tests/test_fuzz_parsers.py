@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenbudget import providers
+from pytest_tokenbudget.capture import recorder as recorder_module
 from pytest_tokenbudget.capture.framing import LineFramer
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
@@ -241,6 +242,27 @@ def test_gzip_stream_through_the_tap() -> None:
     tap.eof()
     (call,) = ledger.calls
     assert call.usage == EXPECTED["openai.chat"]
+
+
+@pytest.mark.parametrize("api", sorted(STREAMS))
+@pytest.mark.parametrize("limit", [0, 64, 10**9])
+def test_a_stream_is_read_whole_whether_its_chunks_are_held_or_not(
+    api: str, limit: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Chunks are held and read at the end up to KEEP_LIMIT, then read as they come: the usage is
+    the same wherever the limit falls (0: from the first chunk; 64: mid-stream; 10**9: never)."""
+    monkeypatch.setattr(recorder_module, "KEEP_LIMIT", limit)
+    ledger = Ledger()
+    ledger.push_owner(Owner("t", "call"))
+    recorder = Recorder(ledger)
+    content_type = "application/x-ndjson" if FRAMING.get(api) == "ndjson" else "text/event-stream"
+    tap = recorder.stream(recorder.start(route_for(api)), 200, content_type, "")
+    body = STREAMS[api]
+    for i in range(0, len(body), 13):
+        tap.feed(body[i : i + 13])
+    tap.eof()
+    (call,) = ledger.calls
+    assert (call.usage, call.state) == (EXPECTED[api], CallState.COMPLETE)
 
 
 def test_invalid_utf8_inside_a_stream_is_skipped() -> None:

@@ -299,7 +299,7 @@ class StreamTap:
         self._buffer: bytearray | None = None  # a non-streamed body read through stream=True
         self._framing = ""
         self._head = b""  # first bytes of a body whose headers did not say SSE or JSON, until sniffed
-        self._kept: list[bytes] | None = None  # decoded chunks of a framed stream (output estimate)
+        self._kept: list[bytes] | None = None  # decoded chunks of a framed stream, read at its end
         self._kept_bytes = 0
         if status_code >= 400:
             self._error = f"HTTP {status_code}"  # not read: stops feed(); _finish records it as failed
@@ -335,10 +335,14 @@ class StreamTap:
         try:
             if self._decode is not None:
                 chunk = self._decode(chunk)
-            framer = self._framer
-            if framer is not None:  # the common case
-                framer.feed(chunk)
-                self._keep(chunk)
+            kept = self._kept
+            if kept is not None:  # the common case: a framed stream, read when it ends
+                kept.append(chunk)
+                self._kept_bytes += len(chunk)
+                if self._kept_bytes > KEEP_LIMIT:
+                    self._read_kept()  # too large to hold: read it as it comes from now on
+            elif self._framer is not None:
+                self._framer.feed(chunk)
             elif self._buffer is not None:
                 if len(self._buffer) + len(chunk) > MAX_BUFFERED_BODY:
                     self._buffer = None
@@ -359,19 +363,23 @@ class StreamTap:
         self._head = b""
         if sniff_framing(head) is not None:
             self._start_framing("sse")
-            self._framer.feed(head)  # type: ignore[union-attr]
-            self._keep(head)
+            self._kept.append(head)  # type: ignore[union-attr]
+            self._kept_bytes += len(head)
         else:
             self._buffer = bytearray(head)
 
-    def _keep(self, chunk: bytes) -> None:
-        """Hold a reference to the chunk (no copy) in case the stream reports no usage."""
-        kept = self._kept
-        if kept is not None:
-            kept.append(chunk)
-            self._kept_bytes += len(chunk)
-            if self._kept_bytes > KEEP_LIMIT:
-                self._kept = None  # too large to keep: the output is then not estimated
+    def _read_kept(self) -> None:
+        """Frame the chunks held so far and stop holding them (the output is then not estimated).
+
+        A stream's chunks are only held — a reference each, no copy — while it runs, and read
+        in one go when it ends: framing each chunk as it arrives cost the caller several times
+        more, between its own work. A stream over :data:`KEEP_LIMIT` is read as it comes.
+        """
+        kept, self._kept = self._kept, None
+        if kept and self._framer is not None:
+            feed = self._framer.feed
+            for chunk in kept:
+                feed(chunk)
 
     def eof(self) -> None:
         """The stream was read to its end."""
@@ -406,14 +414,15 @@ class StreamTap:
             return
         try:
             if self._framer is not None and self._accumulator is not None:
+                kept = self._kept
+                self._read_kept()
                 self._framer.finish()
                 extracted = self._accumulator.result()
                 if not self._accumulator.done and state == CallState.COMPLETE:
                     state = CallState.CLOSED_EARLY
                 if extracted.usage is None and state == CallState.COMPLETE:
                     state = CallState.NO_USAGE
-                payload = (self._framing, self._kept) if self._kept is not None else None
-                self._kept = None
+                payload = (self._framing, kept) if kept is not None else None
                 recorder._record_extracted(exchange, self._status, extracted, state, True, payload)
                 return
             if self._buffer is None:
