@@ -13,7 +13,12 @@ system of the child) are recorded; on a shared machine CPU time is the steadier 
 * suite: 2,000 tests that call no LLM, and 2,000 tests that make one mocked OpenAI call each
   (the openai SDK on an in-process ``httpx2.MockTransport``), with ``--token-budget`` ÷ without.
 
-    python benchmarks/bench_suite.py [--reps 5] [--tests 2000] [--json results.json]
+Whole-process times drift on a shared machine, so each row also gives the range of the ratio over
+the repetitions (each ``with`` run over the ``without`` run next to it). ``--hooks`` adds a
+steadier figure for the per-test part: the plugin's hooks under cProfile in an in-process run of
+each suite (see :func:`profile_hooks`).
+
+    python benchmarks/bench_suite.py [--reps 5] [--tests 2000] [--hooks] [--json results.json]
 """
 
 from __future__ import annotations
@@ -121,8 +126,10 @@ def run_pytest(folder: Path, args: list[str], pycache: Path) -> Timing:
     return Timing(elapsed, cpu)
 
 
-def compare(folder: Path, variants: dict[str, list[str]], reps: int, pycache: Path) -> dict[str, Timing]:
-    """Median wall and CPU seconds per variant over interleaved repetitions (after a warm-up round,
+def compare(
+    folder: Path, variants: dict[str, list[str]], reps: int, pycache: Path
+) -> dict[str, list[Timing]]:
+    """Wall and CPU seconds per variant, one per interleaved repetition (after a warm-up round,
     which also compiles every module into the bytecode cache)."""
     times: dict[str, list[Timing]] = {name: [] for name in variants}
     for warm_up in variants.values():
@@ -130,23 +137,71 @@ def compare(folder: Path, variants: dict[str, list[str]], reps: int, pycache: Pa
     for _ in range(reps):
         for name, args in variants.items():
             times[name].append(run_pytest(folder, args, pycache))
-    return {
-        name: Timing(statistics.median(t.wall for t in values), statistics.median(t.cpu for t in values))
-        for name, values in times.items()
-    }
+    return times
 
 
-def row(benchmark: str, without: Timing, with_: Timing) -> dict[str, Any]:
+def row(benchmark: str, without_runs: list[Timing], with_runs: list[Timing]) -> dict[str, Any]:
+    """Medians, and the range of the per-repetition ratio (each run over its neighbour)."""
+    without = Timing(*(statistics.median(t[i] for t in without_runs) for i in (0, 1)))
+    with_ = Timing(*(statistics.median(t[i] for t in with_runs) for i in (0, 1)))
+    ratios = [w.wall / o.wall for w, o in zip(with_runs, without_runs, strict=True)]
+    cpu_ratios = [w.cpu / o.cpu for w, o in zip(with_runs, without_runs, strict=True)]
     return {
         "benchmark": benchmark,
         "without_s": round(without.wall, 4),
         "with_s": round(with_.wall, 4),
         "ratio": round(with_.wall / without.wall, 4),
+        "ratio_range": [round(min(ratios), 4), round(max(ratios), 4)],
         "added_ms": round((with_.wall - without.wall) * 1000, 1),
         "without_cpu_s": round(without.cpu, 4),
         "with_cpu_s": round(with_.cpu, 4),
         "cpu_ratio": round(with_.cpu / without.cpu, 4),
+        "cpu_ratio_range": [round(min(cpu_ratios), 4), round(max(cpu_ratios), 4)],
         "added_cpu_ms": round((with_.cpu - without.cpu) * 1000, 1),
+    }
+
+
+def profile_hooks(folder: Path, tests: int) -> dict[str, Any]:
+    """The plugin's per-test cost, steadier than whole-process times: ``pytest --token-budget`` on
+    ``folder`` in this process under cProfile, summing the time of pytest_tokenbudget functions
+    entered from outside the package that run at least once per test (the hooks; start-up and the
+    end of the session are left out). The profiler inflates every Python call several-fold, so the
+    microseconds compare versions of the plugin, not real time; the call counts are exact."""
+    import contextlib
+    import cProfile
+    import io
+    import pstats
+
+    import pytest
+
+    cwd = os.getcwd()
+    os.chdir(folder)
+    profile = cProfile.Profile()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            profile.enable()
+            code = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--token-budget"])
+            profile.disable()
+    finally:
+        os.chdir(cwd)
+    if code != 0:
+        raise SystemExit(f"in-process pytest failed in {folder} (exit {code})")
+    stats: dict[Any, Any] = pstats.Stats(profile).stats  # type: ignore[attr-defined]
+    ours = [func for func in stats if "pytest_tokenbudget" in func[0]]
+    hooks: dict[str, dict[str, float]] = {}
+    for func in ours:
+        calls = stats[func][1]
+        callers = stats[func][4].items()
+        entered = sum(edge[3] for caller, edge in callers if "pytest_tokenbudget" not in caller[0])
+        if calls >= tests and entered:
+            hooks[f"{Path(func[0]).name}:{func[2]}"] = {
+                "calls_per_test": round(calls / tests, 2),
+                "us_per_test": round(entered / tests * 1e6, 2),
+            }
+    return {
+        "us_per_test": round(sum(h["us_per_test"] for h in hooks.values()), 1),
+        "python_calls_per_test": round(sum(stats[f][1] for f in ours) / tests, 1),  # incl. one-offs
+        "hooks": dict(sorted(hooks.items(), key=lambda kv: -kv[1]["us_per_test"])),
     }
 
 
@@ -154,9 +209,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--tests", type=int, default=2000)
+    parser.add_argument("--hooks", action="store_true", help="also profile the per-test hooks in-process")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     results: list[dict[str, Any]] = []
+    hooks: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="tokenbudget-bench-") as tmp:
         root = Path(tmp)
         pycache = root / "pycache"
@@ -178,18 +235,32 @@ def main() -> None:
             folder = make_suite(root, kind, args.tests)
             suite = compare(folder, {"without": [], "with": ["--token-budget"]}, args.reps, pycache)
             results.append(row(f"suite, {args.tests:,} {label}", suite["without"], suite["with"]))
+            if args.hooks:
+                hooks[label] = profile_hooks(folder, args.tests)
     machine = f"{platform.machine()} · Python {platform.python_version()} · {os.cpu_count()} CPUs"
     print(f"start-up and suite overhead ({machine}), median of {args.reps} interleaved repetitions")
-    print(f"{'benchmark':<52} {'without':>9} {'with':>9} {'ratio':>7} {'added':>9}", end="")
-    print(f"   {'CPU ratio':>9} {'added':>9}")
+    print(f"{'benchmark':<52} {'without':>9} {'with':>9} {'ratio':>7} {'(range)':>15} {'added':>9}", end="")
+    print(f"   {'CPU ratio':>9} {'(range)':>15} {'added':>9}")
     for r in results:
+        low, high = r["ratio_range"]
+        cpu_low, cpu_high = r["cpu_ratio_range"]
         print(
             f"{r['benchmark']:<52} {r['without_s']:>8.3f}s {r['with_s']:>8.3f}s "
-            f"{r['ratio']:>6.3f}× {r['added_ms']:>7.1f}ms   "
-            f"{r['cpu_ratio']:>8.3f}× {r['added_cpu_ms']:>7.1f}ms"
+            f"{r['ratio']:>6.3f}× ({low:.3f}–{high:.3f}) {r['added_ms']:>7.1f}ms   "
+            f"{r['cpu_ratio']:>8.3f}× ({cpu_low:.3f}–{cpu_high:.3f}) {r['added_cpu_ms']:>7.1f}ms"
         )
+    for label, found in hooks.items():
+        print(
+            f"per-test hooks under cProfile, {label}: {found['us_per_test']} µs a test "
+            f"({found['python_calls_per_test']} calls of plugin functions a test, one-offs included)"
+        )
+        for name, hook in found["hooks"].items():
+            print(f"  {name:<52} {hook['us_per_test']:>8.1f} µs  {hook['calls_per_test']:>5} calls a test")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+        document: dict[str, Any] = {"machine": machine, "results": results}
+        if hooks:
+            document["hooks"] = hooks
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

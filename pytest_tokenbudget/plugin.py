@@ -46,6 +46,7 @@ _budgets_key = pytest.StashKey["Budgets"]()
 _pricer_key = pytest.StashKey["Pricer"]()
 _marker_key = pytest.StashKey["Limits"]()  # an item's validated token_budget marker
 _bad_phase_key = pytest.StashKey[bool]()  # setup/call failed or skipped: teardown does not judge again
+_any_marker_key = pytest.StashKey[bool]()  # some collected item has a token_budget marker
 REPORT_ATTR = "tokenbudget"
 """Attribute set on teardown reports: the test's usage, JSON-safe, so it crosses xdist."""
 VERDICTS_ATTR = "tokenbudget_verdicts"
@@ -282,6 +283,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.stash[_marker_key] = marker_limits(marker.args, marker.kwargs)
         except BudgetError as exc:
             raise pytest.UsageError(f"pytest-tokenbudget: {item.nodeid}: {exc}") from None
+        config.stash[_any_marker_key] = True
 
 
 def activate(config: pytest.Config) -> TokenBudgetPlugin:
@@ -431,6 +433,9 @@ class TokenBudgetPlugin:
         self.ledger.run.meta["started"] = now_iso()
         self._started_at = time.time()
         self._fixture_teardowns: dict[int, Owner] = {}
+        self._fixture_scopes: dict[pytest.FixtureDef[Any], str] = {}  # FixtureDef.scope is 3 calls
+        self._item: pytest.Item | None = None  # the test whose phases run now (set at its setup)
+        self._nodeid = ""  # and its node id (Item.nodeid is a property that builds a str)
         self.evaluators: list[Evaluator] = []
         self._price_hook_added = False
         self._worker_prices: list[dict[str, Any]] = []  # xdist controller: the workers' meta.prices
@@ -478,6 +483,10 @@ class TokenBudgetPlugin:
         self.hard_cap: HardCap | None = None
         if settings.hard_max_cost is not None and not self.is_controller:
             self.hard_cap = self._install_hard_cap(settings.hard_max_cost)
+        if self.hard_cap is None:  # each phase refreshes: one call less per phase
+            self._refresh = self.capture.refresh  # type: ignore[method-assign]
+        self._judging = False  # some test is held to a budget: see _judges()
+        self._judges()
         self.capture.install()  # last: nothing is patched when the configuration is refused
 
     def close(self) -> None:
@@ -531,6 +540,7 @@ class TokenBudgetPlugin:
     def pytest_collection_finish(self, session: pytest.Session) -> None:
         self.capture.refresh()  # test modules have imported their SDKs by now
         self._use_plugin_hooks()  # conftest files below the rootdir are loaded by now
+        self._judges()  # the collected tests' markers are read by now
 
     def _use_plugin_hooks(self) -> None:
         """Consult third-party providers and prices (hookspecs.py) only when implemented."""
@@ -575,33 +585,43 @@ class TokenBudgetPlugin:
 
     # Each phase sets the running test's owner with a plain hook (they run three times per test,
     # and a plain hook costs a fraction of a wrapper); it stays until the next phase, and
-    # ``pytest_runtest_logfinish`` clears it: calls between tests are the session's.
+    # ``pytest_runtest_logfinish`` clears it: calls between tests are the session's. These hooks
+    # run for every test, most of which make no LLM call, so each does as little as it can: the
+    # node id is read once per test (``Item.nodeid`` builds a string at every read).
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self._refresh()
-        self.ledger.running(self._owner_of(item.nodeid, "setup"))
+        self._item = item
+        self._nodeid = nodeid = item.nodeid
+        self.ledger.running(self._owner_of(nodeid, "setup"))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
         self._refresh()
-        self.ledger.running(self._owner_of(item.nodeid, "call"))
+        nodeid = self._nodeid if item is self._item else item.nodeid  # the test set up last: the usual
+        self.ledger.running(self._owner_of(nodeid, "call"))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         self._refresh()
-        self.ledger.running(self._owner_of(item.nodeid, "teardown"))
+        nodeid = self._nodeid if item is self._item else item.nodeid
+        self.ledger.running(self._owner_of(nodeid, "teardown"))
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         self.ledger.running(None)
+        self._item = None
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
         self, fixturedef: pytest.FixtureDef[Any], request: pytest.FixtureRequest
     ) -> Generator[None, Any, Any]:
-        if fixturedef.scope == "function":
+        scope = self._fixture_scopes.get(fixturedef)
+        if scope is None:  # a fixture's scope never changes: read once per definition
+            scope = self._fixture_scopes[fixturedef] = fixturedef.scope
+        if scope == "function":  # charged to the test's phase, like the test's own code
             return (yield)
-        label = f"<{fixturedef.scope} fixture {fixturedef.argname}>"
+        label = f"<{scope} fixture {fixturedef.argname}>"
         self._outside_owners.add(label)
         owner = self._owner_of(label, "setup", "fixture")
         self._enter(owner)
@@ -616,6 +636,8 @@ class TokenBudgetPlugin:
         return result
 
     def pytest_fixture_post_finalizer(self, fixturedef: pytest.FixtureDef[Any]) -> None:
+        if not self._fixture_teardowns:  # no module or session fixture is set up: the usual
+            return
         teardown = self._fixture_teardowns.pop(id(fixturedef), None)
         if teardown is not None:
             self.ledger.pop_owner(teardown)
@@ -623,25 +645,36 @@ class TokenBudgetPlugin:
 
     # -- per-test results -----------------------------------------------------------------------
 
+    def _judges(self) -> None:
+        """Whether any test is held to a budget (a marker, or a per-test default): when none is,
+        as in most suites, no phase's report needs judging."""
+        self._judging = self._per_test_default or self.config.stash.get(_any_marker_key, False)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
-        if report.when == "teardown":  # the test is over: streams it left open are settled now
-            self.ledger.settle_streams(item.nodeid)
-        if report.when == "teardown" and self.inspector is not None:
-            self.inspector.settle(self.run, item.nodeid)
-        if report.when == "teardown":
-            entry = self.run.tests.get(item.nodeid)
-            if entry is not None and entry.total.calls:
+        if report.when == "teardown":  # the test is over
+            nodeid = self._nodeid if item is self._item else item.nodeid
+            self.ledger.settle_streams(nodeid)  # streams it left open are settled now
+            if self.inspector is not None:
+                self.inspector.settle(self.ledger.run, nodeid)
+            entry = self.ledger.run.tests.get(nodeid)
+            if entry is not None and entry.total.calls:  # markers are listed for tests with calls
                 entry.markers = tuple(sorted({m.name for m in item.iter_markers()}))
-        self._judge(item, report)
-        if self.is_worker:  # fixture usage with every phase's report: set up in a test that then
-            outside = self._changed_outside()  # crashes its worker, it still reaches the controller
-            if outside:
-                setattr(report, OUTSIDE_ATTR, outside)
-        if report.when == "teardown" and self.is_worker:
+        if self._judging:
+            self._judge(item, report)
+        if self.is_worker:
+            self._ship(item, report)
+        return report
+
+    def _ship(self, item: pytest.Item, report: pytest.TestReport) -> None:
+        """xdist worker: what the controller needs, as attributes of the report it is sent."""
+        outside = self._changed_outside()  # fixture usage with every phase's report: set up in a
+        if outside:  # test that then crashes its worker, it still reaches the controller
+            setattr(report, OUTSIDE_ATTR, outside)
+        if report.when == "teardown":
             entry = self.run.tests.get(item.nodeid)
             if entry is not None:
                 setattr(report, REPORT_ATTR, entry.to_dict())
@@ -649,7 +682,6 @@ class TokenBudgetPlugin:
             if fresh:
                 self._shipped += len(fresh)
                 setattr(report, VERDICTS_ATTR, [v.to_dict() for v in fresh])
-        return report
 
     def _changed_outside(self) -> dict[str, Any]:
         """xdist worker: fixture and session usage that changed since last shipped (whole entries)."""
@@ -710,15 +742,32 @@ class TokenBudgetPlugin:
         self.run.verdicts.extend(verdicts)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.is_worker:
+        """Every test gets its entry (path, line, outcome) from its call report, or from its setup
+        report when that failed or skipped; a failed teardown makes the outcome an error."""
+        if self.is_worker:  # the controller does this, from the reports the worker sends
             return
-        if self.is_controller and report.when not in ("setup", "call", "teardown"):
+        if self.is_controller and not self._from_worker(report):
+            return
+        when = report.when
+        if when == "call" or (when == "setup" and report.outcome != "passed"):
+            entry = self.ledger.run.usage_for(report.nodeid)
+            path, line, _ = report.location
+            entry.path = path
+            entry.line = line + 1 if line is not None else None
+            entry.outcome = report.outcome
+        elif when == "teardown" and report.outcome == "failed":
+            self.ledger.run.usage_for(report.nodeid).outcome = "error"
+
+    def _from_worker(self, report: pytest.TestReport) -> bool:
+        """xdist controller: fold in what the worker shipped with ``report``; False when the report
+        says the worker running the test died (nothing more to do with it)."""
+        if report.when not in ("setup", "call", "teardown"):
             self._crashed(report)  # xdist: the worker running this test died
-            return
-        outside = getattr(report, OUTSIDE_ATTR, None) if self.is_controller else None
+            return False
+        outside = getattr(report, OUTSIDE_ATTR, None)
         if isinstance(outside, dict):
             self._outside_latest.setdefault(_worker_id(report), {}).update(outside)
-        if self.is_controller and report.when == "teardown":
+        if report.when == "teardown":
             shipped = getattr(report, REPORT_ATTR, None)
             if isinstance(shipped, dict):
                 from .model import TestUsage
@@ -733,14 +782,7 @@ class TokenBudgetPlugin:
                 for nodeid in {v.nodeid for v in shipped_verdicts if v.kind in PER_TEST_KINDS}:
                     self._replace_test_verdicts(nodeid, [])  # a rerun's attempt supersedes the last
                 self.run.verdicts.extend(shipped_verdicts)
-        if report.when == "call" or (report.when == "setup" and not report.passed):
-            entry = self.run.usage_for(report.nodeid)
-            path, line, _ = report.location
-            entry.path = path
-            entry.line = line + 1 if line is not None else None
-            entry.outcome = report.outcome
-        elif report.when == "teardown" and report.failed:
-            self.run.usage_for(report.nodeid).outcome = "error"
+        return True
 
     # -- the session gate ----------------------------------------------------------------------------
 

@@ -339,3 +339,134 @@ def test_in_process_pytester_sessions_in_a_row_are_all_counted(
     )
     result = pytester.runpytest_subprocess("-p", "pytester")
     result.assert_outcomes(passed=1)
+
+
+PHASES_CONFTEST = """
+import os
+
+import httpx2
+import pytest
+
+
+def embed(text):
+    httpx2.post(os.environ["LLM_URL"] + "/v1/embeddings", json={"model": "m", "input": text})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    if item.name == "test_refused_before_the_plugin_sees_its_setup":
+        raise RuntimeError("refused")  # no plain pytest_runtest_setup runs: the plugin's neither
+    return (yield)
+
+
+def pytest_runtest_teardown(item):
+    if item.name == "test_refused_before_the_plugin_sees_its_setup":
+        embed("teardown hook")
+"""
+
+PHASES_SUITE = """
+import pytest
+from conftest import embed
+
+
+@pytest.fixture(scope="module")
+def shared():
+    embed("module setup")
+    yield
+    embed("module teardown")
+
+
+@pytest.fixture
+def phases():
+    embed("setup")
+    yield
+    embed("teardown")
+
+
+@pytest.fixture
+def broken_teardown():
+    yield
+    raise RuntimeError("teardown")
+
+
+def test_each_phase(shared, phases):
+    embed("call")
+
+
+@pytest.mark.parametrize("i", [1, 2])
+def test_quiet(i):
+    pass
+
+
+def test_fails():
+    assert False
+
+
+@pytest.mark.skip(reason="not today")
+def test_skipped():
+    embed("never")
+
+
+def test_teardown_error(broken_teardown):
+    pass
+
+
+def test_refused_before_the_plugin_sees_its_setup():
+    pass
+
+
+def test_last(phases):
+    pass
+"""
+
+
+@pytest.mark.parametrize("marked", [False, True], ids=["no-budget", "a-marked-test"])
+def test_every_test_gets_its_entry_and_each_phase_its_calls(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, marked: bool
+) -> None:
+    """The per-test hooks' fast paths (no call, no budget to judge, the node id read once per test)
+    leave every entry as it was: outcome, path, line and kind for tests that call nothing, and
+    calls charged to their phase or fixture, with or without a budget to judge in the session."""
+    monkeypatch.setenv("LLM_URL", llm_server.url)
+    pytester.makeconftest(PHASES_CONFTEST)
+    suite = PHASES_SUITE
+    if marked:
+        suite += "\n\n@pytest.mark.token_budget(max_calls=1)\ndef test_marked():\n    embed('marked')\n"
+    pytester.makepyfile(test_phases=suite)
+    result = pytester.runpytest("--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=5 + marked, failed=1, skipped=1, errors=2)
+    tests = json.loads((pytester.path / "run.json").read_text())["tests"]
+    lines, first = {}, None  # a test's line: its first decorator's (the code object's first line)
+    for number, text in enumerate((pytester.path / "test_phases.py").read_text().splitlines(), 1):
+        first = first or (number if text.startswith(("@", "def ")) else None)
+        if text.startswith("def "):
+            lines[text[4:].split("(")[0]] = first
+        if not text.startswith("@"):
+            first = None
+
+    def head(name: str, outcome: str) -> dict[str, Any]:
+        return {"kind": "test", "path": "test_phases.py", "line": lines[name], "outcome": outcome}
+
+    def calls(name: str) -> dict[str, int]:
+        return {phase: tally["calls"] for phase, tally in tests[name].get("phases", {}).items()}
+
+    quiet = {"calls": 0}
+    assert tests["test_phases.py::test_quiet[1]"] == {**head("test_quiet", "passed"), **quiet}
+    assert tests["test_phases.py::test_quiet[2]"] == {**head("test_quiet", "passed"), **quiet}
+    assert tests["test_phases.py::test_fails"] == {**head("test_fails", "failed"), **quiet}
+    assert tests["test_phases.py::test_skipped"] == {**head("test_skipped", "skipped"), **quiet}
+    assert tests["test_phases.py::test_teardown_error"] == {**head("test_teardown_error", "error"), **quiet}
+    refused = "test_phases.py::test_refused_before_the_plugin_sees_its_setup"  # a setup error
+    assert {k: tests[refused][k] for k in ("kind", "path", "line", "outcome")} == head(
+        "test_refused_before_the_plugin_sees_its_setup", "failed"
+    )
+    assert calls(refused) == {"teardown": 1}
+    assert calls("test_phases.py::test_each_phase") == {"setup": 1, "call": 1, "teardown": 1}
+    assert tests["test_phases.py::test_each_phase"]["outcome"] == "passed"
+    assert calls("test_phases.py::test_last") == {"setup": 1, "teardown": 1}
+    assert tests["<module fixture shared>"]["kind"] == "fixture"
+    assert calls("<module fixture shared>") == {"setup": 1, "teardown": 1}
+    assert sum(t.get("calls", 0) for t in tests.values()) == 8 + marked
+    if marked:
+        assert tests["test_phases.py::test_marked"]["markers"] == ["token_budget"]
+        assert calls("test_phases.py::test_marked") == {"call": 1}
