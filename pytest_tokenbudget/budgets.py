@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import functools
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -155,6 +154,9 @@ class Scope:
     providers: tuple[str, ...] = ()
     markers: tuple[str, ...] = ()
     fixtures: tuple[str, ...] = ()  # globs over the names of module/session-scoped fixtures
+    # Answers of :meth:`counts` and of the path filter so far (a run has few models and files).
+    _models_counted: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _paths_chosen: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def selects(self, entry: TestUsage) -> bool:
         """Whether the test (or fixture/session entry) is covered by the path, marker and fixture
@@ -165,18 +167,34 @@ class Scope:
         if self.paths or self.markers:
             if entry.kind != "test":
                 return False
-            path = entry.path or entry.nodeid.split("::", 1)[0]
-            if self.paths and not any(fnmatch.fnmatchcase(path, glob) for glob in self.paths):
+            if self.paths and not self._chooses_path(entry.path or entry.nodeid.split("::", 1)[0]):
                 return False
             if self.markers and not set(self.markers) & set(entry.markers):
                 return False
         return True
 
+    def _chooses_path(self, path: str) -> bool:
+        """Whether ``path`` matches one of the ``path`` globs."""
+        chosen = self._paths_chosen.get(path)
+        if chosen is None:
+            chosen = any(fnmatch.fnmatchcase(path, glob) for glob in self.paths)
+            if len(self._paths_chosen) < 10_000:
+                self._paths_chosen[path] = chosen
+        return chosen
+
+    def counts(self, key: str) -> bool:
+        """Whether calls to ``key`` (``provider/model``) count for this scope's models and providers
+        (remembered: a run has few models and many tests)."""
+        counted = self._models_counted.get(key)
+        if counted is None:
+            counted = self._models_counted[key] = _counts(self.providers, self.models, key)
+        return counted
+
     def models_of(self, entry: TestUsage) -> dict[str, Tally]:
         """The entry's per-model tallies for the models and providers this scope counts."""
         if not self.models and not self.providers:
             return entry.models
-        return {key: t for key, t in entry.models.items() if _counts(self.providers, self.models, key)}
+        return {key: t for key, t in entry.models.items() if self.counts(key)}
 
     def usage_of(self, entry: TestUsage) -> tuple[Tally, dict[str, Tally]]:
         """The entry's usage restricted to the calls of matching models and providers."""
@@ -189,10 +207,8 @@ class Scope:
         return total, chosen
 
 
-@functools.lru_cache(maxsize=4096)
 def _counts(providers: tuple[str, ...], models: tuple[str, ...], key: str) -> bool:
-    """Whether calls to ``key`` (``provider/model``) count for a scope with these filters; cached,
-    as a run has few models and many tests."""
+    """Whether calls to ``key`` (``provider/model``) count for a scope with these filters."""
     provider, _, model = key.partition("/")
     if providers and provider not in providers:
         return False
@@ -294,7 +310,9 @@ class Budgets:
         models: dict[str, Tally] = {}  # summed per model; the total is then the sum of those
         for entry in run.tests.values():  # (a test's total is the sum of its models' tallies)
             if scope.selects(entry):
-                for key, part in scope.models_of(entry).items():
+                for key, part in entry.models.items():
+                    if not scope.counts(key):
+                        continue
                     summed = models.get(key)
                     if summed is None:
                         summed = models[key] = Tally()

@@ -7,6 +7,7 @@ the gate — taking verdicts again over merged shards — is in check.py and mer
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import Any, Final
 
@@ -52,4 +53,11 @@ def run_order(nodeid: str, path: str, line: int | None) -> tuple[bool, tuple[str
     last."""
     if not nodeid:
         return (True, (), 0, "")
-    return (False, tuple((path or nodeid.split("::", 1)[0]).split("/")), line or 0, nodeid)
+    return (False, _folders(path or nodeid.split("::", 1)[0]), line or 0, nodeid)
+
+
+@functools.lru_cache(maxsize=4096)
+def _folders(path: str) -> tuple[str, ...]:
+    """``path`` split at ``/``; remembered, as a run has many tests in few files (and keys that hold
+    the very same tuple compare faster)."""
+    return tuple(path.split("/"))

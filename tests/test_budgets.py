@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import textwrap
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from pytest_tokenbudget.budgets import Limits, Scope
+from pytest_tokenbudget.model import TestUsage
 
 LLM_CONFTEST = """
 import pytest
@@ -834,3 +840,32 @@ def test_a_fixture_budget_cannot_also_choose_tests(pytester: pytest.Pytester) ->
     result.stderr.fnmatch_lines(
         ["*budgets]] #1 (path=tests/* fixture=corpus_index): 'fixture' chooses fixtures*"]
     )
+
+
+# -- remembered filter answers --------------------------------------------------------------------
+
+SEGMENTS = ["tests", "a", "b", "test_x.py", "test_y.py"]
+
+
+@given(
+    paths=st.lists(st.sampled_from(["tests/*", "tests/a/*", "*/test_x.py", "b*"]), max_size=2),
+    models=st.lists(st.sampled_from(["gpt-*", "claude-*", "*mini"]), max_size=2),
+    providers=st.lists(st.sampled_from(["openai", "anthropic"]), max_size=1),
+    files=st.lists(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=3).map("/".join), max_size=8),
+    keys=st.lists(st.sampled_from(["openai/gpt-4o", "openai/gpt-4o-mini", "anthropic/claude-x", "x/y"])),
+)
+def test_a_scope_remembers_what_its_globs_would_answer(
+    paths: list[str], models: list[str], providers: list[str], files: list[str], keys: list[str]
+) -> None:
+    scope = Scope(
+        "s", Limits(max_calls=1), paths=tuple(paths), models=tuple(models), providers=tuple(providers)
+    )
+    for path in files + files:  # again: from memory
+        entry = TestUsage(f"{path}::test", path=path)
+        assert scope.selects(entry) == (not paths or any(fnmatch.fnmatchcase(path, g) for g in paths))
+    for key in keys + keys:
+        provider, _, model = key.partition("/")
+        expected = (not providers or provider in providers) and (
+            not models or any(fnmatch.fnmatchcase(model, g) for g in models)
+        )
+        assert scope.counts(key) == expected

@@ -12,8 +12,8 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.artifact import _compact, dump_run, encode_tally, encode_test
-from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage
+from pytest_tokenbudget.artifact import _compact, _money, dump_run, encode_tally, encode_test, encode_verdict
+from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
 
 CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
 
@@ -113,13 +113,14 @@ any_calls = st.builds(
     sequence=st.lists(any_calls, max_size=10),
     markers=st.lists(st.sampled_from(["slow", "agent", "n\u00e4me"]), max_size=2, unique=True),
     extras=st.booleans(),
+    head=st.tuples(st.text(), st.text(), st.none() | st.integers() | st.booleans()),
 )
 def test_the_fast_test_encoder_writes_what_json_dumps_would(
-    sequence: list[Call], markers: list[str], extras: bool
+    sequence: list[Call], markers: list[str], extras: bool, head: tuple[str, str, int | None]
 ) -> None:
     entry = recorded(sequence)
     entry.markers = tuple(markers)
-    entry.outcome, entry.path, entry.line = "passed", "t.py", 3
+    entry.outcome, entry.path, entry.line = head
     if extras:
         entry.own_anatomy().update({"system": 3, "messages.user": 9})
         entry.own_context().update({"max": 0.5, "model": "gpt-4o"})
@@ -127,6 +128,41 @@ def test_the_fast_test_encoder_writes_what_json_dumps_would(
     assert encode_test(entry) == _compact(entry.to_dict())
     for tally in [entry.total, *entry.models.values(), *entry.phase_tallies().values()]:
         assert encode_tally(tally) == _compact(tally.to_dict())
+
+
+@given(
+    st.lists(
+        st.floats(allow_nan=False, allow_infinity=False)
+        | st.sampled_from([0.0, -0.0, 0.1 + 0.2, 1e-11, 5e-11, 0.00042 * 3])
+        | st.integers(-(10**6), 10**6),
+        max_size=6,
+    )
+)
+def test_remembered_money_text_is_rounded_money_text(amounts: list[float]) -> None:
+    for amount in [*amounts, *amounts, *(float(a) for a in amounts)]:  # again: from memory
+        assert _money(amount) == repr(round(amount, 10))
+
+
+numbers = st.floats() | st.integers() | st.booleans() | st.none()
+
+
+@given(
+    st.builds(
+        Verdict,
+        name=st.text(),
+        kind=st.text(),
+        metric=st.text(),
+        limit=numbers,
+        actual=numbers,
+        status=st.text(),
+        message=st.text(),
+        nodeid=st.text(),
+        path=st.text(),
+        line=numbers,
+    )
+)
+def test_the_fast_verdict_encoder_writes_what_json_dumps_would(verdict: Verdict) -> None:
+    assert encode_verdict(verdict) == _compact(verdict.to_dict())
 
 
 def test_the_artifact_reads_back_as_the_run_it_was_written_from() -> None:

@@ -190,7 +190,7 @@ def test_junit_is_what_junit_readers_expect() -> None:
     )
 
 
-XML_EDGES = "ab \t\n\r\x00\x08\x0b\x1b\x1f\x7f\x80\x85é\ufffe€\U0001fffe"
+XML_EDGES = "ab \t\n\r\x00\x08\x0b\x1b\x1f\x7f\x80\x85é\ud800\udfff\ufffe€\U0001fffe"
 
 
 @given(st.text(alphabet=st.sampled_from(XML_EDGES)) | st.text())
@@ -207,6 +207,26 @@ def test_junit_with_control_characters_in_a_message_is_still_xml() -> None:
     )
     root = ET.fromstring(junit.render(run).encode())
     assert "[31mred[0m" in "".join(root.itertext())
+
+
+@given(
+    st.integers(1, 4).flatmap(
+        lambda n: st.tuples(
+            st.text(alphabet="<>", min_size=n, max_size=n),
+            st.lists(st.lists(st.text(), min_size=n, max_size=n), max_size=5),
+        )
+    )
+)
+def test_table_pads_as_rjust_and_ljust(case: tuple[str, list[list[str]]]) -> None:
+    from pytest_tokenbudget.report import format as fmt
+
+    align, rows = case
+    widths = [max(len(row[i]) for row in rows) for i in range(len(align))] if rows else []
+    padded = [
+        [c.rjust(w) if a == ">" else c.ljust(w) for c, w, a in zip(row, widths, align, strict=True)]
+        for row in rows
+    ]
+    assert fmt.table(rows, align) == ["  ".join(cells).rstrip() for cells in padded]
 
 
 # -- CSV, annotations ---------------------------------------------------------------------------

@@ -32,11 +32,6 @@ def table(rows: list[list[str]], align: str) -> list[str]:
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(len(align))]
-    out = []
-    for row in rows:
-        cells = [
-            cell.rjust(width) if side == ">" else cell.ljust(width)
-            for cell, width, side in zip(row, widths, align, strict=True)
-        ]
-        out.append("  ".join(cells).rstrip())
-    return out
+    # One template pads every cell (``{:>9}`` pads as ``str.rjust(9)``, ``{:<9}`` as ``ljust``).
+    template = "  ".join(f"{{:{side}{width}}}" for side, width in zip(align, widths, strict=True))
+    return [template.format(*row).rstrip() for row in rows]

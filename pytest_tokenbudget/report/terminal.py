@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from ..model import Run, Status, Tally, Verdict
@@ -184,7 +185,8 @@ def verdict_lines(verdicts: list[Verdict], *, verbose: bool = False, top: int = 
     shown = [v for v in verdicts if verbose or v.status != Status.OK or not v.nodeid]
     shown.sort(key=lambda v: _STATUS_ORDER.get(v.status, 9))
     hidden = len(verdicts) - len(shown)
-    counts = {status: sum(v.status == status for v in verdicts) for status in _STATUS_ORDER}
+    found = Counter(v.status for v in verdicts)
+    counts = {status: found[status] for status in _STATUS_ORDER}
     summary = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n)
     lines = [Line(""), Line(f"budgets ({summary}):", {"bold": True})]
     limit = len(shown) if verbose else min(len(shown), max(top, sum(v.status != Status.OK for v in shown)))
