@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_tokenbudget.artifact import dump_run
+from pytest_tokenbudget.artifact import write_run
 from pytest_tokenbudget.budgets import Budgets
 from pytest_tokenbudget.config import resolve
 from pytest_tokenbudget.gate import canonicalise
@@ -80,7 +80,7 @@ def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
     stages: dict[str, Callable[[], Any]] = {
         "budgets": lambda: run.verdicts.extend(budgets.evaluate_run(run)),
         "canonical order": lambda: canonicalise(run),
-        "json artifact": lambda: dump_run(run),
+        "json artifact": lambda: write_run(folder / "run.json", run),  # to disk, as the plugin does
     }
     terminal = importlib.import_module("pytest_tokenbudget.report.terminal")
     stages["terminal -v"] = lambda: list(terminal.render(run, verbose=True))
@@ -126,6 +126,11 @@ def measure(calls: int, tests: int) -> dict[str, Any]:
             start = time.perf_counter()
             stage()
             timings[name] = time.perf_counter() - start
+        tracemalloc.start()  # the artifact is written in pieces: its text is never whole in memory
+        write_run(Path(tmp) / "run.json", run)
+        _, artifact_peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        artifact_bytes = (Path(tmp) / "run.json").stat().st_size
     return {
         "calls": calls,
         "tests": tests,
@@ -134,6 +139,8 @@ def measure(calls: int, tests: int) -> dict[str, Any]:
         "after_loop_s": round(sum(timings.values()), 4),
         "bytes_per_call_retained": round((current - before) / calls, 1),
         "bytes_per_call_peak": round((peak - before) / calls, 1),
+        "artifact_bytes": artifact_bytes,
+        "artifact_write_peak_bytes": artifact_peak,
     }
 
 
@@ -154,6 +161,10 @@ def main() -> None:
             f"{r['bytes_per_call_retained']:>12,.0f} {r['bytes_per_call_peak']:>12,.0f}"
         )
         print("         " + ", ".join(f"{k} {v:.3f}s" for k, v in r["stages_s"].items()))
+        print(
+            f"         artifact {r['artifact_bytes'] / 1e6:.1f} MB written with a peak of "
+            f"{r['artifact_write_peak_bytes'] / 1e6:.2f} MB"
+        )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
 

@@ -7,6 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -15,13 +16,17 @@ from typing import Any, Final
 from .model import ArtifactError, Run, Tally, TestUsage, Verdict
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half written."""
+def write_atomic(path: Path, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its pieces) to ``path`` via a temporary file and a rename: never half
+    written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
-            handle.write(text)
+            if isinstance(text, str):
+                handle.write(text)
+            else:
+                handle.writelines(text)
             handle.flush()
             os.fsync(handle.fileno())  # the rename must not land before the bytes do
         os.replace(tmp, path)
@@ -36,38 +41,43 @@ _ONE_PER_LINE = frozenset({"models", "providers", "tests", "issues", "verdicts"}
 
 
 def dump_run(run: Run) -> str:
-    """The artifact's JSON text: small sections indented, big collections one entry per line.
+    """The artifact's JSON text (see :func:`iter_run`)."""
+    return "".join(iter_run(run))
 
-    Joined once, at the end: the text of a 100k-call run is ~50 MB, and each copy costs ~30 ms.
-    """
-    lines = ["{"]
+
+def iter_run(run: Run) -> Iterator[str]:
+    """The artifact's JSON text in pieces, to write as they come: small sections indented, big
+    collections one entry per line (the text of a 100k-call run is ~50 MB; it is never whole in
+    memory when written with :func:`write_run`)."""
+    yield "{\n"
     data = run.to_dict(tests=False)
     last = len(data) - 1
     for index, (key, value) in enumerate(data.items()):
-        comma = "," if index < last else ""
+        comma = ",\n" if index < last else "\n"
         head = f"  {_compact(key)}: "
         if key in _ONE_PER_LINE and value:
             if key == "tests":  # the big one: encoded from the entries, not their dicts
-                entries = [f"    {_compact(nodeid)}: {encode_test(run.tests[nodeid])}," for nodeid in value]
+                entries = (f"    {_compact(nodeid)}: {encode_test(run.tests[nodeid])}" for nodeid in value)
                 opening, closing = "{", "}"
             elif key == "verdicts":  # one per test under a per-test budget
-                entries = [f"    {encode_verdict(verdict)}," for verdict in run.verdicts]
+                entries = (f"    {encode_verdict(verdict)}" for verdict in run.verdicts)
                 opening, closing = "[", "]"
             elif isinstance(value, dict):
-                entries = [f"    {_compact(k)}: {_compact(v)}," for k, v in value.items()]
+                entries = (f"    {_compact(k)}: {_compact(v)}" for k, v in value.items())
                 opening, closing = "{", "}"
             else:
-                entries = [f"    {_compact(v)}," for v in value]
+                entries = (f"    {_compact(v)}" for v in value)
                 opening, closing = "[", "]"
-            entries[-1] = entries[-1][:-1]  # no comma after the last entry
-            lines.append(head + opening)
-            lines += entries
-            lines.append(f"  {closing}{comma}")
+            yield head + opening + "\n"
+            separator = ""
+            for entry in entries:
+                yield separator + entry
+                separator = ",\n"
+            yield f"\n  {closing}{comma}"
         else:
             text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
-            lines.append(head + text + comma)
-    lines.append("}\n")
-    return "\n".join(lines)
+            yield head + text + comma
+    yield "}\n"
 
 
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
@@ -201,7 +211,7 @@ def _scalar(value: Any) -> str:
 
 
 def write_run(path: Path, run: Run) -> None:
-    write_atomic(path, dump_run(run))
+    write_atomic(path, iter_run(run))
 
 
 def load_run(path: Path) -> Run:

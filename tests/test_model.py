@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.artifact import _compact, _money, dump_run, encode_tally, encode_test, encode_verdict
+from pytest_tokenbudget.artifact import (
+    _compact,
+    _money,
+    dump_run,
+    encode_tally,
+    encode_test,
+    encode_verdict,
+    iter_run,
+    write_atomic,
+    write_run,
+)
 from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
 
 CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
@@ -174,6 +187,27 @@ def test_the_artifact_reads_back_as_the_run_it_was_written_from() -> None:
         run.usage_for(call.owner).add_call(dataclasses.replace(call, cost_usd=index / 7))
     run.usage_for("t.py::test_none")
     assert json.loads(dump_run(run)) == json.loads(json.dumps(run.to_dict()))
+
+
+def test_the_artifact_is_written_in_pieces_and_never_half(tmp_path: Path) -> None:
+    """write_run streams the text dump_run returns; a failure mid-way leaves the last file whole."""
+    run = Run()
+    for i in range(50):
+        run.usage_for(f"t.py::test_{i}").add_call(
+            Call(f"t.py::test_{i}", "call", "openai", "openai.chat", "h", "gpt-4o", Usage(10 + i, 0, 0, 2))
+        )
+    target = tmp_path / "run.json"
+    write_run(target, run)
+    assert target.read_text(encoding="utf-8") == dump_run(run)
+
+    def broken() -> Iterator[str]:
+        yield from list(iter_run(run))[:3]
+        raise RuntimeError("disk gone")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, broken())
+    assert target.read_text(encoding="utf-8") == dump_run(run)
+    assert [p.name for p in tmp_path.iterdir()] == ["run.json"]  # no temporary file left behind
 
 
 def test_a_finished_run_sums_totals_and_models_once_and_hands_out_copies() -> None:
