@@ -1,11 +1,11 @@
 """Per-call overhead of capture: the real openai and anthropic SDKs on an in-process transport.
 
-Each figure is a ratio measured side by side in one process: the same calls with capture installed
-÷ without, repetitions interleaved (off, on, off, on …) so drift hits both sides, median reported.
-Both wall time and the process's CPU time are taken; on a shared machine the CPU ratio is the
-steadier one (time the process spends waiting for a CPU other jobs hold is not its own cost).
+Each figure is a ratio measured side by side in one process: the same call with capture installed
+÷ without, each call timed alone and the two sides taken in turns (off, on, on, off …), so drift
+hits both alike; the ratio is of the two sides' medians, with its range over five stretches of the
+run (see :func:`measure`).
 
-    python benchmarks/bench_calls.py [--calls 10000] [--block 200] [--json results.json]
+    python benchmarks/bench_calls.py [--calls 10000] [--streams 400] [--json results.json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,10 @@ import httpx2
 import openai
 
 from pytest_tokenbudget.capture import Capture
+from pytest_tokenbudget.config import resolve
+from pytest_tokenbudget.inspector import Inspector
 from pytest_tokenbudget.ledger import Ledger, Owner
+from pytest_tokenbudget.pricing import Pricer
 
 CHAT = json.dumps(
     {
@@ -113,119 +116,148 @@ def anthropic_client() -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="sk-bench", http_client=http, max_retries=0)
 
 
-Timing = tuple[float, float]  # wall seconds, CPU seconds
-Work = Callable[[int], None]  # makes n calls (or n streams)
+One = Callable[[], None]  # one call, or one whole stream
+WARM_UP = 200  # calls each way before timing: imports, caches, the SDK's lazy set-up
 
 
-def measure(work: Work, total: int, block: int) -> tuple[list[Timing], list[Timing], Ledger]:
-    """``total`` calls each way, in blocks of ``block`` alternating without and with capture.
+class Bench:
+    """Capture for one benchmark, over a ledger that keeps tallies only, as the plugin's does."""
 
-    This VM's speed drifts by ±30 % over seconds (other tenants of the host), so a ratio of two
-    long runs mostly measures the drift. Short blocks taken back to back see the same machine; the
-    median of many per-block ratios is steady to about a percent. Pairs alternate their order
-    (off-on, on-off, …) so a trend within a pair does not land on one side. The ledger keeps
-    tallies only, as the plugin's does.
-    """
-    off: list[Timing] = []
-    on: list[Timing] = []
-    ledger = Ledger(keep_calls=False)
-    ledger.push_owner(Owner("bench::test", "call"))
-    capture = Capture(ledger)
+    def __init__(self, *, whole_plugin: bool = False) -> None:
+        self.ledger = Ledger(keep_calls=False)
+        self.ledger.push_owner(Owner("bench::test", "call"))
+        self.capture = Capture(self.ledger)
+        self.settle: Callable[[], None] = lambda: None
+        if whole_plugin:  # what the plugin adds by default: prices, request inspection at teardown
+            settings = resolve({}, {}, pyproject=None, root=Path.cwd())
+            self.ledger.add_listener(Pricer.from_settings(settings).price)
+            inspector = Inspector.from_settings(settings)
+            self.capture.recorder.observers.append(inspector.observe)
+            self.settle = lambda: inspector.settle(self.ledger.run, "bench::test")
 
-    def timed(with_capture: bool, n: int) -> Timing:
+    def timed(self, one: One, with_capture: bool) -> float:
+        """Seconds of one call, with capture installed (and the call settled, as at a test's
+        teardown) or not; installing and removing it is not timed."""
         if with_capture:
-            capture.install()
+            self.capture.install()
         try:
-            start, start_cpu = time.perf_counter(), time.process_time()
-            work(n)
-            return time.perf_counter() - start, time.process_time() - start_cpu
+            start = time.perf_counter()
+            one()
+            if with_capture:
+                self.settle()
+            return time.perf_counter() - start
         finally:
             if with_capture:
-                capture.uninstall()
+                self.capture.uninstall()
 
-    timed(False, block)  # warm imports and caches on both sides
-    timed(True, block)
+
+def measure(one: One, calls: int, *, whole_plugin: bool = False) -> tuple[list[float], list[float], Ledger]:
+    """``calls`` calls each way, each timed alone, alternating without and with capture.
+
+    This VM's speed drifts by ±30 % over seconds (other tenants of the host): a ratio of two long
+    runs mostly measures the drift, and even 200-call blocks gave quartiles ±5 % apart. Calls taken
+    in turns see the same machine, and the median of each side ignores the calls a neighbour
+    interrupted: three runs agree within 0.003. Pairs alternate their order (off-on, on-off, …) so
+    what a call leaves in the caches does not favour one side.
+    """
+    bench = Bench(whole_plugin=whole_plugin)
+    for _ in range(WARM_UP):
+        bench.timed(one, False)
+        bench.timed(one, True)
     gc.collect()
-    for pair in range(max(1, total // block)):
-        for with_capture in (False, True) if pair % 2 == 0 else (True, False):
-            (on if with_capture else off).append(timed(with_capture, block))
-    return off, on, ledger
+    off: list[float] = []
+    on: list[float] = []
+    for index in range(calls):
+        for with_capture in (False, True) if index % 2 == 0 else (True, False):
+            (on if with_capture else off).append(bench.timed(one, with_capture))
+    return off, on, bench.ledger
 
 
-def bench_openai_chat(calls: int, block: int) -> dict[str, Any]:
-    client = openai_client()
-
-    def work(n: int) -> None:
-        for _ in range(n):
-            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
-
-    return _result("openai chat, non-streaming", block, *measure(work, calls, block))
+def chat(client: openai.OpenAI) -> One:
+    return lambda: client.chat.completions.create(
+        model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
+    )
 
 
-def bench_anthropic(calls: int, block: int) -> dict[str, Any]:
+def bench_openai_chat(calls: int) -> dict[str, Any]:
+    return _result("openai chat, non-streaming", *measure(chat(openai_client()), calls))
+
+
+def bench_openai_chat_whole_plugin(calls: int) -> dict[str, Any]:
+    """As :func:`bench_openai_chat`, with the listeners the plugin adds: genai-prices prices each
+    call, and the request inspector reads its anatomy and context-window use (each call is settled
+    as its own test's teardown would)."""
+    one = chat(openai_client())
+    return _result("openai chat, + prices and inspection", *measure(one, calls, whole_plugin=True))
+
+
+def bench_anthropic(calls: int) -> dict[str, Any]:
     client = anthropic_client()
 
-    def work(n: int) -> None:
-        for _ in range(n):
-            client.messages.create(
-                model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
-            )
+    def one() -> None:
+        client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=100, messages=[{"role": "user", "content": "hi"}]
+        )
 
-    return _result("anthropic messages, non-streaming", block, *measure(work, calls, block))
+    return _result("anthropic messages, non-streaming", *measure(one, calls))
 
 
-def bench_openai_stream(streams: int, chunks: int, block: int) -> dict[str, Any]:
+def bench_openai_stream(streams: int, chunks: int) -> dict[str, Any]:
     client = openai_client(chunked(sse_stream(chunks), chunks))
 
-    def work(n: int) -> None:
-        for _ in range(n):
-            stream = client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            for _event in stream:
-                pass
+    def one() -> None:
+        stream = client.chat.completions.create(
+            model="gpt-4o-mini",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        for _event in stream:
+            pass
 
-    result = _result(f"openai chat stream, {chunks} chunks", block, *measure(work, streams, block))
+    result = _result(f"openai chat stream, {chunks} chunks", *measure(one, streams))
     result["per_chunk_overhead_us"] = round(result["per_call_overhead_us"] / (chunks + 2), 3)
     return result
 
 
-def bench_async_openai(calls: int, block: int) -> dict[str, Any]:
+def bench_async_openai(calls: int) -> dict[str, Any]:
+    """Each call runs to completion on one event loop (``run_until_complete``: a few µs, both sides)."""
+
     def handler(request: httpx2.Request) -> httpx2.Response:
         return httpx2.Response(200, headers={"content-type": "application/json"}, content=CHAT)
 
-    async def many(n: int) -> None:
-        http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-        client = openai.AsyncOpenAI(api_key="sk-bench", http_client=http, max_retries=0)
-        for _ in range(n):
-            await client.chat.completions.create(
-                model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}]
-            )
+    loop = asyncio.new_event_loop()
+    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
+    client = openai.AsyncOpenAI(api_key="sk-bench", http_client=http, max_retries=0)
 
-    return _result(
-        "openai chat async, non-streaming", block, *measure(lambda n: asyncio.run(many(n)), calls, block)
-    )
+    def one() -> None:
+        loop.run_until_complete(
+            client.chat.completions.create(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}])
+        )
+
+    try:
+        return _result("openai chat async, non-streaming", *measure(one, calls))
+    finally:
+        loop.close()
 
 
-def _result(name: str, block: int, off: list[Timing], on: list[Timing], ledger: Ledger) -> dict[str, Any]:
-    wall = sorted(b[0] / a[0] for a, b in zip(off, on, strict=True))
-    cpu = sorted(b[1] / a[1] for a, b in zip(off, on, strict=True))
-    per_call_off = statistics.median(t[1] for t in off) / block
+def _result(name: str, off: list[float], on: list[float], ledger: Ledger, parts: int = 5) -> dict[str, Any]:
+    """The ratio of the two sides' medians; its range over ``parts`` consecutive stretches of the run."""
+    size = len(off) // parts
+    stretches = [
+        statistics.median(on[i * size : (i + 1) * size]) / statistics.median(off[i * size : (i + 1) * size])
+        for i in range(parts)
+    ]
+    without, with_ = statistics.median(off), statistics.median(on)
     return {
         "benchmark": name,
-        "calls_each_way": block * len(off),
-        "block": block,
-        "pairs": len(off),
-        "without_s": round(sum(t[0] for t in off), 3),
-        "with_s": round(sum(t[0] for t in on), 3),
-        "ratio": round(statistics.median(wall), 4),
-        "ratio_quartiles": [round(q, 4) for q in statistics.quantiles(wall, n=4)[::2]],
-        "cpu_ratio": round(statistics.median(cpu), 4),
-        "per_call_without_us": round(per_call_off * 1e6, 1),
-        "per_call_overhead_us": round((statistics.median(cpu) - 1) * per_call_off * 1e6, 2),
+        "calls_each_way": len(off),
+        "without_s": round(sum(off), 3),
+        "with_s": round(sum(on), 3),
+        "ratio": round(with_ / without, 4),
+        "ratio_range": [round(min(stretches), 4), round(max(stretches), 4)],
+        "per_call_without_us": round(without * 1e6, 1),
+        "per_call_overhead_us": round((with_ - without) * 1e6, 2),
         "calls_recorded": ledger.run.totals().calls,
     }
 
@@ -233,25 +265,25 @@ def _result(name: str, block: int, off: list[Timing], on: list[Timing], ledger: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=10_000, help="calls each way (default 10,000)")
-    parser.add_argument("--block", type=int, default=200, help="calls per timed block (default 200)")
-    parser.add_argument("--streams", type=int, default=200)
+    parser.add_argument("--streams", type=int, default=400, help="streams each way (default 400)")
     parser.add_argument("--chunks", type=int, default=500)
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     results = [
-        bench_openai_chat(args.calls, args.block),
-        bench_anthropic(args.calls, args.block),
-        bench_async_openai(args.calls, args.block),
-        bench_openai_stream(args.streams, args.chunks, max(1, args.block // 50)),
+        bench_openai_chat(args.calls),
+        bench_openai_chat_whole_plugin(args.calls),
+        bench_anthropic(args.calls),
+        bench_async_openai(args.calls),
+        bench_openai_stream(args.streams, args.chunks),
     ]
     machine = f"{platform.machine()} · Python {platform.python_version()} · openai {openai.__version__}"
-    print(f"per-call overhead ({machine}): median ratio of alternating blocks, with ÷ without")
-    print(f"{'benchmark':<38} {'pairs':>5} {'wall':>7} {'(quartiles)':>15} {'CPU':>7} {'µs/call':>8}")
+    print(f"per-call overhead ({machine}): median with ÷ median without, calls taken in turns")
+    print(f"{'benchmark':<38} {'calls':>7} {'ratio':>7} {'(range)':>15} {'µs/call':>9}")
     for r in results:
-        low, high = r["ratio_quartiles"]
+        low, high = r["ratio_range"]
         print(
-            f"{r['benchmark']:<38} {r['pairs']:>5} {r['ratio']:>6.3f}× ({low:.3f}–{high:.3f}) "
-            f"{r['cpu_ratio']:>6.3f}× {r['per_call_overhead_us']:>8.2f}"
+            f"{r['benchmark']:<38} {r['calls_each_way']:>7,} {r['ratio']:>6.3f}× ({low:.3f}–{high:.3f}) "
+            f"{r['per_call_overhead_us']:>9.2f}"
         )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
