@@ -202,8 +202,8 @@ def bench_anthropic(calls: int) -> dict[str, Any]:
     return _result("anthropic messages, non-streaming", *measure(one, calls))
 
 
-def bench_openai_stream(streams: int, chunks: int) -> dict[str, Any]:
-    client = openai_client(chunked(sse_stream(chunks), chunks))
+def chat_stream(client: openai.OpenAI) -> One:
+    """One streamed chat completion, read to its end (usage in the last chunk)."""
 
     def one() -> None:
         stream = client.chat.completions.create(
@@ -215,6 +215,11 @@ def bench_openai_stream(streams: int, chunks: int) -> dict[str, Any]:
         for _event in stream:
             pass
 
+    return one
+
+
+def bench_openai_stream(streams: int, chunks: int) -> dict[str, Any]:
+    one = chat_stream(openai_client(chunked(sse_stream(chunks), chunks)))
     result = _result(f"openai chat stream, {chunks} chunks", *measure(one, streams))
     result["per_chunk_overhead_us"] = round(result["per_call_overhead_us"] / (chunks + 2), 3)
     return result

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import openai
-from bench_calls import chunked, openai_client, sse_stream
+from bench_calls import chat_stream, chunked, openai_client, sse_stream
 from opentelemetry.instrumentation.openai import OpenAIInstrumentor
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -92,18 +92,11 @@ def chat_work(calls: int) -> Callable[[], None]:
 
 
 def stream_work(streams: int, chunks: int) -> Callable[[], None]:
-    client = openai_client(chunked(sse_stream(chunks), chunks))
+    one = chat_stream(openai_client(chunked(sse_stream(chunks), chunks)))
 
     def work() -> None:
         for _ in range(streams):
-            events = client.chat.completions.create(
-                model="gpt-4o-mini",
-                messages=[{"role": "user", "content": "hi"}],
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-            for _event in events:
-                pass
+            one()
 
     return work
 
