@@ -599,18 +599,20 @@ class TokenBudgetPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_call(self, item: pytest.Item) -> None:
         self._refresh()
-        nodeid = self._nodeid if item is self._item else item.nodeid  # the test set up last: the usual
-        self.ledger.running(self._owner_of(nodeid, "call"))
+        self.ledger.running(self._owner_of(self._nodeid_of(item), "call"))
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_teardown(self, item: pytest.Item, nextitem: pytest.Item | None) -> None:
         self._refresh()
-        nodeid = self._nodeid if item is self._item else item.nodeid
-        self.ledger.running(self._owner_of(nodeid, "teardown"))
+        self.ledger.running(self._owner_of(self._nodeid_of(item), "teardown"))
 
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         self.ledger.running(None)
         self._item = None
+
+    def _nodeid_of(self, item: pytest.Item) -> str:
+        """``item.nodeid``, saved at its setup for the test set up last (the usual case)."""
+        return self._nodeid if item is self._item else item.nodeid
 
     @pytest.hookimpl(wrapper=True)
     def pytest_fixture_setup(
@@ -656,7 +658,7 @@ class TokenBudgetPlugin:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         if report.when == "teardown":  # the test is over
-            nodeid = self._nodeid if item is self._item else item.nodeid
+            nodeid = self._nodeid_of(item)
             self.ledger.settle_streams(nodeid)  # streams it left open are settled now
             if self.inspector is not None:
                 self.inspector.settle(self.ledger.run, nodeid)
