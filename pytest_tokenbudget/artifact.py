@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from pathlib import Path
@@ -109,6 +109,22 @@ def encode_tally(tally: Tally) -> str:
     cost, live = tally.cost_usd, tally.live_cost_usd
     if (cost + live) * 0.0 != 0.0:  # NaN or infinite: JSON spells those its own way
         return _compact(tally.to_dict())
+    c = tally.caveats
+    if c is None:  # one tuple, no unpacking: 0.3 µs of 1.9 a tally
+        return _PLAIN_TALLY_JSON % (
+            tally.calls,
+            tally.input_tokens,
+            tally.cached_input_tokens,
+            tally.cache_write_tokens,
+            tally.output_tokens,
+            tally.reasoning_tokens,
+            tally.input_tokens + tally.output_tokens,
+            _money(cost),
+            tally.live_calls,
+            _money(live),
+            tally.replayed_calls,
+            _money(cost - live),
+        )
     counts = (
         tally.calls,
         tally.input_tokens,
@@ -119,11 +135,8 @@ def encode_tally(tally: Tally) -> str:
         tally.input_tokens + tally.output_tokens,
         _money(cost),
     )
-    sources = (tally.live_calls, _money(live), tally.replayed_calls, _money(cost - live))
-    c = tally.caveats
-    if c is None:
-        return _PLAIN_TALLY_JSON % (*counts, *sources)
     unpriced = ("false" if c.unpriced_calls else "true", c.unpriced_calls)
+    sources = (tally.live_calls, _money(live), tally.replayed_calls, _money(cost - live))
     caveats = (c.manual_calls, c.estimated_calls, c.unparsed_calls, c.failed_calls, c.unmetered_calls)
     return _TALLY_JSON % (*counts, *unpriced, *sources, *caveats)
 
@@ -159,20 +172,23 @@ def encode_test(entry: TestUsage) -> str:
     )
     if entry.markers:
         head += ',"markers":' + _compact(list(entry.markers))
-    phases, models = entry.phase_tallies(), entry.models
-    parts = [
-        head,
-        whole[1:-1],
-        '"phases":{' + ",".join(_part(n, phases[n], total, whole) for n in sorted(phases)) + "}",
-        '"models":{' + ",".join(_part(k, models[k], total, whole) for k in sorted(models)) + "}",
-    ]
+    phases, models = _breakdown(entry.phase_tallies(), total, whole), _breakdown(entry.models, total, whole)
+    text = f'{head},{whole[1:-1]},"phases":{phases},"models":{models}'
     if entry.anatomy:
-        parts.append('"anatomy":' + _compact(dict(sorted(entry.anatomy.items()))))
+        text += ',"anatomy":' + _compact(dict(sorted(entry.anatomy.items())))
     if entry.context:
-        parts.append('"context":' + _compact(dict(entry.context)))
+        text += ',"context":' + _compact(dict(entry.context))
     if entry.stale:
-        parts.append('"stale":' + _compact(list(entry.stale)))
-    return ",".join(parts) + "}"
+        text += ',"stale":' + _compact(list(entry.stale))
+    return text + "}"
+
+
+def _breakdown(tallies: Mapping[str, Tally], total: Tally, whole: str) -> str:
+    """A test's tallies by phase or model as a JSON object, keys sorted."""
+    if len(tallies) == 1:  # most tests: no sort, no join
+        for name, tally in tallies.items():
+            return "{" + _part(name, tally, total, whole) + "}"
+    return "{" + ",".join([_part(name, tallies[name], total, whole) for name in sorted(tallies)]) + "}"
 
 
 _KEYS: dict[str, str] = {}  # phase and model names as JSON strings: a run has few of them

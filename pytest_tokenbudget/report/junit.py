@@ -8,6 +8,7 @@ numbers are the suite's properties. Written with junit-xml (imported here, never
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from ..model import Run, Status, Verdict
@@ -82,9 +83,13 @@ def _name(verdict: Verdict) -> str:
 def _classname(verdict: Verdict) -> str:
     """The test's module as a dotted name (how JUnit readers group cases), else the verdict kind."""
     if verdict.nodeid:
-        path = verdict.nodeid.split("::", 1)[0]
-        return SUITE + "." + path.removesuffix(".py").replace("/", ".")
+        return _dotted(verdict.nodeid.partition("::")[0])
     return f"{SUITE}.{verdict.kind}"
+
+
+@functools.lru_cache(maxsize=4096)  # a run has few test files and a verdict per test
+def _dotted(path: str) -> str:
+    return SUITE + "." + path.removesuffix(".py").replace("/", ".")
 
 
 def _failure(verdict: Verdict) -> str:
