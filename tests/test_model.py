@@ -221,3 +221,26 @@ def test_a_finished_run_sums_totals_and_models_once_and_hands_out_copies() -> No
         run.usage_for("t.py::test_b").add_call(call)  # not seen inside the block (finished)
         assert (run.totals().calls, run.models()["openai/gpt-4o"].input_tokens) == (1, 10)
     assert (run.totals().calls, run.models()["openai/gpt-4o"].input_tokens) == (2, 20)  # recomputed
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    weights=st.lists(
+        st.tuples(st.integers(0, 3), st.integers(0, 3), st.sampled_from([0.0, 0.5, 1.0])), max_size=150
+    ),
+    n=st.sampled_from([0, 1, 3, 5, 99, 100, 200]),
+)
+def test_the_heaviest_few_are_the_head_of_the_whole_ranking(
+    weights: list[tuple[int, int, float]], n: int
+) -> None:
+    """``heaviest(n)`` takes a heap for a few and a sort for many: both give the head of the one
+    ranking (tokens, then cost, then node id), ties included; tests without calls are left out."""
+    run = Run()
+    for index, (calls, tokens, cost) in enumerate(weights):
+        entry = run.usage_for(f"t.py::test_{index % 7}[{index}]")
+        entry.total = Tally(calls=calls, input_tokens=tokens, cost_usd=cost)
+    ranking = sorted(
+        (t for t in run.tests.values() if t.total.calls),
+        key=lambda t: (-t.total.total_tokens, -t.total.cost_usd, t.nodeid),
+    )
+    assert [t.nodeid for t in run.heaviest(n)] == [t.nodeid for t in ranking[:n]]
