@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import fnmatch
 import json
 import textwrap
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.budgets import Limits, Scope
-from pytest_tokenbudget.model import TestUsage
+from pytest_tokenbudget.budgets import (
+    METRICS,
+    PER,
+    Budgets,
+    Limits,
+    Policy,
+    Scope,
+    _counted,
+    _measure_counted,
+    _verdict,
+    measure,
+)
+from pytest_tokenbudget.model import Call, Caveats, Run, Status, Tally, TestUsage, Usage, Verdict
 
 LLM_CONFTEST = """
 import pytest
@@ -869,3 +882,247 @@ def test_a_scope_remembers_what_its_globs_would_answer(
             not models or any(fnmatch.fnmatchcase(model, g) for g in models)
         )
         assert scope.counts(key) == expected
+
+
+# -- the shortcuts of evaluate_run ----------------------------------------------------------------
+# evaluate_run reuses the run's per-model sums for a scope that chooses every entry, and judges a
+# per-test scope without merging a tally per test. These compare it with the plain computation.
+
+OWNERS = [  # (node id, kind, path, markers); not in node id order, as tests may run
+    ("tests/a/test_x.py::test_two", "test", "tests/a/test_x.py", ()),
+    ("tests/a/test_x.py::test_one", "test", "tests/a/test_x.py", ("slow",)),
+    ("tests/b/test_y.py::test_three", "test", "tests/b/test_y.py", ("agent",)),
+    ("<session fixture corpus_index>", "fixture", "", ()),
+    ("<session>", "session", "", ()),
+]
+MODEL_KEYS = [
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4o-mini"),
+    ("openai", "o3"),
+    ("anthropic", "claude-x"),
+    ("groq", "llama"),
+]
+
+budget_calls = st.tuples(
+    st.sampled_from(range(len(OWNERS))),
+    st.sampled_from(MODEL_KEYS),
+    st.integers(0, 900),
+    st.integers(0, 300),
+    st.sampled_from([None, 0.0, 0.0003, 0.01, 0.1, 1e7, 1e-9]),  # None: unpriced; 1e7 + 1e-9: order
+    st.booleans(),
+)
+limits = st.builds(
+    Limits,
+    max_tokens=st.sampled_from([None, 0, 500, 1500, 10**6]),
+    max_cost=st.sampled_from([None, 0.0, 0.01, 0.05, 10**8]),
+    max_calls=st.sampled_from([None, 1, 2, 4]),
+).filter(bool)
+scopes = st.builds(
+    lambda limits, per, paths, models, providers, markers, fixtures: Scope(
+        "s",
+        limits,
+        per=per,
+        paths=() if fixtures else paths,
+        models=models,
+        providers=providers,
+        markers=() if fixtures else markers,
+        fixtures=fixtures,
+    ),
+    limits,
+    st.sampled_from(PER),
+    st.sampled_from([(), ("tests/a/*",)]),
+    st.sampled_from([(), ("gpt-*",), ("*mini", "claude-*")]),
+    st.sampled_from([(), ("openai",), ("anthropic", "groq")]),
+    st.sampled_from([(), ("slow",), ("agent", "slow")]),
+    st.sampled_from([(), ("corpus_*",)]),
+)
+policies = st.builds(
+    Policy,
+    warn_at=st.sampled_from([0.5, 0.8]),
+    mode=st.sampled_from(["fail", "warn"]),
+    unknown_price=st.sampled_from(["ignore", "warn", "fail"]),
+    estimated=st.sampled_from(["count", "warn-only"]),
+)
+
+
+def _budget_run(recorded_calls: list[tuple[Any, ...]]) -> Run:
+    run = Run()
+    for nodeid, kind, path, markers in OWNERS:
+        entry = run.usage_for(nodeid, kind)
+        entry.path, entry.markers = path, markers
+    for owner, (provider, model), input_tokens, output_tokens, cost, estimated in recorded_calls:
+        nodeid, kind = OWNERS[owner][:2]
+        run.tests[nodeid].add_call(
+            Call(
+                owner=nodeid,
+                phase="call" if kind == "test" else "session",
+                provider=provider,
+                api="x",
+                host="x",
+                model=model,
+                usage=Usage(input_tokens, 0, 0, output_tokens, 0),
+                cost_usd=cost,
+                estimated=estimated,
+            )
+        )
+    return run
+
+
+def _plain_evaluation(budgets: Budgets, run: Run) -> list[Verdict]:
+    """What evaluate_run decides, the long way: every tally merged, every verdict made."""
+    verdicts = [
+        _verdict(
+            "session", "session", "session budget", metric, limit, run.totals(), run.models(), budgets.policy
+        )
+        for metric, limit in budgets.session.items()
+    ]
+    for scope in budgets.scopes:
+        name, subject = f"scope {scope.name}", f"budget {scope.name!r}"
+        if scope.per == "total":
+            models: dict[str, Tally] = {}
+            for entry in run.tests.values():
+                if scope.selects(entry):
+                    for key, part in scope.models_of(entry).items():
+                        models.setdefault(key, Tally()).merge(part)
+            total = Tally()
+            for key in sorted(models):
+                total.merge(models[key])
+            verdicts += [
+                _verdict(name, "scope", subject, metric, limit, total, models, budgets.policy)
+                for metric, limit in scope.limits.items()
+            ]
+            continue
+        entries = run.tests.values() if scope.fixtures else run.iter_tests()
+        used = [(e, *scope.usage_of(e)) for e in sorted(entries, key=lambda e: e.nodeid) if scope.selects(e)]
+        for metric, limit in scope.limits.items():
+            judged = [
+                _verdict(
+                    name,
+                    "scope",
+                    f"{subject} ({e.nodeid})",
+                    metric,
+                    limit,
+                    tally,
+                    models,
+                    budgets.policy,
+                    nodeid=e.nodeid,
+                    path=e.path,
+                    line=e.line,
+                )
+                for e, tally, models in used
+                if tally.calls
+            ]
+            flagged = [v for v in judged if v.status != Status.OK]
+            if flagged:
+                verdicts += flagged
+            elif judged:
+                verdicts.append(max(judged, key=lambda v: v.actual))  # the first of the largest
+            else:
+                verdicts.append(_verdict(name, "scope", subject, metric, limit, Tally(), {}, budgets.policy))
+    return verdicts
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    recorded_calls=st.lists(budget_calls, max_size=14),
+    session=st.one_of(st.just(Limits()), limits),
+    scope_list=st.lists(scopes, min_size=1, max_size=3),
+    policy=policies,
+    finished=st.booleans(),
+)
+def test_evaluate_run_decides_as_the_plain_computation(
+    recorded_calls: list[tuple[Any, ...]],
+    session: Limits,
+    scope_list: list[Scope],
+    policy: Policy,
+    finished: bool,
+) -> None:
+    run = _budget_run(recorded_calls)
+    named = tuple(dataclasses.replace(scope, name=f"s{i}") for i, scope in enumerate(scope_list))
+    budgets = Budgets(session=session, scopes=named, policy=policy)
+    expected = [v.to_dict() for v in _plain_evaluation(budgets, run)]
+    with run.finished() if finished else contextlib.nullcontext():
+        assert [v.to_dict() for v in budgets.evaluate_run(run)] == expected
+
+
+tallies = st.builds(
+    lambda calls, tokens, cost, unpriced: Tally(
+        calls=calls,
+        input_tokens=tokens,
+        output_tokens=tokens // 3,
+        cost_usd=cost,
+        caveats=Caveats(unpriced_calls=unpriced) if unpriced else None,
+    ),
+    st.integers(0, 3),
+    st.integers(0, 10**6),
+    st.one_of(  # 0.1 + 0.2 + 0.3 differs from 0.3 + 0.2 + 0.1; 0.0 + -0.0 is 0.0
+        st.sampled_from([0.1, 0.2, 0.3, 1e7, 1e-9, -0.0]),
+        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9),
+    ),
+    st.integers(0, 2),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    models=st.dictionaries(st.sampled_from([f"{p}/{m}" for p, m in MODEL_KEYS]), tallies, max_size=5),
+    model_globs=st.sampled_from([(), ("gpt-*",), ("*mini", "claude-*"), ("nothing",)]),
+    providers=st.sampled_from([(), ("openai",), ("anthropic", "groq")]),
+)
+def test_counted_parts_add_up_to_the_merged_usage_bit_for_bit(
+    models: dict[str, Tally], model_globs: tuple[str, ...], providers: tuple[str, ...]
+) -> None:
+    entry = TestUsage("t.py::test", total=Tally(calls=9, cost_usd=0.1), models=models)
+    scope = Scope("s", Limits(max_calls=1), models=model_globs, providers=providers)
+    parts = scope.counted_parts(entry)
+    tally, _ = scope.usage_of(entry)
+    assert (parts is None) == (tally is entry.total)
+    for name in ("calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls"):
+        assert _counted(entry, parts, name) == getattr(tally, name)
+    assert float(_counted(entry, parts, "cost_usd")).hex() == tally.cost_usd.hex()  # same sum, same sign
+    for metric in METRICS.values():
+        assert repr(_measure_counted(entry, parts, metric)) == repr(measure(tally, metric))
+
+
+def test_a_scope_over_every_entry_counts_fixture_and_session_calls_of_its_models() -> None:
+    run = _budget_run(
+        [
+            (1, ("openai", "gpt-4o"), 100, 10, 0.01, False),
+            (3, ("openai", "gpt-4o"), 200, 20, 0.02, False),  # a session-scoped fixture
+            (4, ("anthropic", "claude-x"), 400, 40, None, False),  # the session, another model
+            (4, ("openai", "gpt-4o-mini"), 800, 80, 0.03, False),
+        ]
+    )
+    every_gpt = Scope("gpt", Limits(max_tokens=10**6), models=("gpt-*",))
+    fixtures = Scope("corpus", Limits(max_tokens=10**6), models=("gpt-*",), fixtures=("corpus_*",))
+    test_x = Scope("x", Limits(max_tokens=10**6), models=("gpt-*",), paths=("tests/a/*",))
+    with run.finished():
+        verdicts = Budgets(
+            session=Limits(max_tokens=10**6), scopes=(every_gpt, fixtures, test_x)
+        ).evaluate_run(run)
+    assert [(v.name, v.actual) for v in verdicts] == [
+        ("session", 1650.0),
+        ("scope gpt", 110.0 + 220 + 880),
+        ("scope corpus", 220.0),
+        ("scope x", 110.0),
+    ]
+    assert "gpt-4o-mini ×1, gpt-4o ×2" in verdicts[1].message  # the run's models, claude-x left out
+
+
+def test_a_per_test_scope_counts_only_its_models_of_each_test() -> None:
+    run = _budget_run(
+        [
+            (1, ("openai", "gpt-4o"), 100, 0, 0.01, False),
+            (1, ("openai", "gpt-4o-mini"), 50, 0, 0.02, False),
+            (1, ("anthropic", "claude-x"), 5000, 0, None, False),  # left out: else over and unpriced
+            (0, ("anthropic", "claude-x"), 9000, 0, 0.5, False),  # counts nothing: no verdict
+            (2, ("openai", "gpt-4o"), 120, 0, None, True),
+        ]
+    )
+    scope = Scope("openai", Limits(max_tokens=1000, max_cost=1.0), per="test", providers=("openai",))
+    verdicts = Budgets(scopes=(scope,), policy=Policy(estimated="warn-only")).evaluate_run(run)
+    assert [(v.metric, v.nodeid, v.actual, v.status) for v in verdicts] == [
+        ("total_tokens", "tests/a/test_x.py::test_one", 150.0, "ok"),  # the largest; claude-x left out
+        ("cost_usd", "tests/b/test_y.py::test_three", 0.0, "unknown"),  # its unpriced call counts
+    ]
+    assert verdicts[0].message.endswith("(input 150, output 0; gpt-4o ×1, gpt-4o-mini ×1)")
