@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from .config import Settings
-from .context_window import ContextWindows
 from .model import Call, CallState, Run, Status, TestUsage, Verdict
 from .report import format as fmt
 
 if TYPE_CHECKING:
     from .capture.recorder import Exchange
+    from .context_window import ContextWindows
     from .report.terminal import Line
 
 __all__ = ["PART_LIMITS", "Inspector", "summary_lines"]
@@ -46,16 +46,14 @@ PART_LIMITS: Final = {"tools": "tool_schema_tokens", "system": "system_tokens"}
 _UNMETERED_STATES: Final = (CallState.UNMETERED, CallState.UNPARSED)
 
 
-VERDICT_KINDS = frozenset({"unmetered", "context-window", "request-part", "stale-cassette"})
-"""Verdict kinds this module's summary lines already show (other sections leave them out)."""
-
-
 class Inspector:
     """Per-session request inspection; thread-safe :meth:`observe`, settled from pytest's thread."""
 
     def __init__(self, settings: Settings, windows: ContextWindows | None = None) -> None:
+        if windows is None:
+            windows = _context_windows()
         self.settings = settings
-        self.windows = windows if windows is not None else ContextWindows()
+        self.windows = windows
         self._pending: dict[str, list[tuple[Call, Any, Any]]] = {}
         self._lock = threading.Lock()
         # Suites send the same request many times (parametrized tests, replayed cassettes): its
@@ -65,6 +63,8 @@ class Inspector:
     @classmethod
     def from_settings(cls, settings: Settings) -> Inspector:
         """Raises :class:`~pytest_tokenbudget.config.ConfigError` for a bad context-windows table."""
+        from .context_window import ContextWindows
+
         windows = ContextWindows.from_table(settings.tables.get("context-windows"), settings.context())
         return cls(settings, windows)
 
@@ -177,6 +177,14 @@ class Inspector:
 
 
 _ANATOMY_CACHE_SIZE: Final = 4096
+
+
+def _context_windows() -> ContextWindows:
+    """The built-in context windows (context_window.py is imported with the first Inspector, at the
+    first captured request)."""
+    from .context_window import ContextWindows
+
+    return ContextWindows()
 
 
 @dataclass(frozen=True, slots=True)

@@ -519,6 +519,10 @@ class Status:
     UNKNOWN = "unknown"  # cannot be judged (e.g. a cost budget over calls with no price)
 
 
+INSPECTION_KINDS: Final = frozenset({"unmetered", "context-window", "request-part", "stale-cassette"})
+"""Kinds of the verdicts of request inspection (inspector.py), which the summary shows apart."""
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """One evaluated limit: a budget (marker, scoped, session) or a baseline threshold."""

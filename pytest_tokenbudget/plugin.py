@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import threading
 import time
 from collections.abc import Generator
 from pathlib import Path
@@ -21,11 +22,12 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from .budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
+    from .capture.recorder import Exchange
     from .config import Settings  # imported on first need: an installed-but-off plugin never does
     from .hardcap import HardCap
     from .inspector import Inspector
     from .ledger import Ledger, Owner
-    from .model import Run, TestUsage, Verdict
+    from .model import Call, Run, TestUsage, Verdict
     from .pricing import Pricer
     from .report.export import CallLog
 
@@ -445,20 +447,23 @@ class TokenBudgetPlugin:
         self._outside_latest: dict[str, dict[str, Any]] = {}  # controller: worker → owner → data
         self.lost_workers: list[str] = []  # controller: workers that died, and what they ran
         self._closed = False
+        self._lazy_lock = threading.Lock()  # the inspector and the prices are made on first need
         self.inspector: Inspector | None = None
         self._judged_tests: set[str] = set()  # tests with per-test verdicts taken (reruns replace)
         baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
         if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
             baseline = _baseline_evaluator(settings)
         if settings.enabled:  # anatomy, context windows, stale cassettes, unmetered calls
-            self.inspector = _make_inspector(settings)
-            self.add_evaluator(self.inspector.verdicts)
+            if "context-windows" in settings.tables:  # a bad table is a usage error now
+                self.inspector = _make_inspector(settings)
+            self.add_evaluator(self._inspection_verdicts)
         self.capture = Capture(self.ledger)
-        if self.inspector is not None:
-            self.capture.recorder.observers.append(self.inspector.observe)
+        if settings.enabled:
+            self.capture.recorder.observers.append(self._observe_first)
         self._use_plugin_hooks()
-        self.pricer = _load_pricer(config, settings)  # after the hooks: a price hook comes first
-        self.ledger.add_listener(self.pricer.price)
+        # Parsed at configure when pyproject.toml prices or aliases models; else at the first call.
+        self._pricer: Pricer | None = config.stash.get(_pricer_key, None)
+        self.ledger.add_listener(self._price)  # after the hooks: a price hook comes first
         self.written: list[Path] = []  # reports written at the end, listed in the summary
         self.annotations: list[str] = []  # GitHub workflow commands, printed with the summary
         self.call_log: CallLog | None = None
@@ -507,14 +512,9 @@ class TokenBudgetPlugin:
         if workers > 1:
             note = f"per xdist worker: {money(limit / workers)} of {money(limit)}"
             limit /= workers
-        pricer: list[Any] = []
 
         def cost_of(provider: str, model: str, usage: Any, host: str) -> float | None:
-            if not pricer:  # genai-prices is imported at the first live request, not before
-                from .pricing import Pricer
-
-                pricer.append(getattr(self, "pricer", None) or Pricer.from_settings(self.settings))
-            return pricer[0].cost_of(provider, model, usage, host=host)
+            return self.pricer.cost_of(provider, model, usage, host=host)
 
         cap = HardCap(limit, cost_of, note=note, verdicts=self.run.verdicts)
         cap.watch.refresh()
@@ -525,6 +525,56 @@ class TokenBudgetPlugin:
     @property
     def run(self) -> Run:
         return self.ledger.run
+
+    # -- made at the first call: a suite without LLM calls never imports pricing or inspector -----
+
+    @property
+    def pricer(self) -> Pricer:
+        """The session's prices (pricing.py is imported at the first call to price)."""
+        pricer = self._pricer
+        if pricer is None:
+            with self._lazy_lock:
+                if self._pricer is None:
+                    self._pricer = _load_pricer(self.config, self.settings)
+                pricer = self._pricer
+        return pricer
+
+    def _price(self, call: Call) -> None:
+        """Ledger listener: the call's cost, by the session's prices."""
+        (self._pricer or self.pricer).price(call)
+
+    def _price_provenance(self) -> dict[str, Any]:
+        """``meta.prices``: which prices were used (none when no call was priced here)."""
+        if self._pricer is None:
+            return _no_prices_used()
+        return self._pricer.provenance()
+
+    def _inspector_now(self) -> Inspector:
+        """The request inspector, made at the first call it sees (or at the end, for calls of
+        xdist workers); from then on the recorder hands it calls directly."""
+        with self._lazy_lock:
+            if self.inspector is None:
+                self.inspector = _make_inspector(self.settings)
+            observers = self.capture.recorder.observers
+            if self._observe_first in observers:
+                observers[observers.index(self._observe_first)] = self.inspector.observe
+            return self.inspector
+
+    def _observe_first(self, call: Call, exchange: Exchange) -> None:
+        self._inspector_now().observe(call, exchange)
+
+    def _inspection_verdicts(self, run: Run) -> list[Verdict]:
+        """Unmetered calls, stale cassettes, context windows, request part limits. A run without
+        calls has none of these to judge but the part limits (met, at zero)."""
+        settings = self.settings
+        if (
+            self.inspector is None
+            and not run.totals().calls
+            and settings.max_tool_schema_tokens is None
+            and settings.max_system_tokens is None
+        ):
+            return []
+        return self._inspector_now().verdicts(run)
 
     @property
     def budgets(self) -> Budgets:
@@ -546,17 +596,21 @@ class TokenBudgetPlugin:
         """Consult third-party providers and prices (hookspecs.py) only when implemented."""
         hook = self.config.hook
         if hook.pytest_tokenbudget_route.get_hookimpls():
-            from .providers import route as builtin_route
-
             recorder = self.capture.recorder
+            builtin_route: Callable[[str, str, str], Any] | None = None
 
             def route(method: str, host: str, path: str) -> Any:
+                nonlocal builtin_route
                 try:
                     found = hook.pytest_tokenbudget_route(method=method, host=host, path=path)
                 except Exception as exc:  # another plugin's bug stays out of the test's request
                     recorder.note_internal_error(exc, source="a pytest_tokenbudget_route hook")
                     found = None
-                return found if found is not None else builtin_route(method, host, path)
+                if found is not None:
+                    return found
+                if builtin_route is None:  # imported at the first request, not at start-up
+                    from .providers import route as builtin_route
+                return builtin_route(method, host, path)
 
             self.capture.recorder.route = route
         if hook.pytest_tokenbudget_price.get_hookimpls() and not self._price_hook_added:
@@ -828,7 +882,7 @@ class TokenBudgetPlugin:
                 "outside": outside,
                 "issues": self.run.issues,
                 "verdicts": [v.to_dict() for v in self.run.verdicts[self._shipped :]],
-                "prices": self.pricer.provenance(),
+                "prices": self._price_provenance(),
                 "call_log": str(self.call_log.close()) if self.call_log is not None else "",
                 "internal_errors": [
                     self.capture.recorder.internal_errors,
@@ -837,10 +891,13 @@ class TokenBudgetPlugin:
             }
             return
         from . import __version__
-        from .pricing import merge_provenance
 
         meta = self.run.meta
-        meta["prices"] = merge_provenance([self.pricer.provenance(), *self._worker_prices])
+        meta["prices"] = self._price_provenance()
+        if self._worker_prices:  # xdist: and the workers'
+            from .pricing import merge_provenance
+
+            meta["prices"] = merge_provenance([meta["prices"], *self._worker_prices])
         meta.update(
             finished=now_iso(),
             plugin_version=__version__,
@@ -966,7 +1023,7 @@ class TokenBudgetPlugin:
         terminalreporter.write_sep("=", "token budget")
         with self.run.finished():
             lines = render(self.run, verbose=verbose, top=self.settings.top)
-            if self.inspector is not None:
+            if self.inspector is not None or self.run.totals().calls:
                 from .inspector import summary_lines
 
                 lines += summary_lines(self.run, top=self.settings.top)
@@ -1019,6 +1076,28 @@ def _baseline_evaluator(settings: Settings) -> Evaluator:
         return session_evaluator(settings)
     except ConfigError as exc:
         raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
+
+
+def _no_prices_used() -> dict[str, Any]:
+    """What :meth:`Pricer.provenance` says when no call was priced, without importing pricing.py
+    (a suite without LLM calls never needs it); tests/test_startup_imports.py keeps the two equal.
+    Prices or aliases in pyproject.toml make the pricer at start-up: overrides and aliases are 0."""
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Any] = {
+        "source": "genai-prices",
+        "priced_at": datetime.now(tz=UTC).date().isoformat(),
+        "overrides": 0,
+        "aliases": 0,
+        "calls_by_source": {},
+        "unknown": [],
+    }
+    try:
+        info["version"] = version("genai-prices")
+    except PackageNotFoundError:
+        info["version"] = None
+    return info
 
 
 def _make_inspector(settings: Settings) -> Inspector:

@@ -2,15 +2,19 @@
 
 Nothing is imported to be wrapped: a library is wrapped once it has been imported, checked at
 :meth:`Capture.install` and again at each :meth:`Capture.refresh` (cheap: a few dict lookups),
-which the plugin calls at session start, after collection and before each test and fixture.
+which the plugin calls at session start, after collection and before each test and fixture. The
+wrapper of a library is imported with it, not before; what reads a response (providers, framing)
+is imported at the first captured request (see ``recorder.py``).
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
+from types import ModuleType
 from typing import TYPE_CHECKING
 
-from . import aiohttp_stack, botocore_stack, httpx_clients, replay, requests_stack
+from . import replay
 from .recorder import Exchange, Recorder, StreamTap
 
 if TYPE_CHECKING:
@@ -18,7 +22,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Capture", "Exchange", "Recorder", "StreamTap"]
 
-_OTHER_STACKS = (("requests", requests_stack), ("aiohttp", aiohttp_stack), ("botocore", botocore_stack))
+_HTTPX = ("httpx2", "httpx")
+_OTHER_STACKS = (  # (name, the module that says the library is imported, its wrapper module)
+    ("requests", "requests", "requests_stack"),
+    ("aiohttp", "aiohttp", "aiohttp_stack"),
+    ("botocore", "botocore.client", "botocore_stack"),
+)
 
 
 class Capture:
@@ -41,16 +50,25 @@ class Capture:
             return
         self._modules_seen = len(sys.modules)
         replay.ensure_installed()
-        self.stacks.extend(httpx_clients.install(self.recorder))
-        for name, stack in _OTHER_STACKS:
-            if stack.install(self.recorder):
+        modules = sys.modules
+        if any(name in modules for name in _HTTPX):
+            self.stacks.extend(_wrapper("httpx_clients").install(self.recorder))
+        for name, library, wrapper in _OTHER_STACKS:
+            if library in modules and _wrapper(wrapper).install(self.recorder):
                 self.stacks.append(name)
 
     def uninstall(self) -> None:
         self._installed = False
         self._modules_seen = -1
-        httpx_clients.uninstall()
-        for _, stack in _OTHER_STACKS:
-            stack.uninstall()
+        for wrapper in ("httpx_clients", *(wrapper for _, _, wrapper in _OTHER_STACKS)):
+            module = sys.modules.get(f"{__name__}.{wrapper}")  # one never imported wrapped nothing
+            if module is not None:
+                module.uninstall()
         replay.uninstall()
         self.stacks = []
+
+
+def _wrapper(name: str) -> ModuleType:
+    """The wrapper module ``name`` of this package, imported on first use. (Looked up in sys.modules,
+    never as a package attribute: an in-process pytester session drops the modules it imported.)"""
+    return importlib.import_module(f"{__name__}.{name}")

@@ -9,20 +9,24 @@ Nothing here raises into the code under test: a response the plugin cannot read 
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from ..ledger import Ledger, Owner
 from ..model import Call, CallState, Usage
-from ..providers import Route
-from ..providers import route as builtin_route
-from ..providers.base import Extracted, ParseError, StreamAccumulator
 from . import replay
-from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
+
+if TYPE_CHECKING:
+    from ..providers import Route
+    from ..providers import route as builtin_route
+    from ..providers.base import Extracted, ParseError, StreamAccumulator
+    from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
 
 PreflightHook = Callable[["Exchange", Any], None]
 """Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
@@ -38,6 +42,22 @@ MAX_BUFFERED_BODY = 64 * 1024 * 1024
 
 
 _capturing: ContextVar[bool] = ContextVar("tokenbudget_capturing", default=False)
+
+# What reads a response (provider routing and parsers, stream framing) is imported at the first
+# request a wrapped client sends, not at start-up: a suite without LLM calls never needs it. The
+# names are bound in this module by _load_readers(), once per copy of the providers package (an
+# in-process pytester session drops the modules it imported: a later one binds its own copies).
+_providers: ModuleType | None = None
+
+
+def _load_readers() -> None:
+    global _providers, builtin_route, ParseError, LineFramer  # noqa: PLW0603
+    global decoder_for, framing_of, is_framed, sniff_framing  # noqa: PLW0603
+    from ..providers import route as builtin_route
+    from ..providers.base import ParseError
+    from .framing import LineFramer, decoder_for, framing_of, is_framed, sniff_framing
+
+    _providers = sys.modules[builtin_route.__module__]  # not `from .. import`: a stale attribute
 
 
 def inside_capture() -> bool:
@@ -87,12 +107,26 @@ class Recorder:
         self.ledger = ledger
         self.preflight: list[PreflightHook] = []
         self.observers: list[Observer] = []
-        self.route: Callable[[str, str, str], Route | None] = builtin_route
+        self.route: Callable[[str, str, str], Route | None] = self._route_first
         """Recognise a request (method, host, path); replaced when plugins add providers."""
+        self._reading = False  # the readers are bound (at this recorder's first request)
         self._tokens = itertools.count()
         self.internal_errors = 0
         """Calls the plugin failed to record because of its own bug (reported, never raised)."""
         self.first_errors: list[str] = []
+
+    def _bind_readers(self) -> None:
+        """Import what reads a response at this recorder's first request (see _load_readers)."""
+        if _providers is None or sys.modules.get(_providers.__name__) is not _providers:
+            _load_readers()
+        self._reading = True
+
+    def _route_first(self, method: str, host: str, path: str) -> Route | None:
+        """The built-in routing, bound at the first request: later ones go straight to it."""
+        self._bind_readers()
+        if self.route == self._route_first:  # unless a plugin's route replaced it meanwhile
+            self.route = builtin_route
+        return builtin_route(method, host, path)
 
     def note_internal_error(self, exc: Exception, source: str = "") -> None:
         """Keep count (and the first few messages) of an error while recording: ours, or in
@@ -116,6 +150,8 @@ class Recorder:
 
         ``source`` is "mocked" when the client's transport is known to answer in-process.
         """
+        if not self._reading:  # a route from a plugin's hook (or a test) rather than ours
+            self._bind_readers()
         replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source

@@ -6,7 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 
-from ..model import Run, Status, Tally, TestUsage, Verdict
+from ..model import INSPECTION_KINDS, Run, Status, Tally, TestUsage, Verdict
 from . import format as fmt
 
 _STATUS_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
@@ -194,9 +194,7 @@ def verdict_lines(verdicts: list[Verdict], *, verbose: bool = False, top: int = 
 
     Compact: everything not ``ok`` plus the session-level budgets that passed; ``-v``: all.
     """
-    from ..inspector import VERDICT_KINDS  # request inspection prints its own verdicts
-
-    verdicts = [v for v in verdicts if v.kind not in VERDICT_KINDS]
+    verdicts = [v for v in verdicts if v.kind not in INSPECTION_KINDS]  # shown by inspector.py
     if not verdicts:
         return []
     shown = [v for v in verdicts if verbose or v.status != Status.OK or not v.nodeid]
