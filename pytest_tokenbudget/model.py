@@ -14,6 +14,7 @@ Everything here is plain Python: the pytest plugin, the CLI and the reports shar
 from __future__ import annotations
 
 import dataclasses
+import gc
 import heapq
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -588,17 +589,27 @@ class Run:
 
     @contextmanager
     def finished(self) -> Iterator[Run]:
-        """A block in which the tallies do not change (writing the reports of a finished run):
+        """A block in which the tallies do not change (judging a finished run, writing its reports):
         :meth:`totals` and :meth:`models` are computed once in it, not once per report — each is a
-        pass over every test (0.1 s at 100,000 calls)."""
-        outer = self._aggregates is not None
-        if not outer:
-            self._aggregates = {}
+        pass over every test (0.1 s at 100,000 calls).
+
+        Python's cyclic garbage collector is held off in it: the reports make a few objects per
+        test and hold none in cycles (reference counting frees them), yet each full collection
+        they set off scans the session's whole heap — 0.2–0.28 s of the 1.3 s after the loop at
+        20,000 tests. It runs again, as before, when the block ends.
+        """
+        if self._aggregates is not None:  # nested: the outer block does both
+            yield self
+            return
+        self._aggregates = {}
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             yield self
         finally:
-            if not outer:
-                self._aggregates = None
+            self._aggregates = None
+            if collecting:
+                gc.enable()
 
     def usage_for(self, nodeid: str, kind: str = "test") -> TestUsage:
         entry = self.tests.get(nodeid)

@@ -7,6 +7,7 @@ an artifact and read back — a test's totals, phases and models come out the sa
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -244,3 +245,28 @@ def test_the_heaviest_few_are_the_head_of_the_whole_ranking(
         key=lambda t: (-t.total.total_tokens, -t.total.cost_usd, t.nodeid),
     )
     assert [t.nodeid for t in run.heaviest(n)] == [t.nodeid for t in ranking[:n]]
+
+
+def test_a_finished_run_holds_off_the_garbage_collector_and_gives_it_back() -> None:
+    """The reports are written without cyclic collections (each scans the whole heap); the
+    collector's state is given back whatever happens in the block, and one the caller switched off
+    stays off."""
+    run = Run()
+    assert gc.isenabled()
+    with run.finished():
+        assert not gc.isenabled()
+        with run.finished():  # nested: still off, and not switched on by the inner block's end
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ZeroDivisionError), run.finished():
+        1 / 0  # noqa: B018
+    assert gc.isenabled()
+    assert run._aggregates is None
+    gc.disable()
+    try:
+        with run.finished():
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
