@@ -11,7 +11,9 @@ system of the child) are recorded; on a shared machine CPU time is the steadier 
 * start-up: ``pytest --collect-only`` on a small suite — plugin installed but off, and on
   (``--token-budget``), against ``-p no:tokenbudget`` (absolute milliseconds are the targets);
 * suite: 2,000 tests that call no LLM, and 2,000 tests that make one mocked OpenAI call each
-  (the openai SDK on an in-process ``httpx2.MockTransport``), with ``--token-budget`` ÷ without.
+  (the openai SDK on an in-process ``httpx2.MockTransport``), with ``--token-budget`` ÷ without;
+* the first LLM call's one-offs, per process (per xdist worker): genai-prices reading its price
+  data, tiktoken loading an encoding — each when installed (see :func:`first_call_one_offs`).
 
 Whole-process times drift on a shared machine, so each row also gives the range of the ratio over
 the repetitions (each ``with`` run over the ``without`` run next to it). ``--hooks`` adds a
@@ -161,6 +163,66 @@ def row(benchmark: str, without_runs: list[Timing], with_runs: list[Timing]) -> 
     }
 
 
+ONE_OFFS: dict[str, tuple[str, str]] = {
+    # name: (module that must be installed, a script printing "<seconds> <worked>")
+    "prices": (
+        "genai_prices",
+        """
+import time
+from pytest_tokenbudget.model import Call, Usage
+from pytest_tokenbudget.pricing import Pricer
+call = Call("t", "call", "openai", "openai.chat", "api.openai.com", "gpt-4o-mini", Usage(12, 0, 0, 3, 0))
+start = time.perf_counter()
+Pricer().price(call)
+print(time.perf_counter() - start, call.cost_usd is not None)
+""",
+    ),
+    "tokenizer": (
+        "tiktoken",
+        """
+import time
+from pytest_tokenbudget import tokenizer
+start = time.perf_counter()
+counted = tokenizer.count("hello", "gpt-4o-mini")
+print(time.perf_counter() - start, counted.method == "tiktoken:o200k_base")
+""",
+    ),
+}
+"""What the first LLM call of a process pays once (per xdist worker too), when installed: the
+first priced call (genai-prices reads its price data) and the first request estimate (tiktoken
+loads o200k_base, from its cache: ``TOKENBUDGET_OFFLINE=1`` here, never a download)."""
+
+
+def first_call_one_offs(reps: int, pycache: Path) -> dict[str, Any]:
+    """Seconds of each one-off in a fresh process, bytecode cached (median and range); a string
+    saying why when it cannot be measured here."""
+    import importlib.util
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(PYTHONPYCACHEPREFIX=str(pycache), TOKENBUDGET_OFFLINE="1")
+    found: dict[str, Any] = {}
+    for name, (module, script) in ONE_OFFS.items():
+        if importlib.util.find_spec(module) is None:
+            found[name] = f"{module} is not installed"
+            continue
+        seconds: list[float] = []
+        for rep in range(reps + 1):  # the first fills the bytecode cache
+            command = [sys.executable, "-c", script]
+            done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+            took, worked = done.stdout.split() if done.returncode == 0 else ("0", "False")
+            if worked != "True":  # e.g. no o200k_base in tiktoken's cache (see the README)
+                seconds = []
+                break
+            if rep:
+                seconds.append(float(took))
+        found[name] = (
+            {"median_s": round(statistics.median(seconds), 4), "range_s": [min(seconds), max(seconds)]}
+            if seconds
+            else f"{module} did not work offline here"
+        )
+    return found
+
+
 def profile_hooks(folder: Path, tests: int) -> dict[str, Any]:
     """The plugin's per-test cost, steadier than whole-process times: ``pytest --token-budget`` on
     ``folder`` in this process under cProfile, summing the time of pytest_tokenbudget functions
@@ -237,6 +299,7 @@ def main() -> None:
             results.append(row(f"suite, {args.tests:,} {label}", suite["without"], suite["with"]))
             if args.hooks:
                 hooks[label] = profile_hooks(folder, args.tests)
+        one_offs = first_call_one_offs(args.reps, pycache)
     machine = f"{platform.machine()} · Python {platform.python_version()} · {os.cpu_count()} CPUs"
     print(f"start-up and suite overhead ({machine}), median of {args.reps} interleaved repetitions")
     print(f"{'benchmark':<52} {'without':>9} {'with':>9} {'ratio':>7} {'(range)':>15} {'added':>9}", end="")
@@ -249,6 +312,12 @@ def main() -> None:
             f"{r['ratio']:>6.3f}× ({low:.3f}–{high:.3f}) {r['added_ms']:>7.1f}ms   "
             f"{r['cpu_ratio']:>8.3f}× ({cpu_low:.3f}–{cpu_high:.3f}) {r['added_cpu_ms']:>7.1f}ms"
         )
+    for name, found in one_offs.items():
+        if isinstance(found, str):
+            print(f"first-call one-off, {name}: not measured ({found})")
+        else:
+            low, high = found["range_s"]
+            print(f"first-call one-off, {name}: {found['median_s']:.3f}s ({low:.3f}–{high:.3f}), per process")
     for label, found in hooks.items():
         print(
             f"per-test hooks under cProfile, {label}: {found['us_per_test']} µs a test "
@@ -260,6 +329,7 @@ def main() -> None:
         document: dict[str, Any] = {"machine": machine, "results": results}
         if hooks:
             document["hooks"] = hooks
+        document["first_call_one_offs"] = one_offs
         args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
