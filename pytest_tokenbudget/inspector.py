@@ -50,8 +50,10 @@ class Inspector:
     """Per-session request inspection; thread-safe :meth:`observe`, settled from pytest's thread."""
 
     def __init__(self, settings: Settings, windows: ContextWindows | None = None) -> None:
-        if windows is None:
-            windows = _context_windows()
+        if windows is None:  # context_window.py comes with the first Inspector (a captured request)
+            from .context_window import ContextWindows
+
+            windows = ContextWindows()
         self.settings = settings
         self.windows = windows
         self._pending: dict[str, list[tuple[Call, Any, Any]]] = {}
@@ -177,14 +179,6 @@ class Inspector:
 
 
 _ANATOMY_CACHE_SIZE: Final = 4096
-
-
-def _context_windows() -> ContextWindows:
-    """The built-in context windows (context_window.py is imported with the first Inspector, at the
-    first captured request)."""
-    from .context_window import ContextWindows
-
-    return ContextWindows()
 
 
 @dataclass(frozen=True, slots=True)

@@ -731,7 +731,7 @@ class TokenBudgetPlugin:
         if outside:  # test that then crashes its worker, it still reaches the controller
             setattr(report, OUTSIDE_ATTR, outside)
         if report.when == "teardown":
-            entry = self.run.tests.get(item.nodeid)
+            entry = self.run.tests.get(self._nodeid_of(item))
             if entry is not None:
                 setattr(report, REPORT_ATTR, entry.to_dict())
             fresh = self.run.verdicts[self._shipped :]
