@@ -6,6 +6,10 @@ runs every stage after the test loop — session and scoped budgets, the canonic
 artifact, and each report format — timing each stage and measuring the peak memory the calls add
 (tracemalloc, bytes per call beyond the empty run). Growth from 1k to 100k calls should be linear.
 
+This VM's speed moves by up to ~1.7x from one day to the next, so each size also times a fixed
+reference on the same data: building ``run.to_dict()`` and dumping it with the standard library's
+JSON encoder, once, to a string (no disk). "after loop ÷ reference" compares runs across days.
+
     python benchmarks/bench_scale.py [--sizes 1000,10000,100000] [--json results.json]
 """
 
@@ -107,6 +111,12 @@ def judge_every_test(run: Run) -> None:
         run.verdicts.extend(budgets.judge_test(entry, None))
 
 
+def _timed(stage: Callable[[], Any]) -> float:
+    start = time.perf_counter()
+    stage()
+    return time.perf_counter() - start
+
+
 def measure(calls: int, tests: int) -> dict[str, Any]:
     # Memory and time in separate passes: tracemalloc slows every allocation several-fold.
     tracemalloc.start()
@@ -126,6 +136,7 @@ def measure(calls: int, tests: int) -> dict[str, Any]:
             start = time.perf_counter()
             stage()
             timings[name] = time.perf_counter() - start
+        reference_s = min(_timed(lambda: json.dumps(run.to_dict())) for _ in range(3))
         tracemalloc.start()  # the artifact is written in pieces: its text is never whole in memory
         write_run(Path(tmp) / "run.json", run)
         _, artifact_peak = tracemalloc.get_traced_memory()
@@ -137,6 +148,8 @@ def measure(calls: int, tests: int) -> dict[str, Any]:
         "record_s": round(record_s, 4),
         "stages_s": {k: round(v, 4) for k, v in timings.items()},
         "after_loop_s": round(sum(timings.values()), 4),
+        "reference_s": round(reference_s, 4),
+        "after_loop_per_reference": round(sum(timings.values()) / reference_s, 2),
         "bytes_per_call_retained": round((current - before) / calls, 1),
         "bytes_per_call_peak": round((peak - before) / calls, 1),
         "artifact_bytes": artifact_bytes,
@@ -153,14 +166,16 @@ def main() -> None:
     machine = f"{platform.machine()} · Python {platform.python_version()}"
     print(f"scale ({machine}): calls recorded through the Ledger, then every post-loop stage")
     header = (("calls", 8), ("tests", 7), ("record", 8), ("after loop", 11))
-    header += (("B/call kept", 12), ("B/call peak", 12))
+    header += (("÷ reference", 12), ("B/call kept", 12), ("B/call peak", 12))
     print(" ".join(f"{name:>{width}}" for name, width in header))
     for r in results:
         print(
             f"{r['calls']:>8,} {r['tests']:>7,} {r['record_s']:>7.3f}s {r['after_loop_s']:>10.3f}s "
+            f"{r['after_loop_per_reference']:>11.2f}× "
             f"{r['bytes_per_call_retained']:>12,.0f} {r['bytes_per_call_peak']:>12,.0f}"
         )
         print("         " + ", ".join(f"{k} {v:.3f}s" for k, v in r["stages_s"].items()))
+        print(f"         reference: json.dumps(run.to_dict()) {r['reference_s']:.3f}s")
         print(
             f"         artifact {r['artifact_bytes'] / 1e6:.1f} MB written with a peak of "
             f"{r['artifact_write_peak_bytes'] / 1e6:.2f} MB"
