@@ -12,6 +12,8 @@ system of the child) are recorded; on a shared machine CPU time is the steadier 
   (``--token-budget``), against ``-p no:tokenbudget`` (absolute milliseconds are the targets);
 * suite: 2,000 tests that call no LLM, and 2,000 tests that make one mocked OpenAI call each
   (the openai SDK on an in-process ``httpx2.MockTransport``), with ``--token-budget`` ÷ without;
+  and the no-call suite with a plugin registering the same per-test hooks with empty bodies, which
+  separates what pytest's hook calls cost from the work done in them;
 * the first LLM call's one-offs, per process (per xdist worker): genai-prices reading its price
   data, tiktoken loading an encoding — each when installed (see :func:`first_call_one_offs`).
 
@@ -90,6 +92,47 @@ def test_plain(i):
 """
 
 
+EMPTY_HOOKS_PLUGIN = """
+import pytest
+
+
+class EmptyHooks:
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_setup(self, item):
+        pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_call(self, item):
+        pass
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_teardown(self, item, nextitem):
+        pass
+
+    def pytest_runtest_logfinish(self, nodeid):
+        pass
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_fixture_setup(self, fixturedef, request):
+        return (yield)
+
+    def pytest_fixture_post_finalizer(self, fixturedef):
+        pass
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        return (yield)
+
+    def pytest_runtest_logreport(self, report):
+        pass
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(EmptyHooks(), "empty-hooks")
+"""
+"""The per-test hooks the plugin registers, with empty bodies: what pytest's hook calls cost alone."""
+
+
 def make_suite(root: Path, kind: str, tests: int) -> Path:
     """Write a suite of ``kind`` (small | plain | mocked) under ``root``; return its folder."""
     folder = root / kind
@@ -101,6 +144,7 @@ def make_suite(root: Path, kind: str, tests: int) -> Path:
             (folder / f"test_small_{module}.py").write_text(body)
     elif kind == "plain":
         (folder / "test_plain.py").write_text(textwrap.dedent(NO_CALL_TEST.format(n=tests)))
+        (folder / "empty_hooks.py").write_text(EMPTY_HOOKS_PLUGIN)  # -p empty_hooks (cwd on sys.path)
     else:
         (folder / "conftest.py").write_text(MOCKED_CALL_CONFTEST)
         (folder / "test_mocked.py").write_text(textwrap.dedent(MOCKED_CALL_TEST.format(n=tests)))
@@ -191,6 +235,20 @@ print(time.perf_counter() - start, counted.method == "tiktoken:o200k_base")
 """What the first LLM call of a process pays once (per xdist worker too), when installed: the
 first priced call (genai-prices reads its price data) and the first request estimate (tiktoken
 loads o200k_base, from its cache: ``TOKENBUDGET_OFFLINE=1`` here, never a download)."""
+
+
+def installed_extras() -> dict[str, str | None]:
+    """Versions of the optional libraries the plugin uses when present (None: not installed); with
+    them the first LLM call of each process pays their one-offs, so the suite rows differ."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("genai-prices", "tiktoken", "junit-xml"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
 
 
 def first_call_one_offs(reps: int, pycache: Path) -> dict[str, Any]:
@@ -295,13 +353,21 @@ def main() -> None:
             results.append(row(label, startup["absent"], startup[variant]))
         for kind, label in (("plain", "tests with no LLM call"), ("mocked", "tests with one mocked call")):
             folder = make_suite(root, kind, args.tests)
-            suite = compare(folder, {"without": [], "with": ["--token-budget"]}, args.reps, pycache)
+            variants = {"without": [], "with": ["--token-budget"]}
+            if kind == "plain":
+                variants["empty hooks"] = ["-p", "empty_hooks"]
+            suite = compare(folder, variants, args.reps, pycache)
             results.append(row(f"suite, {args.tests:,} {label}", suite["without"], suite["with"]))
+            if kind == "plain":
+                empty = f"suite, {args.tests:,} {label}: the same hooks, empty"
+                results.append(row(empty, suite["without"], suite["empty hooks"]))
             if args.hooks:
                 hooks[label] = profile_hooks(folder, args.tests)
         one_offs = first_call_one_offs(args.reps, pycache)
     machine = f"{platform.machine()} · Python {platform.python_version()} · {os.cpu_count()} CPUs"
+    extras = installed_extras()
     print(f"start-up and suite overhead ({machine}), median of {args.reps} interleaved repetitions")
+    print("optional libraries: " + ", ".join(f"{k} {v or 'not installed'}" for k, v in extras.items()))
     print(f"{'benchmark':<52} {'without':>9} {'with':>9} {'ratio':>7} {'(range)':>15} {'added':>9}", end="")
     print(f"   {'CPU ratio':>9} {'(range)':>15} {'added':>9}")
     for r in results:
@@ -326,7 +392,7 @@ def main() -> None:
         for name, hook in found["hooks"].items():
             print(f"  {name:<52} {hook['us_per_test']:>8.1f} µs  {hook['calls_per_test']:>5} calls a test")
     if args.json:
-        document: dict[str, Any] = {"machine": machine, "results": results}
+        document: dict[str, Any] = {"machine": machine, "optional_libraries": extras, "results": results}
         if hooks:
             document["hooks"] = hooks
         document["first_call_one_offs"] = one_offs
