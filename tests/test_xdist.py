@@ -50,6 +50,18 @@ def ask_chat():
     post("/v1/chat/completions", model="gpt-4o-mini", messages=ASK)
 
 
+def pytest_runtest_logreport(report):
+    # SHIPPED_LOG: what the controller received from the workers, by report attribute
+    log = os.environ.get("SHIPPED_LOG")
+    if log and report.when == "teardown" and not os.environ.get("PYTEST_XDIST_WORKER"):
+        with open(log, "a") as out:
+            for name in ("tokenbudget", "tokenbudget_verdicts", "tokenbudget_outside"):
+                value = getattr(report, name, None)
+                if value is not None:
+                    text = value if isinstance(value, str) else ""
+                    out.write(f"{name}\\t{type(value).__name__}\\t{text}\\n")
+
+
 @pytest.fixture
 def chat():
     return ask_chat
@@ -333,6 +345,26 @@ def test_xdist_mode_equals_the_serial_run(suite: Suite, mode: str) -> None:
     assert without_context(token_section(result.stdout)) == without_context(token_section(serial.stdout))
     leftovers = [p.name for p in (suite.path / "out" / mode).iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+def test_workers_ship_usage_as_json_text(suite: Suite, tmp_path: Path) -> None:
+    """A test's usage and verdicts cross from worker to controller as one JSON string each: execnet
+    serialises nested dicts in pure Python (~150 µs a test both ways, against ~2 µs for a string)."""
+    log = tmp_path / "shipped.tsv"
+    result = suite.run("n2-shipped", "-n", "2", SHIPPED_LOG=str(log))
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = [line.split("\t") for line in log.read_text().splitlines()]
+    assert {name for name, _, _ in rows} >= {"tokenbudget", "tokenbudget_verdicts"}
+    assert {kind for _, kind, _ in rows} == {"str"}
+    entries = [json.loads(text) for name, _, text in rows if name == "tokenbudget"]
+    calls = {k: v[0] for k, v in EXPECTED.items() if v[0] and k != FIXTURE}
+    assert sorted(entry["calls"] for entry in entries) == sorted(calls.values())
+    verdicts = [v for name, _, text in rows if name == "tokenbudget_verdicts" for v in json.loads(text)]
+    assert {v["kind"] for v in verdicts} >= {"marker", "test-default"}
+    suite.run("serial")
+    assert json.dumps(without_times(suite.artifact("n2-shipped"))) == json.dumps(
+        without_times(suite.artifact("serial"))
+    )
 
 
 # -- a worker that dies ----------------------------------------------------------------------------
