@@ -731,14 +731,14 @@ class TokenBudgetPlugin:
 
     def _ship(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """xdist worker: what the controller needs, as attributes of the report it is sent."""
-        from .artifact import encode_test
-
         outside = self._changed_outside()  # fixture usage with every phase's report: set up in a
         if outside:  # test that then crashes its worker, it still reaches the controller
             setattr(report, OUTSIDE_ATTR, json.dumps(outside))
         if report.when == "teardown":
             entry = self.run.tests.get(self._nodeid_of(item))
             if entry is not None:
+                from .artifact import encode_test
+
                 setattr(report, REPORT_ATTR, encode_test(entry))
             fresh = self.run.verdicts[self._shipped :]
             if fresh:
