@@ -1,10 +1,12 @@
 """HTTP-level capture: wrap every HTTP stack in use, and restore them afterwards.
 
-Nothing is imported to be wrapped: a library is wrapped once it has been imported, checked at
-:meth:`Capture.install` and again at each :meth:`Capture.refresh` (cheap: a few dict lookups),
-which the plugin calls at session start, after collection and before each test and fixture. The
-wrapper of a library is imported with it, not before; what reads a response (providers, framing)
-is imported at the first captured request (see ``recorder.py``).
+Nothing is imported to be wrapped: a library is wrapped the moment it has been imported — by a
+post-import hook on ``sys.meta_path`` (``import_hooks.py``), so an SDK imported inside a test or a
+fixture is wrapped before its first request — and those imported before the plugin switched on
+are wrapped at :meth:`Capture.install`. :meth:`Capture.refresh` (a few dict lookups) catches a
+library some other finder loaded past the hook. The wrapper of a library is imported with it,
+not before; what reads a response (providers, framing) is imported at the first captured request
+(see ``recorder.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from . import replay
+from .import_hooks import PostImportFinder
 from .recorder import Exchange, Recorder, StreamTap
 
 if TYPE_CHECKING:
@@ -38,11 +41,22 @@ class Capture:
         self.stacks: list[str] = []
         self._installed = False
         self._modules_seen = -1  # len(sys.modules) at the last refresh
+        watched = (*_HTTPX, *(library for _, library, _ in _OTHER_STACKS))
+        self._import_hook = PostImportFinder(watched, self._imported)
 
     def install(self) -> None:
         self._installed = True
         self._modules_seen = -1
+        self._import_hook.install()
         self.refresh()
+
+    def _imported(self, name: str) -> None:
+        """A watched library has just been imported (inside the import): wrap it now. Never raises
+        into the importing code; a failure is reported with the calls' errors."""
+        try:
+            self.refresh()
+        except Exception as exc:
+            self.recorder.note_internal_error(exc, source=f"wrapping {name} at its import")
 
     def refresh(self) -> None:
         """Wrap the stacks imported since the last call (nothing to do while no module was)."""
@@ -60,6 +74,7 @@ class Capture:
     def uninstall(self) -> None:
         self._installed = False
         self._modules_seen = -1
+        self._import_hook.uninstall()
         for wrapper in ("httpx_clients", *(wrapper for _, _, wrapper in _OTHER_STACKS)):
             module = sys.modules.get(f"{__name__}.{wrapper}")  # one never imported wrapped nothing
             if module is not None:
