@@ -30,6 +30,7 @@ _OTHER_STACKS = (  # (name, the module that says the library is imported, its wr
     ("requests", "requests", "requests_stack"),
     ("aiohttp", "aiohttp", "aiohttp_stack"),
     ("botocore", "botocore.client", "botocore_stack"),
+    ("urllib", "urllib.request", "urllib_stack"),
 )
 
 
