@@ -284,3 +284,42 @@ def test_uninstall_restores_do_open() -> None:
     assert urllib.request.AbstractHTTPHandler.do_open is not original
     capture.uninstall()
     assert urllib.request.AbstractHTTPHandler.do_open is original
+
+
+LATE_IMPORT = """
+import json
+import os
+import sys
+
+
+def test_urllib_imported_in_the_test():
+    assert "urllib.request" not in sys.modules  # this import is the first
+    import urllib.request
+
+    request = urllib.request.Request(
+        os.environ["LLM_URL"] + "/v1/chat/completions",
+        data=json.dumps({"model": "gpt-4o-mini"}).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request) as response:
+        assert json.load(response)["usage"]["total_tokens"] == 1346
+"""
+
+
+@pytest.mark.slow
+def test_urllib_imported_inside_a_test_is_counted(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh process, no other plugin: urllib.request is first imported by the test itself."""
+    monkeypatch.setenv("LLM_URL", llm_server.url)
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    monkeypatch.setenv("PYTEST_ADDOPTS", "")
+    pytester.makepyfile(test_late=LATE_IMPORT)
+    result = pytester.runpytest_subprocess(
+        "-p", "pytest_tokenbudget.plugin", "--token-budget", "--token-budget-json=run.json"
+    )
+    result.assert_outcomes(passed=1)
+    entry = json.loads((pytester.path / "run.json").read_text())["tests"][
+        "test_late.py::test_urllib_imported_in_the_test"
+    ]
+    assert (entry["calls"], entry["total_tokens"]) == (1, 1346)
