@@ -7,6 +7,7 @@ that the caller of ``urlopen`` sees what it would see without the plugin.
 
 from __future__ import annotations
 
+import gzip
 import http.client
 import json
 import urllib.error
@@ -25,6 +26,7 @@ from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, CallState
 
 SUITE = """
+import gzip
 import http.client
 import json
 import os
@@ -323,3 +325,22 @@ def test_urllib_imported_inside_a_test_is_counted(
         "test_late.py::test_urllib_imported_in_the_test"
     ]
     assert (entry["calls"], entry["total_tokens"]) == (1, 1346)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_gzipped_body_reaches_the_caller_still_compressed(stream: bool) -> None:
+    """urllib does not decompress: the caller gets the gzip bytes, the plugin reads them decoded."""
+    from provider_server import ProviderServer
+
+    server = ProviderServer().start()
+    try:
+        body = {"model": "gpt-4o-mini", "stream": stream, "gzip": True}
+        request = post(f"{server.url}/v1/chat/completions", body)
+        plain, seen, calls = both(lambda: urllib.request.urlopen(request).read())
+    finally:
+        server.stop()
+    assert gzip.decompress(seen) == gzip.decompress(plain)
+    assert seen[:2] == b"\x1f\x8b"
+    assert [(c.state, c.streamed, c.usage.input_tokens, c.usage.output_tokens) for c in calls] == [
+        (CallState.COMPLETE, stream, 11, 7)
+    ]
