@@ -6,15 +6,33 @@ The owner is process-global, not a contextvar, because a contextvar is empty in 
 ``run_in_executor`` and goes stale in tasks started by session-scoped async fixtures. A stream that
 finishes later is still charged to the owner its request left under. A thread leaked from one test
 is charged to whichever owner is current when it sends — it can be flagged, not prevented.
+
+What happens to a call, in order (:meth:`Ledger.record`): its *pricers* set its cost, it is
+tallied, its *listeners* are told at once, and its *observers* (sinks that write files) too —
+except inside a running event loop, where nothing may block: there they are told at the next
+:meth:`Ledger.drain`, which the plugin calls between test phases, outside any loop. A pricer,
+listener or observer that fails never costs the count: the failure is kept, by the sink's name,
+and reported once.
 """
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
+from collections import deque
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .model import Call, CallState, Run, TestUsage
+
+Sink = Callable[[Call], None]
+
+
+def in_event_loop() -> bool:
+    """True inside a running asyncio event loop (where nothing may block, BlockBuster says)."""
+    asyncio = sys.modules.get("asyncio")  # never imported: no loop can be running
+    return asyncio is not None and asyncio._get_running_loop() is not None
 
 SESSION_OWNER = "<session>"
 
@@ -45,7 +63,12 @@ class Ledger:
         self._owner_stack: list[Owner] = []  # fixtures being set up or torn down, innermost last
         self._test_owner: Owner | None = None  # the running test and phase; None between tests
         self._calls: list[Call] = []
-        self._listeners: list[Callable[[Call], None]] = []
+        self._pricers: list[tuple[str, Sink]] = []
+        self._listeners: list[tuple[str, Sink]] = []
+        self._observers: list[tuple[str, Sink]] = []
+        self._later: deque[Callable[[], None]] = deque()  # observers' calls, deferred records
+        self.failures: dict[str, list[Any]] = {}
+        """Sinks that raised: name -> [times, first error text]; reported, never raised."""
         self._open_streams: dict[int, Callable[[], None]] = {}
         self._open_by_owner: dict[str, set[int]] = {}
 
@@ -80,20 +103,67 @@ class Ledger:
 
     # -- recording ------------------------------------------------------------------------------
 
-    def add_listener(self, listener: Callable[[Call], None], *, first: bool = False) -> None:
-        """Call ``listener(call)`` for each call before it is tallied (pricing, the JSONL log).
+    def add_pricer(self, pricer: Sink, name: str, *, first: bool = False) -> None:
+        """``pricer(call)`` may set ``call.cost_usd`` before the call is tallied; ``first`` puts
+        it ahead of those already added (a plugin's price hook before genai-prices)."""
+        self._pricers.insert(0 if first else len(self._pricers), (name, pricer))
 
-        ``first`` puts it ahead of those already added (a plugin's price before genai-prices).
-        """
-        if first:
-            self._listeners.insert(0, listener)
-        else:
-            self._listeners.append(listener)
+    def add_listener(self, listener: Sink, name: str = "a listener") -> None:
+        """``listener(call)`` right after each call is tallied (the hard cap's spend): it must be
+        quick and never block (it may run inside the code under test's event loop)."""
+        self._listeners.append((name, listener))
+
+    def add_observer(self, observer: Sink, name: str) -> None:
+        """``observer(call)`` after each call is tallied (sinks that write files); inside a
+        running event loop, at the next :meth:`drain`."""
+        self._observers.append((name, observer))
+
+    def later(self, work: Callable[[], None]) -> None:
+        """Run ``work()`` at the next :meth:`drain` (outside any event loop)."""
+        self._later.append(work)  # a deque's append is atomic: no lock on the hot path
+
+    def drain(self) -> None:
+        """Do what was left for later, in order: the observers' calls and deferred records."""
+        later = self._later
+        while True:
+            try:
+                job = later.popleft()
+            except IndexError:
+                return
+            job()
 
     def record(self, call: Call, kind: str = "test") -> None:
-        """Add ``call`` to its owner's tally; ``kind`` is the owner's kind (test/fixture/session)."""
-        for listener in self._listeners:
-            listener(call)
+        """Price, tally and announce ``call``; ``kind`` is the owner's kind (test/fixture/session).
+
+        The tally never depends on a sink: each pricer, listener and observer is guarded.
+        """
+        for name, pricer in self._pricers:
+            self._guarded(name, pricer, call)
+        self._tally(call, kind)
+        for name, listener in self._listeners:
+            self._guarded(name, listener, call)
+        if not self._observers:
+            return
+        if in_event_loop():
+            for name, observer in self._observers:
+                self._later.append(functools.partial(self._guarded, name, observer, call))
+            return
+        self.drain()  # what an event loop left for later comes first: the order stays
+        for name, observer in self._observers:
+            self._guarded(name, observer, call)
+
+    def _guarded(self, name: str, sink: Sink, call: Call) -> None:
+        try:
+            sink(call)
+        except Exception as exc:  # a sink's failure is reported by name; the count stands
+            with self._lock:
+                failure = self.failures.get(name)
+                if failure is None:
+                    self.failures[name] = [1, f"{type(exc).__name__}: {exc}"]
+                else:
+                    failure[0] += 1
+
+    def _tally(self, call: Call, kind: str) -> None:
         with self._lock:
             if self._keep_calls:
                 self._calls.append(call)

@@ -9,6 +9,7 @@ switched on (``--token-budget``, ``enabled = true``, or a collected test that us
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import sys
 import threading
@@ -454,6 +455,7 @@ class TokenBudgetPlugin:
         self._lazy_lock = threading.Lock()  # the inspector and the prices are made on first need
         self.inspector: Inspector | None = None
         self._judged_tests: set[str] = set()  # tests with per-test verdicts taken (reruns replace)
+        self._warm = False  # what the first call loads is loaded (ahead of async tests: _warm_up)
         baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
         if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
             baseline = _baseline_evaluator(settings)
@@ -467,7 +469,7 @@ class TokenBudgetPlugin:
         self._use_plugin_hooks()
         # Parsed at configure when pyproject.toml prices or aliases models; else at the first call.
         self._pricer: Pricer | None = config.stash.get(_pricer_key, None)
-        self.ledger.add_listener(self._price)  # after the hooks: a price hook comes first
+        self.ledger.add_pricer(self._price, "genai-prices")  # after the hooks: a price hook first
         self.written: list[Path] = []  # reports written at the end, listed in the summary
         self.annotations: list[str] = []  # GitHub workflow commands, printed with the summary
         self.call_log: CallLog | None = None
@@ -476,7 +478,7 @@ class TokenBudgetPlugin:
 
             worker = str(getattr(config, "workerinput", {}).get("workerid", ""))
             self.call_log = CallLog(settings.calls_path, part=worker)
-            self.ledger.add_listener(self.call_log)
+            self.ledger.add_observer(self.call_log, "the call log (--token-budget-calls)")
         self._budgets: Budgets | None = None  # parsed on first need: most runs have markers only
         self._per_test_default = False  # a per-test budget applies to tests without a marker
         if settings.has_budgets and settings.enabled:
@@ -522,7 +524,7 @@ class TokenBudgetPlugin:
 
         cap = HardCap(limit, cost_of, note=note, verdicts=self.run.verdicts)
         cap.watch.refresh()
-        self.ledger.add_listener(cap.observe)
+        self.ledger.add_listener(cap.observe, "the hard cost cap")
         self.capture.recorder.preflight.append(cap)
         return cap
 
@@ -629,12 +631,33 @@ class TokenBudgetPlugin:
                             exc, source="a pytest_tokenbudget_price hook"
                         )
 
-            self.ledger.add_listener(price, first=True)
+            self.ledger.add_pricer(price, "a pytest_tokenbudget_price hook", first=True)
 
     def _enter(self, owner: Owner) -> None:
         """Charge calls to ``owner`` from now on (until popped); wrap HTTP stacks imported since."""
         self._refresh()
         self.ledger.push_owner(owner)
+
+    def _warm_up(self) -> None:
+        """Before the first async test or fixture runs, load what the first captured call would
+        otherwise load inside its event loop — response readers, prices, the request inspector,
+        and the tokenizer when the hard cap estimates — so nothing the plugin does in a loop
+        blocks it (BlockBuster raises on file reads there). Only once an HTTP stack is wrapped:
+        an async suite that imports none makes no LLM call the plugin could see."""
+        if not self.capture.stacks:
+            return
+        self._warm = True
+        try:
+            self.capture.recorder.bind_readers()
+            self.pricer.warm()
+            if self.settings.enabled:
+                self._inspector_now()
+            if self.hard_cap is not None:
+                from .tokenizer import warm
+
+                warm()
+        except Exception as exc:  # then the first call does it, in the loop: reported if it fails
+            self.capture.recorder.note_internal_error(exc, source="loading ahead of an event loop")
 
     def _refresh(self) -> None:
         self.capture.refresh()  # cheap unless a module was imported
@@ -650,6 +673,8 @@ class TokenBudgetPlugin:
     @pytest.hookimpl(tryfirst=True)
     def pytest_runtest_setup(self, item: pytest.Item) -> None:
         self._refresh()
+        if not self._warm and _is_async(getattr(item, "obj", None)):
+            self._warm_up()
         self._item = item
         self._nodeid = nodeid = item.nodeid
         self.ledger.running(self._owner_of(nodeid, "setup"))
@@ -681,6 +706,8 @@ class TokenBudgetPlugin:
             scope = self._fixture_scopes[fixturedef] = fixturedef.scope
         if scope == "function":  # charged to the test's phase, like the test's own code
             return (yield)
+        if not self._warm and _is_async(fixturedef.func):
+            self._warm_up()
         label = f"<{scope} fixture {fixturedef.argname}>"
         self._outside_owners.add(label)
         owner = self._owner_of(label, "setup", "fixture")
@@ -702,6 +729,7 @@ class TokenBudgetPlugin:
         if teardown is not None:
             self.ledger.pop_owner(teardown)
             self.ledger.settle_streams(teardown.nodeid)
+            self.ledger.drain()
 
     # -- per-test results -----------------------------------------------------------------------
 
@@ -715,6 +743,7 @@ class TokenBudgetPlugin:
         self, item: pytest.Item, call: pytest.CallInfo[None]
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
+        self.ledger.drain()  # outside the test's event loop: the observers and deferred records
         if report.when == "teardown":  # the test is over
             nodeid = self._nodeid_of(item)
             self.ledger.settle_streams(nodeid)  # streams it left open are settled now
@@ -881,6 +910,7 @@ class TokenBudgetPlugin:
         from .artifact import environment, git_info, now_iso, write_run
 
         self.ledger.settle_streams()
+        self.ledger.drain()
         if self.inspector is not None:
             self.inspector.settle_all(self.run)
         if self.is_worker:
@@ -895,6 +925,7 @@ class TokenBudgetPlugin:
                     self.capture.recorder.internal_errors,
                     self.capture.recorder.first_errors,
                 ],
+                "sink_failures": self.ledger.failures,
             }
             return
         from . import __version__
@@ -919,6 +950,9 @@ class TokenBudgetPlugin:
         recorder = self.capture.recorder
         if recorder.internal_errors:  # calls lost to a bug of ours: said, never hidden
             meta["internal_errors"] = {"count": recorder.internal_errors, "first": recorder.first_errors}
+        if self.ledger.failures:  # a sink that failed: its output is incomplete, the counts are not
+            failures = sorted(self.ledger.failures.items())
+            meta["sink_failures"] = {name: {"count": n, "first": first} for name, (n, first) in failures}
         from .gate import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
@@ -1017,6 +1051,9 @@ class TokenBudgetPlugin:
         recorder = self.capture.recorder
         recorder.internal_errors += count
         recorder.first_errors = (recorder.first_errors + list(first))[:3]
+        for name, (times, text) in (output.get("sink_failures") or {}).items():
+            failure = self.ledger.failures.setdefault(str(name), [0, str(text)])
+            failure[0] += int(times)
         from .model import Verdict
 
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
@@ -1048,6 +1085,12 @@ class TokenBudgetPlugin:
                 f"first: {recorder.first_errors[0]}",
                 red=True,
             )
+        for name, (times, text) in sorted(self.ledger.failures.items()):
+            terminalreporter.write_line(
+                f"pytest-tokenbudget: {name} failed {times:,} time(s) (the counts are complete; "
+                f"its output is not); first: {text}",
+                red=True,
+            )
         tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted
         for notice in tokenizer.notices() if tokenizer is not None else ():
             terminalreporter.write_line(f"note: {notice}", yellow=True)
@@ -1064,6 +1107,11 @@ class TokenBudgetPlugin:
                 terminalreporter.write_line(f"report: {_display(path, self.config)}")
         for command in self.annotations:  # GitHub reads workflow commands from standard output
             terminalreporter.write_line(command)
+
+
+def _is_async(function: Any) -> bool:
+    """A coroutine or async-generator function: it runs in an event loop (pytest-asyncio, anyio)."""
+    return inspect.iscoroutinefunction(function) or inspect.isasyncgenfunction(function)
 
 
 def _worker_id(holder: Any) -> str:

@@ -126,6 +126,17 @@ class Pricer:
         aliases = _parse_aliases(settings.tables.get("aliases"), ctx)
         return cls(overrides, aliases)
 
+    def warm(self) -> None:
+        """Read genai-prices' data now (its first import reads package metadata from disk, which
+        must not happen inside an event loop under BlockBuster)."""
+        if not self._use_genai_prices:
+            return
+        try:
+            from genai_prices import data_snapshot
+        except ImportError:
+            return
+        data_snapshot.get_snapshot()
+
     # -- pricing ------------------------------------------------------------------------------
 
     def price(self, call: Call) -> None:

@@ -18,7 +18,7 @@ from contextvars import ContextVar, Token
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from ..ledger import Ledger, Owner
+from ..ledger import Ledger, Owner, in_event_loop
 from ..model import Call, CallState, Usage
 from . import replay
 
@@ -115,7 +115,7 @@ class Recorder:
         """Calls the plugin failed to record because of its own bug (reported, never raised)."""
         self.first_errors: list[str] = []
 
-    def _bind_readers(self) -> None:
+    def bind_readers(self) -> None:
         """Import what reads a response at this recorder's first request (see _load_readers)."""
         if _providers is None or sys.modules.get(_providers.__name__) is not _providers:
             _load_readers()
@@ -123,7 +123,7 @@ class Recorder:
 
     def _route_first(self, method: str, host: str, path: str) -> Route | None:
         """The built-in routing, bound at the first request: later ones go straight to it."""
-        self._bind_readers()
+        self.bind_readers()
         if self.route == self._route_first:  # unless a plugin's route replaced it meanwhile
             self.route = builtin_route
         return builtin_route(method, host, path)
@@ -151,7 +151,7 @@ class Recorder:
         ``source`` is "mocked" when the client's transport is known to answer in-process.
         """
         if not self._reading:  # a route from a plugin's hook (or a test) rather than ours
-            self._bind_readers()
+            self.bind_readers()
         replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source
@@ -282,10 +282,27 @@ class Recorder:
             detail=detail,
         )
         if usage is None and extracted is not None and state != CallState.FAILED:
+            if in_event_loop():  # the tokenizer may have to read files: not inside the loop
+                self.ledger.later(lambda: self._guard(self._estimated, call, exchange, payload))
+                return
             _estimate(call, exchange.request, payload)
+        self._announce(call, exchange)
+
+    def _estimated(self, call: Call, exchange: Exchange, payload: Payload) -> None:
+        """Estimate a call that reports no usage, then record it (deferred out of an event loop)."""
+        _estimate(call, exchange.request, payload)
+        self._announce(call, exchange)
+
+    def _announce(self, call: Call, exchange: Exchange) -> None:
         for observe in self.observers:
             observe(call, exchange)
-        self.ledger.record(call, owner.kind)
+        self.ledger.record(call, exchange.owner.kind)
+
+    def _guard(self, work: Callable[..., None], *args: Any) -> None:
+        try:
+            work(*args)
+        except Exception as exc:  # a bug of ours must not stop the other deferred work
+            self.note_internal_error(exc)
 
 
 _SNIFF_BYTES = 16
