@@ -28,6 +28,7 @@ import json
 import math
 import os
 import re
+import sys
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -57,6 +58,18 @@ HEURISTIC: Final = "heuristic"
 OFFLINE_ENV: Final = "TOKENBUDGET_OFFLINE"
 DOWNLOAD_TIMEOUT: Final = 5.0
 """Seconds for each network step of the one download attempt per encoding."""
+ENCODINGS_URL_ENV: Final = "TOKENBUDGET_ENCODINGS_URL"
+"""A base URL serving ``<name>.tiktoken`` files (a mirror), fetched instead of tiktoken's own
+address; the file must still have the sha256 tiktoken declares."""
+
+# Run by a separate interpreter (-I: no PYTHONPATH, no user site): the code under test's HTTP
+# interceptors (vcrpy, respx, socket blockers) never see the plugin's own download, a cassette
+# being recorded never holds it, and a replaying one cannot refuse it.
+_FETCH: Final = (
+    "import sys, urllib.request\n"
+    "with urllib.request.urlopen(sys.argv[1], timeout=float(sys.argv[2])) as response:\n"
+    "    sys.stdout.buffer.write(response.read())\n"
+)
 
 # Used only when tiktoken's own declarations (tiktoken_ext/openai_public.py) cannot be read.
 _KNOWN_BLOBS: Final[dict[str, tuple[str, str]]] = {
@@ -196,6 +209,12 @@ class _Loader:
 _loader = _Loader()
 
 
+def warm(names: Iterable[str] = ("o200k_base", "cl100k_base")) -> None:
+    """Load these encodings now (or settle on the heuristic), before an event loop needs them."""
+    for name in names:
+        _loader.get(name)
+
+
 def status() -> dict[str, str]:
     """Encodings loaded so far: ``"tiktoken"`` or ``"heuristic: <reason>"``."""
     return _loader.status()
@@ -288,7 +307,7 @@ def _load(name: str) -> tuple[Any, str]:
     if not _cached_ok(path, sha256):
         if _offline():
             return None, f"{name} is not in the tiktoken cache {directory} and {OFFLINE_ENV} is set"
-        reason = _download(url, sha256, path)
+        reason = _download(_mirrored(url), sha256, path)
         if reason:
             return None, reason
     try:
@@ -305,16 +324,31 @@ def _cached_ok(path: Path, sha256: str) -> bool:
     return hashlib.sha256(data).hexdigest() == sha256
 
 
+def _mirrored(url: str) -> str:
+    """``url``, or the same file name under :data:`ENCODINGS_URL_ENV` when that is set."""
+    mirror = os.environ.get(ENCODINGS_URL_ENV, "").strip()
+    return f"{mirror.rstrip('/')}/{url.rsplit('/', 1)[-1]}" if mirror else url
+
+
 def _download(url: str, sha256: str, path: Path) -> str:
-    """Fetch one encoding file into the cache; ``""`` on success, else the reason."""
-    import urllib.error
-    import urllib.request
+    """Fetch one encoding file into the cache (in a separate interpreter, see :data:`_FETCH`);
+    ``""`` on success, else the reason."""
+    import subprocess
 
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response:
-            data = response.read()
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        fetched = subprocess.run(
+            [sys.executable, "-I", "-c", _FETCH, url, str(DOWNLOAD_TIMEOUT)],
+            capture_output=True,
+            timeout=4 * DOWNLOAD_TIMEOUT + 10,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
         return f"the download of {url} failed ({exc.__class__.__name__}) and it is not cached"
+    if fetched.returncode != 0:
+        last = (fetched.stderr.decode("utf-8", "replace").strip().splitlines() or ["error"])[-1]
+        error = last.split(":", 1)[0].rsplit(".", 1)[-1] or "error"  # "urllib.error.URLError: …"
+        return f"the download of {url} failed ({error}) and it is not cached"
+    data = fetched.stdout
     if hashlib.sha256(data).hexdigest() != sha256:
         return f"the download of {url} did not match tiktoken's expected sha256"
     try:

