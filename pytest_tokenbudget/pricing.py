@@ -248,10 +248,17 @@ def _genai_quote(provider: str, model: str, when: datetime) -> _Quote | None:
         except LookupError:
             return None
     model_price = info.get_prices(when)
+    if _no_price(model_price):  # an entry without prices ("free" tiers, retired models): unknown, not $0
+        return None
     rates = _flat_rates(model_price, types)
     if rates is not None:
         return _Quote("genai-prices", rates=rates)
     return _Quote("genai-prices", model_price=model_price)
+
+
+def _no_price(model_price: Any) -> bool:
+    """True for a genai-prices entry that states no price at all (every field empty)."""
+    return all(value is None for name, value in vars(model_price).items() if not name.startswith("_"))
 
 
 def _flat_rates(model_price: Any, types: Any) -> Rates | None:

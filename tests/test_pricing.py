@@ -135,6 +135,31 @@ def test_unknown_models_and_local_servers_have_no_price_and_are_listed() -> None
     ]
 
 
+def test_a_genai_prices_entry_without_prices_is_unknown_not_zero() -> None:
+    """genai-prices lists some models with no price at all (``cerebras/qwen-3-coder-480b``, the
+    ``:free`` tiers): their cost is unknown and they are listed, unless an override says 0."""
+    from genai_prices import data_snapshot
+
+    _, info = data_snapshot.get_snapshot().find_provider_model("qwen-3-coder-480b", None, "cerebras", None)
+    assert not {k: v for k, v in vars(info.get_prices(datetime.now(tz=UTC))).items() if v is not None}
+    usage = Usage(input_tokens=1_000, output_tokens=100)
+    pricer = Pricer()
+    assert pricer.cost_of("cerebras", "qwen-3-coder-480b", usage) is None
+    assert pricer.cost_of("openrouter", "qwen/qwen3-coder:free", usage) is None
+    assert pricer.unknown() == [
+        {"provider": "cerebras", "model": "qwen-3-coder-480b", "calls": 1},
+        {"provider": "openrouter", "model": "qwen/qwen3-coder:free", "calls": 1},
+    ]
+    free = _pricer(
+        """
+        [tool.tokenbudget.prices]
+        "cerebras/qwen-3-coder-480b" = { input = 0, output = 0 }
+        """
+    )
+    assert free.cost_of("cerebras", "qwen-3-coder-480b", usage) == 0.0
+    assert free.unknown() == []
+
+
 def test_listener_keeps_a_hooks_price_and_leaves_usage_free_calls_alone() -> None:
     pricer = Pricer()
     hooked = Call(
@@ -383,3 +408,62 @@ def test_genai_prices_is_not_imported_until_a_call_needs_a_price(pytester: pytes
     )
     result = pytester.runpytest_subprocess("--token-budget", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=1)
+
+
+UNPRICED_SESSION = """
+import os
+
+import openai
+
+def test_coder():
+    with openai.OpenAI(base_url=os.environ["PROVIDER_URL"] + "/v1", api_key="k", max_retries=0) as client:
+        ask = [{"role": "user", "content": "hi"}]
+        client.chat.completions.create(model="qwen-3-coder-480b", messages=ask)
+"""
+
+
+@pytest.mark.parametrize("override", [False, True])
+def test_a_model_genai_prices_lists_without_a_price_is_unknown_in_a_session(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, override: bool
+) -> None:
+    """The real openai SDK against a loopback server, the model aliased to genai-prices' empty
+    ``cerebras/qwen-3-coder-480b`` entry: cost unknown and listed, not $0; an override of 0 is $0."""
+    pytest.importorskip("openai")
+    from provider_server import ProviderServer
+
+    server = ProviderServer().start()
+    try:
+        monkeypatch.setenv("PROVIDER_URL", server.url)
+        monkeypatch.setenv("COLUMNS", "200")
+        table = '"qwen-3-coder-480b" = { input = 0, output = 0 }' if override else ""
+        pytester.makepyprojecttoml(
+            f"""
+            [tool.tokenbudget.aliases]
+            "qwen-3-coder-480b" = "cerebras/qwen-3-coder-480b"
+            [tool.tokenbudget.prices]
+            {table}
+            """
+        )
+        pytester.makepyfile(test_unpriced=UNPRICED_SESSION)
+        result = pytester.runpytest(
+            "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider"
+        )
+    finally:
+        server.stop()
+    result.assert_outcomes(passed=1)
+    run = json.loads((pytester.path / "run.json").read_text())
+    totals, unknown = run["totals"], run["meta"]["prices"]["unknown"]
+    assert totals["total_tokens"] == 18  # CHAT_USAGE: 11 + 7
+    if override:
+        assert (totals["cost_usd"], totals["cost_known"], totals["unpriced_calls"]) == (0.0, True, 0)
+        assert unknown == []
+        result.stdout.fnmatch_lines(["cost: $0 (live $0, replayed/mocked $0)"])
+        return
+    assert (totals["cost_known"], totals["unpriced_calls"]) == (False, 1)
+    assert unknown == [{"provider": "openai-compatible", "model": "qwen-3-coder-480b", "calls": 1}]
+    result.stdout.fnmatch_lines(
+        [
+            "cost: unknown; 1 call without a price",
+            "no price for: openai-compatible/qwen-3-coder-480b (1 call)",
+        ]
+    )

@@ -172,7 +172,7 @@ def cost_sentence(totals: Tally) -> str:
 def prices_lines(run: Run) -> list[Line]:
     """Which prices were used, and the models that had none."""
     prices = run.meta.get("prices")
-    if not isinstance(prices, dict) or not prices.get("calls_by_source"):
+    if not isinstance(prices, dict) or not (prices.get("calls_by_source") or prices.get("unknown")):
         return []
     parts = []
     if prices.get("calls_by_source", {}).get("genai-prices"):
