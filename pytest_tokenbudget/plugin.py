@@ -167,7 +167,7 @@ def pytest_configure(config: pytest.Config) -> None:
         _load_budgets(config, settings)  # a bad budget table is a usage error now, not later
     if "prices" in settings.tables or "aliases" in settings.tables:
         _load_pricer(config, settings)  # likewise a bad price table
-    if settings.enabled:
+    if settings.enabled or settings.hard_max_cost is not None:  # a safety limit always applies
         activate(config)
     else:
         config.pluginmanager.register(_ActivateOnDemand(), "tokenbudget-on-demand")
@@ -744,6 +744,8 @@ class TokenBudgetPlugin:
     ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
         report = yield
         self.ledger.drain()  # outside the test's event loop: the observers and deferred records
+        if self.hard_cap is not None and call.excinfo is not None and report.failed:
+            self._refusal(item, call.excinfo, report)
         if report.when == "teardown":  # the test is over
             nodeid = self._nodeid_of(item)
             self.ledger.settle_streams(nodeid)  # streams it left open are settled now
@@ -757,6 +759,16 @@ class TokenBudgetPlugin:
         if self.is_worker:
             self._ship(item, report)
         return report
+
+    def _refusal(self, item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], report: Any) -> None:
+        """A request the hard cap refused fails its test with the one sentence, not a traceback
+        through the SDK (``--tb=long`` and ``--tb=native`` still show it all)."""
+        from .hardcap import TokenBudgetExceeded
+
+        if not excinfo.errisinstance(TokenBudgetExceeded) or self.config.option.tbstyle in ("long", "native"):
+            return
+        path, line, _ = item.location
+        report.longrepr = _Overrun(f"TokenBudgetExceeded: {excinfo.value}", path, line)
 
     def _ship(self, item: pytest.Item, report: pytest.TestReport) -> None:
         """xdist worker: what the controller needs, as attributes of the report it is sent."""
@@ -898,10 +910,15 @@ class TokenBudgetPlugin:
         from .gate import session_failures  # the gate `tokenbudget check` applies to merged shards
 
         self.ledger.settle_streams()
+        self.ledger.drain()
         with self.run.finished():  # the evaluators share one pass for the totals and models
             for evaluator in self.evaluators:
                 self.run.verdicts.extend(evaluator(self.run))
-        session.testsfailed += len(session_failures(self.run.verdicts, self.settings.mode))
+        failures = session_failures(self.run.verdicts, self.settings.mode)
+        session.testsfailed += len(failures)
+        reporter = self.config.pluginmanager.get_plugin("terminalreporter")
+        if failures and reporter is not None:  # pytest's last line: "3 passed, 1 budget exceeded"
+            reporter.stats.setdefault("budget exceeded", []).extend(map(_Exceeded, failures))
 
     # -- end of session ---------------------------------------------------------------------------
 
@@ -1058,6 +1075,17 @@ class TokenBudgetPlugin:
 
         self.run.verdicts.extend(Verdict.from_dict(v) for v in output.get("verdicts", []))
 
+    def pytest_report_header(self, config: pytest.Config) -> str | None:
+        limit = self.settings.hard_max_cost
+        if limit is None or self.is_worker:
+            return None
+        from .report.format import money
+
+        given = config.getoption(_dest("hard-max-cost")) is not None
+        source = "--token-budget-hard-max-cost" if given else "pyproject.toml"
+        header = f"tokenbudget: hard cost cap {money(limit)} on live LLM requests ({source})"
+        return header if self.settings.enabled else f"{header}; reports need --token-budget"
+
     def pytest_terminal_summary(self, terminalreporter: pytest.TerminalReporter) -> None:
         if self.is_worker or not self.settings.enabled:
             return
@@ -1073,6 +1101,12 @@ class TokenBudgetPlugin:
                 lines += summary_lines(self.run, top=self.settings.top)
         for line in lines:
             terminalreporter.write_line(line.text, **line.markup)
+        if self.settings.defer_session and (self.settings.has_budgets or self.settings.baseline):
+            terminalreporter.write_line(
+                "session and summed budgets and the baseline comparison are deferred: "
+                "`tokenbudget merge` the shards, then `tokenbudget check` the merged run",
+                yellow=True,
+            )
         for lost in self.lost_workers:
             terminalreporter.write_line(
                 f"xdist worker {lost} crashed: the calls of that test are lost (totals are a lower bound)",
@@ -1178,6 +1212,14 @@ class _Overrun:
 
     def __str__(self) -> str:
         return self.text
+
+
+class _Exceeded:
+    """A session verdict among pytest's stats: its last line then says "1 budget exceeded"."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        self.verdict = verdict
+        self.nodeid = verdict.nodeid or ""
 
 
 class _Crash:

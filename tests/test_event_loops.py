@@ -75,14 +75,22 @@ async def test_no_usage_is_estimated():
 """
 
 
-def run_suite(pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch,
-              *args: str) -> tuple[pytest.RunResult, dict[str, Any], list[dict[str, Any]]]:
+def run_suite(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, *args: str
+) -> tuple[pytest.RunResult, dict[str, Any], list[dict[str, Any]]]:
     monkeypatch.setenv("LLM_URL", llm_server.url)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_async=SUITE)
     result = pytester.runpytest_subprocess(
-        "-p", "asyncio", "--asyncio-mode=auto", "-o", "asyncio_default_fixture_loop_scope=function",
-        "--token-budget", "--token-budget-json=run.json", "--token-budget-calls=calls.jsonl", *args,
+        "-p",
+        "asyncio",
+        "--asyncio-mode=auto",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        "--token-budget",
+        "--token-budget-json=run.json",
+        "--token-budget-calls=calls.jsonl",
+        *args,
     )
     run = json.loads((pytester.path / "run.json").read_text())
     lines = (pytester.path / "calls.jsonl").read_text().splitlines()

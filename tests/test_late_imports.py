@@ -33,7 +33,9 @@ def first_import(*names):
     assert not [name for name in names if name in sys.modules]
 '''
 
-SDK_IN_TEST = HEAD + '''
+SDK_IN_TEST = (
+    HEAD
+    + """
 def test_openai_imported_in_the_test():
     first_import("openai", "httpx2")
     import openai
@@ -41,9 +43,12 @@ def test_openai_imported_in_the_test():
     with openai.OpenAI(base_url=URL + "/v1", api_key="sk-test", max_retries=0) as client:
         for _ in range(3):
             client.chat.completions.create(model="gpt-4o-mini", messages=ASK)
-'''
+"""
+)
 
-SDK_IN_FIXTURES = HEAD + '''
+SDK_IN_FIXTURES = (
+    HEAD
+    + """
 @pytest.fixture(scope="session")
 def warmed():
     first_import("openai", "httpx2")
@@ -64,9 +69,12 @@ def claude():
 
 def test_fixtures(warmed, claude):
     pass
-'''
+"""
+)
 
-ANTHROPIC_IN_FIXTURE = HEAD + '''
+ANTHROPIC_IN_FIXTURE = (
+    HEAD
+    + """
 @pytest.fixture
 def claude():
     first_import("anthropic", "httpx2")
@@ -78,9 +86,12 @@ def claude():
 
 def test_function_fixture(claude):
     pass
-'''
+"""
+)
 
-STACKS_IN_TESTS = HEAD + '''
+STACKS_IN_TESTS = (
+    HEAD
+    + """
 def test_requests():
     first_import("requests")
     import requests
@@ -132,9 +143,12 @@ def test_botocore():
             modelId="anthropic.claude-3-haiku-20240307-v1:0",
             messages=[{"role": "user", "content": [{"text": "hi"}]}],
         )
-'''
+"""
+)
 
-HARD_CAP = HEAD + '''
+HARD_CAP = (
+    HEAD
+    + """
 def test_capped():
     first_import("openai", "httpx2")
     import openai
@@ -142,11 +156,13 @@ def test_capped():
     with openai.OpenAI(base_url=URL + "/v1", api_key="sk-test", max_retries=0) as client:
         for _ in range(5):
             client.chat.completions.create(model="gpt-4o", messages=ASK, max_tokens=40000)
-'''
+"""
+)
 
 
-def run_fresh(pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch,
-              source: str, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+def run_fresh(
+    pytester: pytest.Pytester, server: LLMServer, monkeypatch: pytest.MonkeyPatch, source: str, *args: str
+) -> tuple[pytest.RunResult, dict[str, Any]]:
     """Run ``source`` as a test module in a new process, only this plugin loaded."""
     monkeypatch.setenv("LLM_URL", server.url)
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
