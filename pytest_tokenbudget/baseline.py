@@ -359,6 +359,21 @@ def _money(value: float) -> str:
 # -- the plugin's and tokenbudget check's evaluator --------------------------------------------------
 
 
+_MISSING_STATUS = {"note": Status.OK, "warn": Status.WARN, "fail": Status.EXCEEDED}
+
+
+def missing_verdict(source: str, policy: str) -> Verdict:
+    """A configured baseline that is not there, as a verdict every report shows (``missing-baseline``
+    says whether it is a note, a warning or a failure: a typo must not pass for first adoption)."""
+    advice = {
+        "note": "nothing compared (first adoption? save one with --token-budget-save-baseline)",
+        "warn": "nothing compared",
+        "fail": "nothing compared, and missing-baseline = \"fail\"",
+    }[policy]
+    message = f"no baseline found at {source}: {advice}"
+    return Verdict("baseline missing", "baseline", "total_tokens", 0, 0, _MISSING_STATUS[policy], message)
+
+
 def session_evaluator(settings: Settings) -> Callable[[Run], list[Verdict]]:
     """Load the baseline and parse the thresholds now (errors are usage errors before any test
     runs); after the tests, compare the run with it, set ``run.comparison``, return the verdicts."""
@@ -369,8 +384,9 @@ def session_evaluator(settings: Settings) -> Callable[[Run], list[Verdict]]:
 
     def evaluate(run: Run) -> list[Verdict]:
         if loaded.run is None:
-            run.comparison = {"missing": loaded.source, "note": loaded.note}
-            return []
+            verdict = missing_verdict(loaded.source, settings.missing_baseline)
+            run.comparison = {"missing": loaded.source, "note": verdict.message}
+            return [verdict]
         from .pricing import Pricer
 
         pricer = Pricer.from_settings(settings)

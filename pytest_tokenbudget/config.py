@@ -64,6 +64,7 @@ class Settings:
     save_baseline: Path | None = None  # set: write the baseline after the verdict
     update_baseline: bool = False  # save even when the run fails its budgets/thresholds
     max_increase: tuple[str, ...] = ()  # "10%", "total:10%", "test:25%", "cost:5%", "tokens:+5000"
+    missing_baseline: str = "note"  # note | warn | fail: a configured baseline that is not there
     min_tokens: int = 1000  # below this many tokens a test's % growth is ignored
     save_run: bool = False
     history_dir: Path | None = None
@@ -220,6 +221,7 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "save-baseline": ("save_baseline", path),
     "update-baseline": ("update_baseline", boolean),
     "max-increase": ("max_increase", strings),
+    "missing-baseline": ("missing_baseline", choice("note", "warn", "fail")),
     "min-tokens": ("min_tokens", non_negative_int),
     "save-run": ("save_run", boolean),
     "history-dir": ("history_dir", path),

@@ -90,6 +90,7 @@ _OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("unknown-price", "ignore|warn|fail", "what a cost budget does about calls with no known price."),
     ("baseline", "SOURCE", "compare with a baseline: a path, git:REF or git:REF:PATH."),
     ("min-tokens", "N", "ignore %% growth of tests below N tokens in baseline thresholds."),
+    ("missing-baseline", "note|warn|fail", "a configured baseline that is not found: note, warn or fail."),
     ("stale-cassette", "warn|fail", "a cassette whose request drifted from its recording: warn or fail."),
 )
 
@@ -163,6 +164,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.pluginmanager.register(_ActivateOnDemand(), "tokenbudget-on-demand")
         return
     settings = _settings(config)
+    _check_rules(config, settings)  # every setting is checked now, whether or not it will be used
     if "per-test" in settings.tables or "budgets" in settings.tables:
         _load_budgets(config, settings)  # a bad budget table is a usage error now, not later
     if "prices" in settings.tables or "aliases" in settings.tables:
@@ -237,6 +239,22 @@ def _load_settings(config: pytest.Config) -> Settings:
     if config.getoption("token_budget_no_github"):
         changes.update(github_summary=False, github_annotations=False)
     return dataclasses.replace(settings, **changes) if changes else settings
+
+
+def _check_rules(config: pytest.Config, settings: Settings) -> None:
+    """``max-increase`` rules are parsed at start-up even with no baseline to use them on."""
+    if not settings.max_increase:
+        return
+    from .baseline import parse_rules
+    from .config import ConfigError
+
+    given = config.getoption(_dest("max-increase")) is not None
+    source = settings.source or "pyproject.toml"
+    origin = "--token-budget-max-increase" if given else f"{source}: max-increase"
+    try:
+        parse_rules(settings.max_increase, origin)
+    except ConfigError as exc:
+        raise pytest.UsageError(f"pytest-tokenbudget: {exc}") from None
 
 
 def _is_shard(config: pytest.Config) -> bool:

@@ -121,7 +121,7 @@ def test_git_ref_baseline_and_first_adoption(app: pytest.Pytester) -> None:
     _git(app.path, "commit", "-q", "-m", "app")
     first = _run(app, "--token-budget-baseline=git:main", "--token-budget-max-increase=10%")
     assert first.ret == pytest.ExitCode.OK  # no baseline on main yet: a note, not a failure
-    first.stdout.fnmatch_lines(["baseline: no baseline at main:tokenbudget.baseline.json yet*"])
+    first.stdout.fnmatch_lines(["baseline: no baseline found at main:tokenbudget.baseline.json: nothing*"])
     _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     _git(app.path, "add", "tokenbudget.baseline.json")
     _git(app.path, "commit", "-q", "-m", "baseline")

@@ -99,3 +99,54 @@ def test_a_shard_says_its_session_budgets_are_left_to_the_merge(suite: pytest.Py
     )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(["session and summed budgets and the baseline comparison are deferred: *"])
+
+
+def test_a_malformed_rule_is_a_usage_error_naming_the_file_even_without_a_baseline(
+    suite: pytest.Pytester,
+) -> None:
+    suite.makepyprojecttoml('[tool.tokenbudget]\nmax-increase = ["total:ten%"]\n')
+    result = suite.runpytest("--token-budget", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(
+        [f"*pytest-tokenbudget: {suite.path / 'pyproject.toml'}: max-increase: *'total:ten%'*"]
+    )
+    flag = suite.runpytest("--token-budget", "--token-budget-max-increase=lots", "-p", "no:cacheprovider")
+    assert flag.ret == pytest.ExitCode.USAGE_ERROR
+    flag.stderr.fnmatch_lines(["*pytest-tokenbudget: --token-budget-max-increase: *'lots'*"])
+
+
+@pytest.mark.parametrize(
+    ("policy", "status", "exit_code"),
+    [("note", "ok", pytest.ExitCode.OK), ("warn", "warn", pytest.ExitCode.OK), ("fail", "exceeded", 1)],
+)
+def test_a_baseline_that_is_not_there_is_a_visible_verdict_by_policy(
+    suite: pytest.Pytester, policy: str, status: str, exit_code: int
+) -> None:
+    import json
+    import xml.etree.ElementTree as ET
+
+    suite.makepyprojecttoml(
+        f'[tool.tokenbudget]\nbaseline = "tokenbudget.baselin.json"\nmissing-baseline = "{policy}"\n'
+    )
+    result = suite.runpytest(
+        "--token-budget",
+        "--token-budget-json=run.json",
+        "--token-budget-markdown=report.md",
+        "--token-budget-junit=report.xml",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == exit_code
+    message = f"no baseline found at {suite.path / 'tokenbudget.baselin.json'}: nothing compared"
+    result.stdout.fnmatch_lines([f"*{message}*"])
+    verdicts = json.loads((suite.path / "run.json").read_text())["verdicts"]
+    assert [(v["name"], v["status"]) for v in verdicts if v["kind"] == "baseline"] == [
+        ("baseline missing", status)
+    ]
+    markdown = (suite.path / "report.md").read_text()
+    assert "no baseline found at" in markdown
+    assert "tokenbudget.baselin.json: nothing compared" in markdown
+    cases = ET.parse(suite.path / "report.xml").getroot().iter("testcase")
+    assert any("baseline missing" in (case.get("name") or "") for case in cases)
+    if policy == "fail":
+        result.stdout.re_match_lines([r"=* 2 passed, 1 budget exceeded in [0-9.]+s =*$"])

@@ -183,7 +183,7 @@ class TestPullRequestRecipe:
             "--token-budget-markdown=tokenbudget.md",
         )
         assert result.ret == 0
-        result.stdout.fnmatch_lines(["*no baseline at main:tokenbudget.baseline.json yet*"])
+        result.stdout.fnmatch_lines(["*no baseline found at main:tokenbudget.baseline.json: nothing*"])
         assert (pytester.path / "tokenbudget.md").read_text("utf-8").startswith(MARKER)
 
 
