@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from .model import Call, CallState, Usage
@@ -299,10 +299,16 @@ def _gemini_candidates(data: Mapping[str, Any]) -> Iterable[str]:
 # --------------------------------------------------------------------------- the call
 
 
-def fill(call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | None) -> None:
-    """Give a call without reported usage estimated usage, or mark it ``unmetered``."""
+def fill(
+    call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | None, gaps: tuple[str, ...] = ()
+) -> None:
+    """Give a call without reported usage estimated usage, or mark it ``unmetered``; with ``gaps``
+    (counts a response that reports usage left out) estimate only those."""
     from .tokenizer import count
 
+    if gaps:
+        _fill_gaps(call, request, payload, gaps)
+        return
     body = request_json(request)
     model = call.model if call.model != "unknown" else None
     if body is not None and model is None and isinstance(body.get("model"), str):
@@ -320,6 +326,38 @@ def fill(call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | No
     call.estimated = True
     what = "input and output" if text is not None else "input only (output not readable)"
     call.detail = _joined(call.detail, f"estimated {what}, {estimate.method}")
+
+
+def _fill_gaps(
+    call: Call, request: Any, payload: bytes | tuple[str, list[bytes]] | None, gaps: tuple[str, ...]
+) -> None:
+    """Estimate the counts named in ``gaps`` (a cached Ollama prompt without ``prompt_eval_count``);
+    the reported ones stand. A gap that cannot be estimated is said in the detail, never made 0."""
+    from .tokenizer import count
+
+    model = call.model if call.model != "unknown" else None
+    usage, filled, notes, method = call.usage, [], [], ""
+    if "input_tokens" in gaps:
+        body = request_json(request)
+        estimate = estimate_input(call.api, body, model) if body is not None else None
+        if estimate is None:
+            notes.append("input not reported and not estimable")
+        else:
+            usage, method = replace(usage, input_tokens=estimate.tokens), estimate.method
+            filled.append("input")
+    if "output_tokens" in gaps:
+        text = output_text(call.api, payload)
+        if text is None:
+            notes.append("output not reported and not readable")
+        else:
+            counted = count(text, model)
+            usage, method = replace(usage, output_tokens=counted.tokens), method or counted.method
+            filled.append("output")
+    if filled:
+        call.usage = usage
+        call.estimated = True
+        notes.insert(0, f"estimated {' and '.join(filled)} (not reported), {method}")
+    call.detail = _joined(call.detail, "; ".join(notes))
 
 
 def _joined(detail: str, more: str) -> str:

@@ -372,7 +372,10 @@ def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
     if totals.estimated_calls:
         noun = "call" if totals.estimated_calls == 1 else "calls"
         lines.append(
-            Line(f"~ estimated: {totals.estimated_calls:,} {noun} reported no usage; counted by tokenizer")
+            Line(
+                f"~ estimated: {totals.estimated_calls:,} {noun} reported no usage or only part of it; "
+                "counted by tokenizer"
+            )
         )
     anatomy = run.anatomy()
     parts = parts_of(anatomy)

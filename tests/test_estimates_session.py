@@ -90,7 +90,7 @@ def test_estimated_calls_are_marked_in_the_artifact_and_the_terminal(pytester: p
         [
             "  total  input  output       cost   calls  test",
             "    ~18     13       5  $0.000005  1 call  test_app.py::test_chat",
-            "~ estimated: 1 call reported no usage; counted by tokenizer",
+            "~ estimated: 1 call reported no usage or only part of it; counted by tokenizer",
         ]
     )
     run = _run(pytester)

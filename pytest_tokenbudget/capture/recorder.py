@@ -281,16 +281,17 @@ class Recorder:
             state=state,
             detail=detail,
         )
-        if usage is None and extracted is not None and state != CallState.FAILED:
+        gaps = getattr(extracted, "gaps", ()) if usage is not None else ()  # counts it left out
+        if (usage is None or gaps) and extracted is not None and state != CallState.FAILED:
             if in_event_loop():  # the tokenizer may have to read files: not inside the loop
-                self.ledger.later(lambda: self._guard(self._estimated, call, exchange, payload))
+                self.ledger.later(lambda: self._guard(self._estimated, call, exchange, payload, gaps))
                 return
-            _estimate(call, exchange.request, payload)
+            _estimate(call, exchange.request, payload, gaps)
         self._announce(call, exchange)
 
-    def _estimated(self, call: Call, exchange: Exchange, payload: Payload) -> None:
+    def _estimated(self, call: Call, exchange: Exchange, payload: Payload, gaps: tuple[str, ...]) -> None:
         """Estimate a call that reports no usage, then record it (deferred out of an event loop)."""
-        _estimate(call, exchange.request, payload)
+        _estimate(call, exchange.request, payload, gaps)
         self._announce(call, exchange)
 
     def _announce(self, call: Call, exchange: Exchange) -> None:
@@ -492,14 +493,16 @@ class StreamTap:
         recorder._record_extracted(exchange, self._status, extracted, state, payload=body)
 
 
-def _estimate(call: Call, request: Any, payload: Payload) -> None:
-    """Fill a call that reports no usage with estimates (or mark it unmetered); never raises."""
+def _estimate(call: Call, request: Any, payload: Payload, gaps: tuple[str, ...] = ()) -> None:
+    """Fill a call that reports no usage (or left ``gaps`` in it) with estimates, or mark it
+    unmetered; never raises."""
     from ..estimates import fill
 
     try:
-        fill(call, request, payload)
+        fill(call, request, payload, gaps)
     except Exception as exc:  # a bug in the estimator must not fail the user's test
-        call.state = CallState.UNMETERED
+        if not gaps:  # a call that reported some usage keeps it
+            call.state = CallState.UNMETERED
         call.detail = _internal(exc)
 
 

@@ -19,6 +19,9 @@ class Extracted:
 
     model: str | None
     usage: Usage | None
+    gaps: tuple[str, ...] = ()
+    """Usage fields (``input_tokens``, ``output_tokens``) the response left out where it reports
+    the rest: estimated and the call marked ``estimated``, never taken as 0."""
 
 
 class StreamAccumulator(Protocol):

@@ -1,7 +1,9 @@
 """Ollama's native API: ``/api/chat``, ``/api/generate`` (NDJSON streams), ``/api/embed``.
 
 The final object (``"done": true``) carries ``prompt_eval_count`` (input) and ``eval_count``
-(output). A prompt served from Ollama's cache may omit ``prompt_eval_count``: then input is 0.
+(output). A prompt served from Ollama's cache may omit ``prompt_eval_count`` (and a reply its
+``eval_count``): that is a gap, not 0 tokens; it is estimated and the call marked ``estimated``.
+A count that is present stays as reported, 0 included.
 """
 
 from __future__ import annotations
@@ -20,12 +22,20 @@ def _usage(data: dict[str, Any]) -> Usage | None:
     )
 
 
+def _gaps(data: dict[str, Any], api: str) -> tuple[str, ...]:
+    """The counts a final object left out (an embedding has no output to count)."""
+    gaps = ("input_tokens",) if data.get("prompt_eval_count") is None else ()
+    if data.get("eval_count") is None and api != "ollama.embed":
+        gaps += ("output_tokens",)
+    return gaps
+
+
 class Native:
     def __init__(self, api: str) -> None:
         self.api = api
 
     def parse(self, body: bytes) -> Extracted:
-        stream = NativeStream()
+        stream = NativeStream(self.api)
         lines = [line for line in body.splitlines() if line.strip()]
         if not lines:
             raise ParseError("empty body")
@@ -36,16 +46,18 @@ class Native:
         return stream.result()
 
     def stream(self) -> NativeStream:
-        return NativeStream()
+        return NativeStream(self.api)
 
 
 class NativeStream:
     framing = "ndjson"
 
-    def __init__(self) -> None:
+    def __init__(self, api: str = "ollama.chat") -> None:
+        self.api = api
         self.done = False
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.gaps: tuple[str, ...] = ()
 
     def on_event(self, event: bytes, data: bytes) -> None:
         final = (
@@ -65,8 +77,9 @@ class NativeStream:
         usage = _usage(item)
         if usage is not None:
             self.usage = usage
+            self.gaps = _gaps(item, self.api)
         if item.get("done") is True or usage is not None:
             self.done = True
 
     def result(self) -> Extracted:
-        return Extracted(self.model, self.usage)
+        return Extracted(self.model, self.usage, self.gaps)
