@@ -365,9 +365,8 @@ class StreamTap:
             return
         if is_framed(content_type):
             self._start_framing(framing_of(content_type))
-        elif "json" in content_type.lower():
-            self._buffer = bytearray()
-        # else: decided from the first bytes (recorders sometimes strip headers)
+        # else (JSON or no type): decided from the first bytes; recorders strip headers, and a
+        # replayed stream may be labelled application/json
 
     def set_content_encoding(self, content_encoding: str) -> None:
         """Decode what follows (a caller reading raw, still-encoded bytes)."""
@@ -404,7 +403,7 @@ class StreamTap:
                     return
                 self._buffer += chunk
             else:
-                head = self._head + chunk
+                head = self._head + chunk if self._head else chunk
                 if len(head) < _SNIFF_BYTES and b"\n" not in head:
                     self._head = head  # too little to tell SSE from JSON yet
                     return
@@ -413,9 +412,9 @@ class StreamTap:
             self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
 
     def _decide(self, head: bytes) -> None:
-        """Frame or buffer the body from its first bytes (the headers did not say)."""
+        """Frame or buffer the body from its first bytes (the headers did not say SSE)."""
         self._head = b""
-        if sniff_framing(head) is not None:
+        if sniff_framing(head[:64]) is not None:
             self._start_framing("sse")
             self._kept.append(head)  # type: ignore[union-attr]
             self._kept_bytes += len(head)
