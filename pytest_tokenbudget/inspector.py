@@ -44,6 +44,11 @@ PART_LIMITS: Final = {"tools": "tool_schema_tokens", "system": "system_tokens"}
 """Anatomy part → the metric of its per-request limit (``max-tool-schema-tokens`` …)."""
 
 _UNMETERED_STATES: Final = (CallState.UNMETERED, CallState.UNPARSED)
+_WHY: Final = {
+    CallState.UNMETERED: "no usage reported, none estimable",
+    CallState.UNPARSED: "response not readable",
+}
+"""Why a call of each of these states has no tokens (the verdict names each by its CallState value)."""
 
 
 class Inspector:
@@ -250,15 +255,20 @@ def _unmetered(run: Run, setting: str, top: int) -> list[Verdict]:
         return []
     names = [i for i in run.issues if i.get("state") in _UNMETERED_STATES]
     totals = run.totals()
-    count = totals.unmetered_calls + totals.unparsed_calls
+    counts = {CallState.UNMETERED: totals.unmetered_calls, CallState.UNPARSED: totals.unparsed_calls}
+    count = sum(counts.values())
     if not count:
         return []
     listed = [f"{i['test']} [{i['api']} {i['model']}]" for i in names[:top]]
     if count > len(listed):
         listed.append(f"+{count - len(listed)} more")
-    noun = "call" if count == 1 else "calls"
     verb = "fails the run" if setting == "fail" else "budgets cannot trip on them"
-    message = f"{count} unmetered {noun} (no usage reported, none estimable; {verb}): {', '.join(listed)}"
+    parts = [(f"{n} {state} call" + ("" if n == 1 else "s"), _WHY[state]) for state, n in counts.items() if n]
+    if len(parts) == 1:
+        head = f"{parts[0][0]} ({parts[0][1]}; {verb})"
+    else:
+        head = " and ".join(f"{what} ({why})" for what, why in parts) + f"; {verb}"
+    message = f"{head}: {', '.join(listed)}"
     return [
         Verdict(
             name="unmetered",

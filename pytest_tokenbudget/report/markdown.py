@@ -12,9 +12,11 @@ someone.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable
+from typing import Any
 
-from ..model import Run, Status, Tally, Verdict
+from ..model import CallState, Run, Status, Tally, Verdict
 from . import format as fmt
 
 MARKER = "<!-- pytest-tokenbudget -->"
@@ -51,13 +53,31 @@ def _render(run: Run, rows: int) -> str:
     out += _models(run, rows)
     out += _unknown_prices(run)
     if run.issues:
-        incomplete = f"⚠️ {len(run.issues):,} call(s) with incomplete usage"
-        out += ["", incomplete + " (unparsed, failed or closed early): see the JSON artifact's `issues`."]
+        incomplete = f"⚠️ {len(run.issues):,} call(s) with incomplete usage ({_states(run.issues)})"
+        out += ["", incomplete + ": see the JSON artifact's `issues`."]
     out += ["", _footer(run)]
     return "\n".join(out) + "\n"
 
 
 # -- sections --------------------------------------------------------------------------------------
+
+
+def _states(issues: list[dict[str, Any]]) -> str:
+    """``1 unparsed, 2 closed-early``: the issues counted by state, named by their CallState value."""
+    found = Counter(str(issue.get("state", "")) for issue in issues)
+    order = {state: index for index, state in enumerate(_STATE_ORDER)}
+    ranked = sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
+    return ", ".join(f"{n:,} {_text(state)}" for state, n in ranked)
+
+
+_STATE_ORDER = (
+    CallState.UNPARSED,
+    CallState.UNMETERED,
+    CallState.FAILED,
+    CallState.NO_USAGE,
+    CallState.CLOSED_EARLY,
+    CallState.UNCLOSED,
+)
 
 
 def _headline(run: Run, totals: Tally) -> str:
