@@ -474,6 +474,8 @@ class TokenBudgetPlugin:
         self.inspector: Inspector | None = None
         self._judged_tests: set[str] = set()  # tests with per-test verdicts taken (reruns replace)
         self._warm = False  # what the first call loads is loaded (ahead of async tests: _warm_up)
+        self._finished = 0  # tests run to their end (fewer than collected: the run is partial)
+        self._interrupted = False
         baseline: Evaluator | None = None  # a bad baseline is a usage error before anything is patched
         if settings.baseline and settings.enabled and not self.is_worker and not settings.defer_session:
             baseline = _baseline_evaluator(settings)
@@ -710,6 +712,10 @@ class TokenBudgetPlugin:
     def pytest_runtest_logfinish(self, nodeid: str) -> None:
         self.ledger.running(None)
         self._item = None
+        self._finished += 1
+
+    def pytest_keyboard_interrupt(self) -> None:
+        self._interrupted = True
 
     def _nodeid_of(self, item: pytest.Item) -> str:
         """``item.nodeid``, saved at its setup for the test set up last (the usual case)."""
@@ -976,7 +982,7 @@ class TokenBudgetPlugin:
             plugin_version=__version__,
             pytest_version=pytest.__version__,
             exit_status=int(exitstatus),
-            partial=bool(session.shouldstop or session.shouldfail) or int(exitstatus) in (2, 3),
+            partial=self._stopped_early(session, exitstatus),
             **environment(),
             **git_info(self.config.rootpath),
         )
@@ -1001,6 +1007,13 @@ class TokenBudgetPlugin:
                 self._write_reports()
                 self._save_baseline(session)
         self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
+
+    def _stopped_early(self, session: pytest.Session, exitstatus: int) -> bool:
+        """Any sign the run did not run every collected test: an interrupt (however the exit status
+        ends up), -x / --maxfail, an internal or usage error, or fewer tests finished than were
+        collected (a plugin that cut the loop short)."""
+        stopped = bool(session.shouldstop or session.shouldfail) or int(exitstatus) in (2, 3)
+        return stopped or self._interrupted or self._finished < session.testscollected
 
     def _save_history(self) -> None:
         """``--token-budget-save-run``: keep the run under ``history-dir`` for ``tokenbudget history``

@@ -97,3 +97,49 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temp(
         write_atomic(target, '{"new": true}\n' * 1000)
     assert target.read_text() == '{"old": true}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["run.json"]
+
+
+CUT_SHORT = """
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session):
+    items = session.items[:10]  # like a run stopped by a second Ctrl-C: exit 0, 10 of 30 tests
+    for index, item in enumerate(items):
+        following = items[index + 1] if index + 1 < len(items) else None
+        item.config.hook.pytest_runtest_protocol(item=item, nextitem=following)
+    return True
+"""
+
+
+def test_a_run_that_did_not_run_every_collected_test_is_partial_and_saves_no_baseline(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(CUT_SHORT)
+    pytester.makepyfile(
+        test_many="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(30))
+        def test_n(token_usage, n):
+            token_usage.record(model="m", input_tokens=10, output_tokens=1)
+        """
+    )
+    result = pytester.runpytest(
+        "--token-budget",
+        "--token-budget-json=run.json",
+        "--token-budget-save-baseline=base.json",
+        "--token-budget-save-run",
+        "-p",
+        "no:cacheprovider",
+    )
+    assert result.ret == pytest.ExitCode.OK
+    run = json.loads((pytester.path / "run.json").read_text())
+    assert run["meta"]["partial"] is True
+    assert run["totals"]["calls"] == 10
+    assert not (pytester.path / "base.json").exists()
+    assert not (pytester.path / ".tokenbudget").exists()
+    result.stdout.fnmatch_lines(
+        ["baseline not saved: the run stopped early*", "run not kept in history: it stopped early*"]
+    )
