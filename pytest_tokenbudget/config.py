@@ -8,6 +8,7 @@ the key and what was expected; the plugin turns it into a pytest usage error.
 from __future__ import annotations
 
 import math
+import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -109,10 +110,41 @@ def boolean(key: str, value: Any, ctx: Context) -> bool:
 
 
 def path(key: str, value: Any, ctx: Context) -> Path:
-    if isinstance(value, (str, Path)) and str(value).strip():
+    if isinstance(value, (str, Path)) and str(value).strip() and "\0" not in str(value):
         candidate = Path(value)
         return candidate if candidate.is_absolute() else ctx.root / candidate
     raise ctx.error(key, "a file path (string)", value)
+
+
+def output_file(key: str, value: Any, ctx: Context) -> Path:
+    """A file the run writes: checked now, so a report that cannot be written is a usage error
+    before any test runs rather than lost at the end."""
+    target = path(key, value, ctx)
+    problem = "it is a directory" if target.is_dir() else _unwritable_parent(target)
+    if problem:
+        raise ctx.error(key, f"a file path that can be written ({problem})", value)
+    return target
+
+
+def output_dir(key: str, value: Any, ctx: Context) -> Path:
+    """A directory the run writes into (made if missing)."""
+    target = path(key, value, ctx)
+    problem = "it is a file" if target.exists() and not target.is_dir() else _unwritable_parent(target)
+    if problem:
+        raise ctx.error(key, f"a directory that can be written ({problem})", value)
+    return target
+
+
+def _unwritable_parent(target: Path) -> str:
+    """Why ``target`` cannot be created, judged by its nearest existing ancestor; "" when it can."""
+    for ancestor in target.parents:
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                return f"{ancestor} is not a directory"
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                return f"{ancestor} is not writable"
+            return ""
+    return ""
 
 
 def positive_int(key: str, value: Any, ctx: Context) -> int:
@@ -194,11 +226,11 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "enabled": ("enabled", boolean),
     "mode": ("mode", choice("fail", "warn")),
     "top": ("top", positive_int),
-    "json": ("json_path", path),
-    "junit": ("junit_path", path),
-    "markdown": ("markdown_path", path),
-    "csv": ("csv_path", path),
-    "calls": ("calls_path", path),
+    "json": ("json_path", output_file),
+    "junit": ("junit_path", output_file),
+    "markdown": ("markdown_path", output_file),
+    "csv": ("csv_path", output_file),
+    "calls": ("calls_path", output_file),
     "github-summary": ("github_summary", boolean),
     "github-annotations": ("github_annotations", boolean),
     "warn-at": ("warn_at", fraction),
@@ -217,14 +249,14 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "max-tool-schema-tokens": ("max_tool_schema_tokens", non_negative_int),
     "max-system-tokens": ("max_system_tokens", non_negative_int),
     "baseline": ("baseline", text),
-    "baseline-file": ("baseline_file", path),
-    "save-baseline": ("save_baseline", path),
+    "baseline-file": ("baseline_file", output_file),
+    "save-baseline": ("save_baseline", output_file),
     "update-baseline": ("update_baseline", boolean),
     "max-increase": ("max_increase", strings),
     "missing-baseline": ("missing_baseline", choice("note", "warn", "fail")),
     "min-tokens": ("min_tokens", non_negative_int),
     "save-run": ("save_run", boolean),
-    "history-dir": ("history_dir", path),
+    "history-dir": ("history_dir", output_dir),
 }
 """Scalar keys of the table (also the command line's ``--token-budget-<key>``)."""
 

@@ -491,6 +491,7 @@ class TokenBudgetPlugin:
         self._pricer: Pricer | None = config.stash.get(_pricer_key, None)
         self.ledger.add_pricer(self._price, "genai-prices")  # after the hooks: a price hook first
         self.written: list[Path] = []  # reports written at the end, listed in the summary
+        self.report_failures: list[str] = []  # reports that could not be written, said in red
         self.annotations: list[str] = []  # GitHub workflow commands, printed with the summary
         self.call_log: CallLog | None = None
         if settings.calls_path is not None and settings.enabled and not self.is_controller:
@@ -997,16 +998,35 @@ class TokenBudgetPlugin:
         from .gate import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
+        json_path = self.settings.json_path
         with self.run.finished():  # every report below shares one pass for the totals and models
-            if self.settings.json_path is not None:
-                write_run(self.settings.json_path, self.run)
-                self.written.append(self.settings.json_path)
+            # Each on its own: one that fails is reported and the others are still written, and
+            # nothing escapes into pytest's own session end (its --junitxml writes after us).
+            if json_path is not None:
+
+                def write_artifact() -> None:
+                    write_run(json_path, self.run)
+                    self.written.append(json_path)
+
+                self._attempt("the JSON run artifact", write_artifact)
             if self.settings.save_run and self.settings.enabled:
-                self._save_history()
+                self._attempt("the run history", self._save_history)
             if self.settings.enabled:
                 self._write_reports()
-                self._save_baseline(session)
-        self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config)
+                self._attempt("the baseline", lambda: self._save_baseline(session))
+        self._attempt(
+            "a pytest_tokenbudget_run_finished hook",
+            lambda: self.config.hook.pytest_tokenbudget_run_finished(run=self.run, config=self.config),
+        )
+
+    def _attempt(self, name: str, write: Callable[[], Any]) -> None:
+        try:
+            write()
+        except Exception as exc:
+            self._report_failed(name, exc)
+
+    def _report_failed(self, name: str, exc: Exception) -> None:
+        self.report_failures.append(f"{name} was not written: {type(exc).__name__}: {exc}")
 
     def _stopped_early(self, session: pytest.Session, exitstatus: int) -> bool:
         """Any sign the run did not run every collected test: an interrupt (however the exit status
@@ -1063,8 +1083,9 @@ class TokenBudgetPlugin:
             parts = {Path(p) for p in self._worker_call_logs if p}
             if self.is_controller:  # and those of workers that died before saying where theirs was
                 parts.update(worker_parts(settings.calls_path, self._started_at - 1))
-            self.written.append(log.finish(sorted(parts)))
-        self.written += write_reports(self.run, settings, emit=self.annotations.append)
+            self._attempt("the call log", lambda: self.written.append(log.finish(sorted(parts))))
+        emit = self.annotations.append
+        self.written += write_reports(self.run, settings, emit=emit, failed=self._report_failed)
 
     def _crashed(self, report: pytest.TestReport) -> None:
         """A test whose worker died: its calls are lost with the worker; say so."""
@@ -1130,8 +1151,10 @@ class TokenBudgetPlugin:
                 from .inspector import summary_lines
 
                 lines += summary_lines(self.run, top=self.settings.top)
+        from .text import clean  # no line from outside may start a workflow command or an escape
+
         for line in lines:
-            terminalreporter.write_line(line.text, **line.markup)
+            terminalreporter.write_line(clean(line.text), **line.markup)
         if self.settings.defer_session and (self.settings.has_budgets or self.settings.baseline):
             terminalreporter.write_line(
                 "session and summed budgets and the baseline comparison are deferred: "
@@ -1163,6 +1186,8 @@ class TokenBudgetPlugin:
             terminalreporter.write_line(
                 f"JSON run artifact: {_display(self.settings.json_path, self.config)}"
             )
+        for failure in self.report_failures:
+            terminalreporter.write_line(clean(f"pytest-tokenbudget: {failure}"), red=True)
         if self.baseline_note:
             terminalreporter.write_line(self.baseline_note, yellow="not saved" in self.baseline_note)
         if self.history_note:
@@ -1234,8 +1259,10 @@ class _Overrun:
     """A budget failure as pytest shows it: the sentence with numbers, no traceback."""
 
     def __init__(self, text: str, path: str, line: int | None) -> None:
-        self.text = text
-        self.reprcrash = _Crash(path, (line or 0) + 1, text.splitlines()[0])
+        from .text import clean
+
+        self.text = "\n".join(clean(part) for part in text.splitlines())
+        self.reprcrash = _Crash(path, (line or 0) + 1, self.text.splitlines()[0])
 
     def toterminal(self, out: Any) -> None:
         for line in self.text.splitlines():

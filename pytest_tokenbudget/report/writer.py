@@ -15,42 +15,86 @@ from ..config import Settings
 from ..model import Run
 
 
-def write_reports(run: Run, settings: Settings, *, emit: Callable[[str], None] | None = None) -> list[Path]:
+def write_reports(
+    run: Run,
+    settings: Settings,
+    *,
+    emit: Callable[[str], None] | None = None,
+    failed: Callable[[str, Exception], None] | None = None,
+) -> list[Path]:
     """JUnit XML, markdown, CSV; in GitHub Actions the job summary and annotations.
 
-    Annotations are workflow commands on standard output, one per line, through ``emit``
-    (the plugin prints them with pytest's terminal writer; by default ``sys.stdout``).
+    Each is written on its own: one that fails (an unwritable path, a full disk) is reported to
+    ``failed(report, error)`` and the others are still written; without ``failed`` the first
+    error is raised once every other report has been tried. Annotations are workflow commands on
+    standard output, one per line, through ``emit`` (by default ``sys.stdout``).
     """
     from . import github
 
     written: list[Path] = []
-    markdown_text: str | None = None
+    errors: list[tuple[str, Exception]] = []
+
+    def attempt(name: str, write: Callable[[], Path | None]) -> None:
+        try:
+            path = write()
+        except Exception as exc:
+            errors.append((name, exc))
+            if failed is not None:
+                failed(name, exc)
+            return
+        if path is not None:
+            written.append(path)
+
     if settings.junit_path is not None:
-        from . import junit
+        junit_path = settings.junit_path
 
-        write_atomic(settings.junit_path, junit.render(run))
-        written.append(settings.junit_path)
+        def write_junit() -> Path:
+            from . import junit
+
+            write_atomic(junit_path, junit.render(run))
+            return junit_path
+
+        attempt("the JUnit report", write_junit)
     in_github = github.active()
+    markdown_text: list[str] = []  # rendered once for the file and the job summary
     if settings.markdown_path is not None or (in_github and settings.github_summary):
-        from . import markdown
 
-        markdown_text = markdown.render(run, top=max(settings.top, 10))
-    if settings.markdown_path is not None and markdown_text is not None:
-        write_atomic(settings.markdown_path, markdown_text)
-        written.append(settings.markdown_path)
+        def render_markdown() -> None:
+            from . import markdown
+
+            markdown_text.append(markdown.render(run, top=max(settings.top, 10)))
+
+        attempt("the markdown report", render_markdown)
+    if settings.markdown_path is not None and markdown_text:
+        markdown_path = settings.markdown_path
+
+        def write_markdown() -> Path:
+            write_atomic(markdown_path, markdown_text[0])
+            return markdown_path
+
+        attempt("the markdown report", write_markdown)
     if settings.csv_path is not None:
-        from . import export
+        csv_path = settings.csv_path
 
-        export.write_csv(run, settings.csv_path)
-        written.append(settings.csv_path)
+        def write_csv() -> Path:
+            from . import export
+
+            export.write_csv(run, csv_path)
+            return csv_path
+
+        attempt("the CSV report", write_csv)
     if in_github:
-        if settings.github_summary and markdown_text is not None:
-            summary = github.append_summary(markdown_text)
-            if summary is not None:
-                written.append(summary)
+        if settings.github_summary and markdown_text:
+            attempt("the GitHub job summary", lambda: github.append_summary(markdown_text[0]))
         if settings.github_annotations:
-            for line in github.annotation_lines(run):
-                (emit or _print)(line)
+
+            def annotate() -> None:
+                for line in github.annotation_lines(run):
+                    (emit or _print)(line)
+
+            attempt("the GitHub annotations", annotate)
+    if errors and failed is None:
+        raise errors[0][1]
     return written
 
 
