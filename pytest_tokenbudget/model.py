@@ -102,6 +102,7 @@ class CallState:
     UNPARSED = "unparsed"  # the plugin could not read the response
     UNMETERED = "unmetered"  # no usage reported and the request could not be estimated either
     FAILED = "failed"  # the request raised or the server answered with an error status
+    PENDING = "pending"  # a background response that had not finished when its owner ended
 
 
 @dataclass(slots=True)
@@ -123,8 +124,13 @@ class Call:
     estimated: bool = False
     cost_usd: float | None = None  # None: price unknown (never shown as $0)
     detail: str = ""  # why unparsed / failed; never request or response text
+    part: bool = False
+    """An extra per-model share of a request another Call already counts (an Anthropic
+    ``usage.iterations`` entry on another model, e.g. the advisor's): its tokens and cost are
+    tallied under its own model, but it is not a call of its own."""
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {"part": True} if self.part else {}
         return {
             "test": self.owner,
             "phase": self.phase,
@@ -141,6 +147,7 @@ class Call:
             "state": self.state,
             "duration_s": round(self.duration_s, 6),
             "detail": self.detail,
+            **extra,
         }
 
 
@@ -228,6 +235,9 @@ class Tally:
         return self.caveats
 
     def add_call(self, call: Call) -> None:
+        if call.part:
+            self._add_part(call)
+            return
         self.calls += 1
         usage = call.usage
         if usage is not ZERO:
@@ -257,6 +267,22 @@ class Tally:
             self._caveats().unmetered_calls += 1
         elif call.state == CallState.FAILED:
             self._caveats().failed_calls += 1
+
+    def _add_part(self, call: Call) -> None:
+        """Tokens and cost of a :attr:`Call.part`, which is not a call of its own."""
+        usage = call.usage
+        self.input_tokens += usage.input_tokens
+        self.cached_input_tokens += usage.cached_input_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.output_tokens += usage.output_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
+        if call.cost_usd is None:
+            if usage:
+                self._caveats().unpriced_calls += 1  # the cost is a lower bound
+            return
+        self.cost_usd += call.cost_usd
+        if call.source == "live":
+            self.live_cost_usd += call.cost_usd
 
     def merge(self, other: Tally) -> None:
         self.calls += other.calls

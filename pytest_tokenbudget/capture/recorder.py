@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from ..providers import route as builtin_route
     from ..providers.base import Extracted, ParseError, StreamAccumulator
     from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
+    from .late import LateUsage
 
 PreflightHook = Callable[["Exchange", Any], None]
 """Called before a request leaves with (exchange, request); may raise to stop it (hard cap)."""
@@ -114,6 +115,7 @@ class Recorder:
         self.internal_errors = 0
         """Calls the plugin failed to record because of its own bug (reported, never raised)."""
         self.first_errors: list[str] = []
+        self._late: LateUsage | None = None  # made at the first response with an id to remember
 
     def bind_readers(self) -> None:
         """Import what reads a response at this recorder's first request (see _load_readers)."""
@@ -155,7 +157,7 @@ class Recorder:
         replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source
-        for hook in self.preflight:
+        for hook in () if route.follow_up else self.preflight:  # a poll costs nothing: not capped
             hook(exchange, request)
         return exchange
 
@@ -247,9 +249,47 @@ class Recorder:
         payload: Payload = None,
     ) -> None:
         try:
+            if exchange.route.follow_up or (extracted is not None and extracted.key is not None):
+                charged = self._late_usage().resolve(exchange, status_code, extracted, state, streamed)
+                if charged is None:
+                    return  # pending, counted already, or a poll of nothing new
+                exchange = charged
             self._record_call(exchange, status_code, extracted, state, detail, streamed, payload)
+            if extracted is not None and extracted.parts:
+                self._record_parts(exchange, status_code, extracted, state, streamed)
         except Exception as exc:  # a bug of ours (or of a listener) must not reach the caller's request
             self.note_internal_error(exc)
+
+    def _late_usage(self) -> LateUsage:
+        """What counts a response once across its exchanges (OpenAI background mode)."""
+        if self._late is None:
+            from .late import LateUsage
+
+            self._late = LateUsage(self.ledger, self._tokens, self._record)
+        return self._late
+
+    def _record_parts(
+        self, exchange: Exchange, status_code: int, extracted: Extracted, state: str, streamed: bool
+    ) -> None:
+        """The shares of one response billed on other models: tokens and cost, not calls."""
+        route = exchange.route
+        owner = exchange.owner
+        for model, usage in extracted.parts:
+            part = Call(
+                owner=owner.nodeid,
+                phase=owner.phase,
+                provider=route.provider,
+                api=route.api,
+                host=route.host,
+                model=model,
+                usage=usage,
+                streamed=streamed,
+                status_code=status_code,
+                source=exchange.source,
+                state=state,
+                part=True,
+            )
+            self.ledger.record(part, owner.kind)
 
     def _record_call(
         self,

@@ -29,6 +29,9 @@ class Route:
     host: str
     parser: ApiParser
     model_hint: str | None = None  # the model named in the path (Gemini, Vertex), if any
+    follow_up: bool = False
+    """The request reads a response made earlier (``GET /responses/{id}``): it is not a call of its
+    own, and records only usage no exchange has counted yet (see ``capture/late.py``)."""
 
 
 _CHAT = ChatCompletions("openai.chat")
@@ -142,8 +145,22 @@ def _route(host: str, path: str) -> Route | None:
     return Route(provider_for_host(host, family), parser.api, host, parser, model_hint)
 
 
+@lru_cache(maxsize=256)
+def _follow_up_route(host: str) -> Route:
+    return Route(provider_for_host(host, "openai"), _RESPONSES.api, host, _RESPONSES, follow_up=True)
+
+
+def _follow_up(host: str, path: str) -> Route | None:
+    """``GET …/responses/resp_…``: an OpenAI Responses response read again (a background
+    response polled, or its stream resumed with ``?stream=true&starting_after=N``)."""
+    _, sep, response_id = path.rstrip("/").rpartition("/responses/")
+    if not sep or not response_id.startswith("resp") or "/" in response_id:
+        return None  # also …/responses/{id}/input_items
+    return _follow_up_route(host)
+
+
 def route(method: str, host: str, path: str) -> Route | None:
     """The route for a request, or None when it is not an LLM call this plugin reads."""
     if method != "POST":
-        return None
+        return _follow_up(host, path) if method == "GET" else None
     return _route(host, path)

@@ -3,11 +3,19 @@
 Anthropic reports ``input_tokens`` *excluding* cache reads and writes; this plugin's
 ``input_tokens`` includes both, so they are added here. In a stream, ``message_start`` carries the
 input (and a placeholder output); ``message_delta`` carries the final cumulative output and, on
-newer API versions, repeats the input and cache fields, which then win.
+newer API versions, repeats the input and cache fields (and ``iterations``), which then win — a
+zero too: a key present in ``message_delta`` replaces ``message_start``'s value, an absent one
+keeps it.
+
+With server-side compaction, the advisor tool and similar, the billed usage is the sum of
+``usage.iterations`` (one entry per internal step; a compaction step is not in the top-level
+numbers at all). Each entry is counted at its own ``model`` (absent: the response's model); the
+steps on other models (the advisor's) are returned as :attr:`Extracted.parts`.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..model import Usage
@@ -29,6 +37,32 @@ def messages_usage(usage: dict[str, Any]) -> Usage:
     )
 
 
+def messages_extracted(model: str | None, usage: Any) -> Extracted:
+    """What a Messages ``usage`` object bills: the top level, or the sum of its ``iterations``
+    per model (``model``'s share as the usage, the other models' as parts)."""
+    if not isinstance(usage, dict):
+        return Extracted(model, None)
+    iterations = usage.get("iterations")
+    steps = [step for step in iterations if isinstance(step, dict)] if isinstance(iterations, list) else []
+    if not steps:
+        return Extracted(model, messages_usage(usage))
+    by_model: dict[str | None, Usage] = {}
+    for step in steps:
+        step_model = text(step.get("model"))
+        if step_model == model:
+            step_model = None
+        found = messages_usage(step)
+        by_model[step_model] = by_model[step_model] + found if step_model in by_model else found
+    own = by_model.pop(None, Usage())
+    thinking = count(sub(usage, "output_tokens_details").get("thinking_tokens"))
+    if thinking and not own.reasoning_tokens:  # reported for the whole response: its model's
+        own = replace(own, reasoning_tokens=min(thinking, own.output_tokens))
+    parts = tuple((name, part) for name, part in by_model.items() if name is not None)
+    if model is None and parts and not own:  # no model named at the top: the first step's
+        (model, own), parts = parts[0], parts[1:]
+    return Extracted(model, own, parts=parts)
+
+
 class Messages:
     """``/v1/messages``."""
 
@@ -36,14 +70,10 @@ class Messages:
 
     def parse(self, body: bytes) -> Extracted:
         data = load_object(body)
-        usage = data.get("usage")
-        return Extracted(text(data.get("model")), messages_usage(usage) if isinstance(usage, dict) else None)
+        return messages_extracted(text(data.get("model")), data.get("usage"))
 
     def stream(self) -> MessagesStream:
         return MessagesStream()
-
-
-_INPUT_KEYS = ("input_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
 
 
 class MessagesStream:
@@ -76,11 +106,9 @@ class MessagesStream:
             self.model = text(message.get("model")) or self.model
             self.raw.update(sub(message, "usage"))
         else:
-            delta_usage = sub(payload, "usage")
-            for key, value in delta_usage.items():
-                if key in _INPUT_KEYS and not count(value):
-                    continue  # a zero repeat does not erase what message_start reported
-                self.raw[key] = value
+            for key, value in sub(payload, "usage").items():
+                if value is not None:  # a present key wins, a zero too (null: as if absent)
+                    self.raw[key] = value
 
     def result(self) -> Extracted:
-        return Extracted(self.model, messages_usage(self.raw) if self.raw else None)
+        return messages_extracted(self.model, self.raw) if self.raw else Extracted(self.model, None)

@@ -22,6 +22,15 @@ class Extracted:
     gaps: tuple[str, ...] = ()
     """Usage fields (``input_tokens``, ``output_tokens``) the response left out where it reports
     the rest: estimated and the call marked ``estimated``, never taken as 0."""
+    parts: tuple[tuple[str, Usage], ...] = ()
+    """Usage billed on other models than ``model`` (Anthropic advisor iterations), per model;
+    ``usage`` holds only ``model``'s share."""
+    key: str | None = None
+    """The response's id when other exchanges may report the same usage (OpenAI Responses:
+    ``GET /responses/{id}``): counted once per key while its owner runs."""
+    pending: bool = False
+    """The response is not finished (a background response queued or in progress): its usage
+    comes with a later exchange, so none is estimated for this one."""
 
 
 class StreamAccumulator(Protocol):

@@ -113,15 +113,26 @@ class ChatStream:
 _RESPONSES_TERMINAL = (b"response.completed", b"response.incomplete", b"response.failed")
 
 
+_UNFINISHED = ("queued", "in_progress")
+
+
 class Responses:
-    """``/responses``: usage in the body, or in the streamed ``response.completed`` event."""
+    """``/responses``: usage in the body, or in the streamed ``response.completed`` event.
+
+    Also ``GET /responses/{id}`` (polling, or ``?stream=true&starting_after=N`` resuming a
+    stream), which reads a response again: each result carries the response's id as its key, so
+    the usage is counted once, from whichever exchange carries it. A background response
+    (``background: true``) answers its POST ``queued``/``in_progress`` with no usage: pending.
+    """
 
     api = "openai.responses"
 
     def parse(self, body: bytes) -> Extracted:
         data = load_object(body)
         usage = data.get("usage")
-        return Extracted(text(data.get("model")), responses_usage(usage) if isinstance(usage, dict) else None)
+        found = responses_usage(usage) if isinstance(usage, dict) else None
+        pending = found is None and data.get("status") in _UNFINISHED
+        return Extracted(text(data.get("model")), found, key=text(data.get("id")), pending=pending)
 
     def stream(self) -> ResponsesStream:
         return ResponsesStream()
@@ -134,6 +145,8 @@ class ResponsesStream:
         self.done = False
         self.model: str | None = None
         self.usage: Usage | None = None
+        self.key: str | None = None  # the response's id
+        self.background = False
 
     def on_event(self, event: bytes, data: bytes) -> None:
         kind = event or b""
@@ -150,6 +163,8 @@ class ResponsesStream:
             return
         response = sub(payload, "response")
         self.model = text(response.get("model")) or self.model
+        self.key = text(response.get("id")) or self.key
+        self.background = self.background or response.get("background") is True
         if kind in _RESPONSES_TERMINAL:
             self.done = True
             usage = response.get("usage")
@@ -157,7 +172,9 @@ class ResponsesStream:
                 self.usage = responses_usage(usage)
 
     def result(self) -> Extracted:
-        return Extracted(self.model, self.usage)
+        # A background response goes on when its stream drops: its usage may come with a poll.
+        pending = self.background and not self.done
+        return Extracted(self.model, self.usage, key=self.key, pending=pending)
 
 
 def run_usage(usage: dict[str, Any]) -> Usage:
