@@ -16,6 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
+from . import request_body
 from .model import Call, CallState, Usage
 from .providers.base import ParseError, load_json
 
@@ -47,31 +48,13 @@ class InputEstimate:
 
 
 def request_json(request: Any) -> Mapping[str, Any] | None:
-    """The JSON object a captured request sent (httpx/httpx2, requests, a mapping), else None."""
-    if isinstance(request, Mapping):
-        return request
-    raw: Any = None
-    if hasattr(request, "content") and hasattr(request, "stream"):  # httpx / httpx2
-        try:
-            raw = request.content
-        except RuntimeError:  # RequestNotRead: a streamed upload
-            return None
-    elif hasattr(request, "body"):  # requests.PreparedRequest
-        raw = request.body
-    elif isinstance(request, (bytes, str)):
-        raw = request
-    return json_object(raw)
+    """The JSON object a captured request sent (any stack, or a mapping), else None; never raises."""
+    return request_body.request_json(request)
 
 
 def json_object(raw: Any) -> Mapping[str, Any] | None:
     """``raw`` bytes/str parsed as a JSON object, else None (never raises)."""
-    if not raw or not isinstance(raw, (bytes, bytearray, str)):
-        return None
-    try:
-        data = load_json(bytes(raw) if isinstance(raw, bytearray) else raw)
-    except ParseError:
-        return None
-    return data if isinstance(data, dict) else None
+    return request_body.json_object(raw)
 
 
 # --------------------------------------------------------------------------- input

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .model import Call, Status, Usage, Verdict
 from .report import format as fmt
+from .request_body import request_bytes, request_json
 
 if TYPE_CHECKING:
     from .capture.recorder import Exchange
@@ -127,10 +128,9 @@ def _vcr_request(request: Any) -> Any:
     url = getattr(request, "url", None)
     if not method or url is None:
         return None
-    if hasattr(request, "content") and hasattr(request, "stream"):  # httpx / httpx2
-        try:
-            body = request.content
-        except RuntimeError:  # RequestNotRead: a streaming body vcrpy would read itself
+    if hasattr(request, "stream"):  # httpx / httpx2
+        body = request_bytes(request)
+        if body is None:  # RequestNotRead: a streaming body vcrpy would read itself
             return None
         return VcrRequest(method, str(url), body, request.headers)
     if hasattr(request, "body") and hasattr(request, "prepare_body"):  # requests.PreparedRequest
@@ -140,23 +140,7 @@ def _vcr_request(request: Any) -> Any:
 
 def request_body(request: Any) -> Mapping[str, Any] | None:
     """The JSON body of a request from any captured stack (None when it is not a JSON object)."""
-    if isinstance(request, Mapping):
-        return request
-    raw: Any = None
-    if hasattr(request, "content") and hasattr(request, "stream"):
-        try:
-            raw = request.content
-        except RuntimeError:
-            return None
-    elif hasattr(request, "body"):
-        raw = request.body
-    if not raw:
-        return None
-    try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None
-    return data if isinstance(data, dict) else None
+    return request_json(request)
 
 
 def output_ceiling(body: Mapping[str, Any]) -> int:
@@ -212,7 +196,41 @@ class HardCap:
             return sum(c.cost_usd for c in self._live if c.cost_usd is not None)
 
     def __call__(self, exchange: Exchange, request: Any) -> None:
+        """Refuse ``request`` with :class:`TokenBudgetExceeded`; nothing else ever leaves here (a
+        failure of the cap's own is a verdict once per kind, and the request goes ahead)."""
         __tracebackhide__ = True  # pytest shows the refusal, not the plugin's frames
+        try:
+            self._check(exchange, request)
+        except TokenBudgetExceeded:
+            raise
+        except Exception as exc:
+            self._failed(exchange, exc)
+
+    def _failed(self, exchange: Exchange, exc: Exception) -> None:
+        """The cap could not judge a request: say so once per kind of error, never raise."""
+        try:
+            key = f"error {type(exc).__name__}"
+            with self._lock:
+                if key in self._unpriced:
+                    return
+                self._unpriced.add(key)
+            self.verdicts.append(
+                Verdict(
+                    name=f"hard-cap {key}",
+                    kind="hard-cap",
+                    metric="cost_usd",
+                    limit=self.limit,
+                    actual=0.0,
+                    status=Status.UNKNOWN,
+                    message=f"hard cost cap could not judge a request ({type(exc).__name__}): let through",
+                    nodeid=exchange.owner.nodeid,
+                )
+            )
+        except Exception:  # nothing of the cap's may reach the request
+            pass
+
+    def _check(self, exchange: Exchange, request: Any) -> None:
+        __tracebackhide__ = True
         if exchange.source != "live":
             return
         self.watch.refresh()

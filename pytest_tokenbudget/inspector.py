@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final
 from .config import Settings
 from .model import Call, CallState, Run, Status, TestUsage, Verdict
 from .report import format as fmt
+from .request_body import request_bytes
 
 if TYPE_CHECKING:
     from .capture.recorder import Exchange
@@ -62,6 +63,8 @@ class Inspector:
         self.settings = settings
         self.windows = windows
         self._pending: dict[str, list[tuple[Call, Any, Any]]] = {}
+        self.errors = 0  # calls the inspector failed on (its own bug): counted, never raised
+        self.first_errors: list[str] = []
         self._lock = threading.Lock()
         # Suites send the same request many times (parametrized tests, replayed cassettes): its
         # anatomy is estimated once, keyed by estimator, model and a digest of the body's bytes.
@@ -100,7 +103,12 @@ class Inspector:
         if entry is None:
             return
         for call, request, played in items:
-            self._inspect(entry, call, request, played)
+            try:
+                self._inspect(entry, call, request, played)
+            except Exception as exc:  # a request the inspector cannot read must not stop the session
+                self.errors += 1
+                if len(self.first_errors) < 3:
+                    self.first_errors.append(f"inspecting {call.owner}: {type(exc).__name__}: {exc}")
 
     def settle_all(self, run: Run) -> None:
         with self._lock:
@@ -226,18 +234,7 @@ def _add_anatomy(entry: TestUsage, estimate: _Anatomy | None) -> None:
 
 
 def _raw(request: Any) -> bytes | None:
-    if isinstance(request, bytes):
-        return request
-    if hasattr(request, "content") and hasattr(request, "stream"):
-        try:
-            content = request.content
-        except RuntimeError:
-            return None
-        return content if isinstance(content, bytes) else None
-    body = getattr(request, "body", None)
-    if isinstance(body, str):
-        return body.encode("utf-8")
-    return body if isinstance(body, bytes) else None
+    return request_bytes(request)
 
 
 def parts_of(anatomy: Mapping[str, int]) -> list[tuple[str, int]]:

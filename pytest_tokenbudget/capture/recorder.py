@@ -158,7 +158,10 @@ class Recorder:
         exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source
         for hook in () if route.follow_up else self.preflight:  # a poll costs nothing: not capped
-            hook(exchange, request)
+            try:
+                hook(exchange, request)
+            except Exception as exc:  # only a refusal (a BaseException: TokenBudgetExceeded) stops it
+                self.note_internal_error(exc, source="a preflight hook")
         return exchange
 
     # -- outcomes -------------------------------------------------------------------------------
@@ -556,7 +559,7 @@ def _requested_model(request: Any) -> str:
     """The model the request asked for: for responses that do not name theirs (AI21, Cohere v1)."""
     if request is None:
         return "unknown"
-    from ..estimates import request_json
+    from ..request_body import request_json
 
     body = request_json(request)
     model = body.get("model") if body is not None else None
