@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -110,37 +111,116 @@ def text(value: Any) -> str | None:
 
 
 _TAIL_WINDOW = 64 * 1024
+_HEAD_WINDOW = 4096
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]|"', re.DOTALL)
+"""A JSON string (skipped whole), a bracket, or an unterminated string's quote."""
+_SPACE = b" \t\r\n"
 
 
 def parse_large_object(body: bytes, keys: tuple[bytes, ...]) -> dict[str, Any] | None:
-    """Find top-level ``keys`` near the end of a big JSON object without parsing all of it.
+    """Find top-level ``keys`` near the ends of a big JSON object without parsing all of it.
 
     Embeddings responses carry megabytes of floats before a small ``usage`` object; decoding only
-    the tail costs microseconds instead of milliseconds. Returns None when the shortcut does not
-    apply (the caller then parses the whole body).
+    the ends costs microseconds instead of milliseconds. A key is taken only where it is proved to
+    be what ``json.loads`` would give: its last occurrence in the body, and a member of the
+    top-level object (the rest of the body closes exactly that object, or the head before it opens
+    only that one). Anything else (a ``usage`` nested in a later ``prompt_logprobs``, a key in the
+    middle, an escaped quote) returns None, and the caller parses the whole body.
     """
     if len(body) <= _TAIL_WINDOW:
         return None
     found: dict[str, Any] = {}
-    decoder = json.JSONDecoder()
-    head = body[:4096].decode("utf-8", "replace")
-    tail = body[-_TAIL_WINDOW:].decode("utf-8", "replace")
     for key in keys:
         needle = b'"' + key + b'"'
-        for window in (tail, head):
-            index = window.rfind(needle.decode())
-            if index < 0:
-                continue
-            colon = window.find(":", index + len(needle))
-            if colon < 0:
-                continue
-            start = colon + 1
-            while start < len(window) and window[start] in " \t\r\n":
-                start += 1
-            try:
-                value, _ = decoder.raw_decode(window, start)
-            except (ValueError, RecursionError):
-                continue
-            found[key.decode()] = value
-            break
+        at = body.rfind(needle)
+        if at < 0:
+            continue  # not anywhere in the body: json.loads would not find it either
+        value = _top_level_value(body, at, at + len(needle))
+        if value is _UNPROVED:
+            return None
+        found[key.decode()] = value
     return found or None
+
+
+_UNPROVED: Any = object()
+
+
+def _top_level_value(body: bytes, at: int, after: int) -> Any:
+    """The value of the key whose quoted name spans ``body[at:after]``, if it is top-level."""
+    size = len(body)
+    in_tail = at >= size - _TAIL_WINDOW
+    if not in_tail and (after > _HEAD_WINDOW or not _opens_only_the_top(body, at)):
+        return _UNPROVED
+    backslashes = 0
+    while at - backslashes > 0 and body[at - backslashes - 1] == 0x5C:  # an escaped quote: inside a string
+        backslashes += 1
+    if backslashes % 2:
+        return _UNPROVED
+    colon = after
+    while colon < size and body[colon] in _SPACE:
+        colon += 1
+    if colon >= size or body[colon] != 0x3A:  # ":" — else the name was a value, not a key
+        return _UNPROVED
+    start = colon + 1
+    while start < size and body[start] in _SPACE:
+        start += 1
+    window = _text(body[start:] if in_tail else body[start : start + _HEAD_WINDOW])
+    if window is None:
+        return _UNPROVED
+    try:
+        value, end = _DECODER.raw_decode(window)
+    except (ValueError, RecursionError):
+        return _UNPROVED
+    if in_tail and not _closes_the_top(body, start + len(window[:end].encode("utf-8"))):
+        return _UNPROVED
+    return value
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _text(chunk: bytes) -> str | None:
+    """``chunk`` decoded as UTF-8 (a character cut at its end dropped), None when it is not UTF-8."""
+    try:
+        return chunk.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(chunk) - 3 or exc.reason != "unexpected end of data":
+            return None
+        return chunk[: exc.start].decode("utf-8", "strict")
+
+
+def _closes_the_top(body: bytes, position: int) -> bool:
+    """From ``position`` (just after a member's value, outside any string) the rest of ``body``
+    closes the object holding that member at the very end: it was the top-level object."""
+    depth = 0
+    for match in _TOKENS.finditer(body, position):
+        char = body[match.start()]
+        if char == 0x22:  # '"'
+            if match.end() - match.start() == 1:
+                return False  # an unterminated string
+        elif char in b"{[":
+            depth += 1
+        else:
+            depth -= 1
+            if depth < 0:
+                return char == 0x7D and not body[match.end() :].strip(_SPACE)  # "}" and nothing after
+    return False
+
+
+def _opens_only_the_top(body: bytes, position: int) -> bool:
+    """Before ``position`` the body opens the top-level object and nothing still open inside it."""
+    depth = 0
+    first = True
+    for match in _TOKENS.finditer(body, 0, position):
+        char = body[match.start()]
+        if first and char != 0x7B:  # "{" first: the body is an object
+            return False
+        first = False
+        if char == 0x22:
+            if match.end() - match.start() == 1:
+                return False  # ``position`` lies inside a string
+        elif char in b"{[":
+            depth += 1
+        else:
+            depth -= 1
+    return depth == 1
