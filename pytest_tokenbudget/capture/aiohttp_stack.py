@@ -1,9 +1,12 @@
 """Capture at ``aiohttp.ClientSession._request`` (google-genai's async client, litellm, others).
 
 Every aiohttp request method ends in ``ClientSession._request`` (vcrpy and aioresponses patch the
-same place). The response body is tapped by replacing ``response.content`` with a pass-through
-reader: whatever the caller uses — ``read()``, ``text()``, ``json()``, ``iter_any()``,
-``iter_chunked()``, line iteration — the bytes it receives are fed to the tap, as it receives them.
+same place). The response body is tapped on ``response.content`` itself: the reader's class is
+swapped for a subclass of its own class made for it (``isinstance(resp.content, StreamReader)``
+holds, its slots and attributes are the same object's) whose read methods feed the tap; whatever
+the caller uses — ``read()``, ``text()``, ``json()``, ``iter_any()``, ``iter_chunked()``, line
+iteration — the bytes it receives are fed to the tap, as it receives them. At the end of the body
+the reader gets its own class back.
 A request sent by a captured httpx client through an aiohttp transport (litellm) is not counted
 again here.
 """
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import replay
@@ -51,7 +54,7 @@ def install(recorder: Recorder) -> bool:
         if replay.replayed_since(mark):
             exchange.source = "replayed"
         tap = recorder.stream(exchange, response.status, response.headers.get("Content-Type", ""), "")
-        response.content = _ReaderTap(response.content, tap)
+        _tap_reader(response.content, tap, recorder)
         return response
 
     setattr(session_cls, _ORIGINAL, original)
@@ -67,64 +70,87 @@ def uninstall() -> None:
         delattr(session_cls, _ORIGINAL)
 
 
-class _ReaderTap:
-    """A pass-through for aiohttp's ``StreamReader`` (already decompressed by aiohttp)."""
+_ASYNC_READS = ("read", "readany", "readline", "readuntil", "readexactly", "readchunk")
+_SYNC_READS = ("read_nowait",)
 
-    def __init__(self, inner: Any, tap: StreamTap) -> None:
-        self._inner = inner
+
+def _tap_reader(reader: Any, tap: StreamTap, recorder: Recorder) -> None:
+    """Swap ``reader``'s class for a tapping subclass of it (no new slots: the same layout)."""
+    base = type(reader)
+    reads = _Reads(tap, recorder, base)
+    namespace: dict[str, Any] = {"__slots__": (), "__module__": base.__module__}
+    namespace["__qualname__"] = base.__qualname__
+    for name in _ASYNC_READS:
+        if callable(getattr(base, name, None)):
+            namespace[name] = reads.async_reader(name, getattr(base, name))
+    for name in _SYNC_READS:
+        if callable(getattr(base, name, None)):
+            namespace[name] = reads.sync_reader(getattr(base, name))
+    try:
+        reads.tapped = type(base.__name__, (base,), namespace)
+        reader.__class__ = reads.tapped
+    except TypeError:  # a reader whose class cannot be swapped: left alone, recorded closed early
+        tap.close()
+
+
+class _Reads:
+    """The state behind one tapped reader: only the outermost read feeds (``read()`` calls
+    ``readany()`` inside, ``readline()`` calls ``readuntil()``, ``readexactly()`` calls ``read()``)."""
+
+    __slots__ = ("_base", "_depth", "_recorder", "_tap", "tapped")
+
+    def __init__(self, tap: StreamTap, recorder: Recorder, base: type) -> None:
         self._tap = tap
+        self._recorder = recorder
+        self._base = base
+        self._depth = 0
+        self.tapped: type | None = None
 
-    def _seen(self, data: bytes) -> bytes:
-        if data:
-            self._tap.feed(data)
-        if not data or self._inner.at_eof():
-            self._tap.eof()
-        return data
+    def async_reader(self, name: str, original: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+        @functools.wraps(original)
+        async def read(reader: Any, *args: Any, **kwargs: Any) -> Any:
+            if self._depth:
+                return await original(reader, *args, **kwargs)
+            self._depth += 1
+            try:
+                result = await original(reader, *args, **kwargs)
+            finally:
+                self._depth -= 1
+            if name == "readchunk":
+                data, end_of_chunk = result
+                self._seen(reader, data, end=not data and not end_of_chunk)
+            else:
+                self._seen(reader, result, end=not result)
+            return result
 
-    async def read(self, n: int = -1) -> bytes:
-        return self._seen(await self._inner.read(n))
+        return read
 
-    async def readany(self) -> bytes:
-        return self._seen(await self._inner.readany())
+    def sync_reader(self, original: Callable[..., bytes]) -> Callable[..., bytes]:
+        @functools.wraps(original)
+        def read_nowait(reader: Any, *args: Any, **kwargs: Any) -> bytes:
+            if self._depth:
+                return original(reader, *args, **kwargs)
+            self._depth += 1
+            try:
+                result = original(reader, *args, **kwargs)
+            finally:
+                self._depth -= 1
+            self._seen(reader, result, end=False)
+            return result
 
-    async def readline(self, **kwargs: Any) -> bytes:
-        return self._seen(await self._inner.readline(**kwargs))
+        return read_nowait
 
-    async def readuntil(self, separator: bytes = b"\n") -> bytes:
-        return self._seen(await self._inner.readuntil(separator))
-
-    async def readexactly(self, n: int) -> bytes:
-        return self._seen(await self._inner.readexactly(n))
-
-    async def readchunk(self) -> tuple[bytes, bool]:
-        data, end_of_chunk = await self._inner.readchunk()
-        self._seen(data)
-        return data, end_of_chunk
-
-    def read_nowait(self, n: int = -1) -> bytes:
-        return self._seen(self._inner.read_nowait(n))
-
-    async def iter_any(self) -> AsyncIterator[bytes]:
-        while data := await self.readany():
-            yield data
-
-    async def iter_chunked(self, n: int) -> AsyncIterator[bytes]:
-        while data := await self.read(n):
-            yield data
-
-    async def iter_chunks(self) -> AsyncIterator[tuple[bytes, bool]]:
-        while True:
-            data, end_of_chunk = await self.readchunk()
-            if not data and not end_of_chunk:
-                return
-            yield data, end_of_chunk
-
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._lines()
-
-    async def _lines(self) -> AsyncIterator[bytes]:
-        while line := await self.readline():
-            yield line
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+    def _seen(self, reader: Any, data: bytes, end: bool) -> None:
+        """Feed what one outermost read returned; at the end of the body settle and give the reader
+        its own class back. Never raises."""
+        try:
+            if data:
+                self._tap.feed(data)
+            if end or reader.at_eof():
+                try:
+                    self._tap.eof()
+                finally:
+                    if type(reader) is self.tapped:
+                        reader.__class__ = self._base
+        except Exception as exc:
+            self._recorder.note_internal_error(exc)

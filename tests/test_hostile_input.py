@@ -1,0 +1,226 @@
+"""Hostile input (issue 26): streamed uploads, hijacked usage in big bodies, wrapped objects that
+show through, huge limits and bad artifacts. Each never crashes a run and is counted or refused
+the way the rule says; nothing but ``TokenBudgetExceeded`` leaves the plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import httpx2
+import pytest
+from llm_server import LLMServer
+from provider_server import ProviderServer
+
+from pytest_tokenbudget.hardcap import HardCap, request_body
+from pytest_tokenbudget.ledger import Owner
+from pytest_tokenbudget.model import Call, Status, Usage
+from pytest_tokenbudget.providers.base import parse_large_object
+from pytest_tokenbudget.providers.openai import ChatCompletions
+
+CHAT = Usage(input_tokens=11, output_tokens=7)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ProviderServer]:
+    running = ProviderServer().start()
+    yield running
+    running.stop()
+
+
+def only(calls: list[Call]) -> Call:
+    assert len(calls) == 1, [(c.api, c.state) for c in calls]
+    return calls[0]
+
+
+# -- 1. a streamed upload ------------------------------------------------------------------------
+
+UPLOAD_SESSION = """
+import os
+
+import httpx2
+
+URL = os.environ["UPLOAD_URL"] + "/v1/chat/completions"
+
+
+def body():
+    yield b'{"model": "gpt-4o-mini", '
+    yield b'"messages": [{"role": "user", "content": "hi"}]}'
+
+
+def test_streamed_upload():
+    assert httpx2.post(URL, content=body()).status_code == 200
+
+
+def test_after_it():
+    assert httpx2.post(URL, json={"model": "gpt-4o-mini", "messages": []}).status_code == 200
+"""
+
+
+@pytest.mark.parametrize("hard_cap", [False, True], ids=["plugin-on", "hard-cap"])
+def test_a_streamed_upload_never_crashes_the_session(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, hard_cap: bool
+) -> None:
+    """The test passes, the next one runs, exit 0: no INTERNALERROR, no RequestNotRead in the test."""
+    monkeypatch.setenv("UPLOAD_URL", llm_server.url)
+    table = "hard-max-cost = 5\n[tool.tokenbudget.prices]\n\"gpt-4o-mini\" = { input = 1, output = 1 }"
+    pytester.makepyprojecttoml(f"[tool.tokenbudget]\n{table if hard_cap else ''}\n")
+    pytester.makepyfile(test_upload=UPLOAD_SESSION)
+    args = ["-p", "no:cacheprovider", "--token-budget-json=run.json"]
+    result = pytester.runpytest(*args, *([] if hard_cap else ["--token-budget"]))
+    assert "INTERNALERROR" not in result.stdout.str() + result.stderr.str()
+    assert result.ret == pytest.ExitCode.OK
+    result.assert_outcomes(passed=2)
+    if not hard_cap:
+        tests = json.loads((pytester.path / "run.json").read_text())["tests"]
+        assert set(tests) == {"test_upload.py::test_streamed_upload", "test_upload.py::test_after_it"}
+
+
+def _upload() -> Iterator[bytes]:
+    yield b'{"model": "m"}'
+
+
+class _Raises:
+    """An object whose every attribute raises (a hostile request shape)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(name)
+
+
+@pytest.mark.parametrize("library", [httpx, httpx2])
+def test_reading_a_request_never_raises(library: Any) -> None:
+    from pytest_tokenbudget.request_body import request_bytes, request_json
+
+    streamed = library.Request("POST", "http://x/v1/chat/completions", content=_upload())
+    assert request_bytes(streamed) is None
+    assert request_json(streamed) is None
+    sent = library.Request("POST", "http://x/v1/chat/completions", json={"model": "m"})
+    assert request_json(sent) == {"model": "m"}
+    for hostile in (_Raises(), object(), "\ud800", b"\xff{", b"[1]", "[" * 100_000, None):
+        assert request_json(hostile) is None
+
+
+def test_the_hard_cap_reads_a_bytes_body_and_any_shape_of_request() -> None:
+    """urllib hands over bytes; requests a PreparedRequest whose body may be a generator."""
+    import requests
+
+    assert request_body(b'{"model": "gpt-4o", "max_tokens": 9}') == {"model": "gpt-4o", "max_tokens": 9}
+    prepared = requests.Request("POST", "http://x/v1/chat/completions", data=_upload()).prepare()
+    assert request_body(prepared) is None
+    prepared = requests.Request("POST", "http://x/v1/chat/completions", json={"model": "m"}).prepare()
+    assert request_body(prepared) == {"model": "m"}
+
+
+class _Exchange:
+    source = "live"
+    owner = Owner("t.py::test_x", "call")
+
+    class route:
+        api, provider, host, model_hint = "openai.chat", "openai", "api.openai.com", None
+
+
+def test_the_hard_cap_lets_only_its_refusal_escape() -> None:
+    """A failure inside the cap (here its pricer) is a verdict, once, and the request goes ahead."""
+
+    def broken_price(*args: Any) -> float:
+        raise ZeroDivisionError("pricing bug")
+
+    cap = HardCap(1.0, broken_price)
+    for _ in range(2):
+        cap(_Exchange(), {"model": "gpt-4o", "messages": []})  # type: ignore[arg-type]
+    assert [(v.status, v.kind) for v in cap.verdicts] == [(Status.UNKNOWN, "hard-cap")]
+    assert "ZeroDivisionError" in cap.verdicts[0].message
+
+
+# -- 6. usage hijacked in bodies over 64 KiB -----------------------------------------------------
+
+REAL = {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15}
+FORGED = {"prompt_tokens": 900_000, "completion_tokens": 900_000, "total_tokens": 1_800_000}
+
+
+def _big(**tail: Any) -> bytes:
+    head = {"id": "x", "object": "chat.completion", "model": "gpt-4o", "choices": [{"index": 0}]}
+    return json.dumps({**head, "usage": REAL, "pad": "p" * 70_000, **tail}).encode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        _big(prompt_logprobs=[None, {"1": {"logprob": -1.0, "usage": FORGED}}]),  # vLLM-style
+        _big(prompt_logprobs=[{"usage": FORGED, "pad": "q" * 70_000}]),
+        _big(extra={"usage": FORGED}),
+        _big(note="usage", after={"a": {"b": [{"usage": FORGED}]}}),
+        _big(**{'k\\"usage': FORGED}),
+    ],
+    ids=["vllm-prompt-logprobs", "nested-beyond-the-tail", "nested-object", "deep-list", "escaped-quote"],
+)
+def test_only_the_top_level_usage_of_a_big_body_counts(body: bytes) -> None:
+    assert len(body) > 64 * 1024
+    extracted = ChatCompletions("openai.chat").parse(body)
+    assert (extracted.model, extracted.usage) == ("gpt-4o", Usage(input_tokens=10, output_tokens=5))
+
+
+def test_the_tail_shortcut_still_serves_an_embeddings_body() -> None:
+    data = [{"object": "embedding", "index": i, "embedding": [0.123456789] * 1536} for i in range(20)]
+    usage = {"prompt_tokens": 8, "total_tokens": 8}
+    body = json.dumps({"object": "list", "data": data, "model": "text-embedding-3-small", "usage": usage})
+    assert parse_large_object(body.encode(), (b"usage", b"model")) == {
+        "usage": usage,
+        "model": "text-embedding-3-small",
+    }
+
+
+# -- 7. the wrapper is transparent to attributes and types --------------------------------------
+
+
+def test_requests_raw_keeps_its_type_and_decode_content(server: ProviderServer, calls: list[Call]) -> None:
+    """``r.raw.decode_content = True`` reaches urllib3: ``r.raw.read()`` returns decoded bytes."""
+    import requests
+    import urllib3
+
+    body = {"model": "gpt-4o-mini", "stream": True, "gzip": True}
+    with requests.post(f"{server.url}/v1/chat/completions", json=body, stream=True) as response:
+        assert type(response.raw) is urllib3.HTTPResponse
+        response.raw.decode_content = True
+        data = response.raw.read()
+    assert data.endswith(b"data: [DONE]\n\n")
+    assert "read" not in vars(response.raw)  # the instance's own methods are gone once settled
+    call = only(calls)
+    assert (call.usage, call.state) == (CHAT, "complete")
+
+
+def test_requests_raw_read_still_encoded_is_counted(server: ProviderServer, calls: list[Call]) -> None:
+    body = {"model": "gpt-4o-mini", "stream": True, "gzip": True}
+    with requests_post(f"{server.url}/v1/chat/completions", body) as response:
+        data = response.raw.read()
+    assert data[:2] == b"\x1f\x8b"  # requests leaves decode_content off: the caller asked for raw bytes
+    assert only(calls).usage == CHAT
+
+
+def requests_post(url: str, body: dict[str, Any]) -> Any:
+    import requests
+
+    return requests.post(url, json=body, stream=True)
+
+
+def test_aiohttp_content_stays_a_stream_reader(server: ProviderServer, calls: list[Call]) -> None:
+    import aiohttp
+
+    async def run() -> tuple[bool, bool, bytes]:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{server.url}/v1/chat/completions", json={"stream": True}) as response,
+        ):
+            during = isinstance(response.content, aiohttp.StreamReader)
+            data = b"".join([line async for line in response.content])
+            return during, type(response.content) is aiohttp.StreamReader, data
+
+    during, after, data = asyncio.run(run())
+    assert during
+    assert after
+    assert data.endswith(b"data: [DONE]\n\n")
+    assert only(calls).usage == CHAT
