@@ -35,6 +35,11 @@ def _dollars(value: float) -> str:
     return f"${value:.6f}".rstrip("0").rstrip(".")
 
 
+def count(n: int, noun: str) -> str:
+    """``1 call``, ``3 calls``, ``1,024 tests``: a number and its noun, singular or plural."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def percent(part: float, whole: float) -> str:
     return f"{100 * part / whole:.0f}%" if whole else "–"
 

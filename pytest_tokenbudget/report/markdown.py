@@ -53,7 +53,7 @@ def _render(run: Run, rows: int) -> str:
     out += _models(run, rows)
     out += _unknown_prices(run)
     if run.issues:
-        incomplete = f"⚠️ {len(run.issues):,} call(s) with incomplete usage ({_states(run.issues)})"
+        incomplete = f"⚠️ {fmt.count(len(run.issues), 'call')} with incomplete usage ({_states(run.issues)})"
         out += ["", incomplete + ": see the JSON artifact's `issues`."]
     out += ["", _footer(run)]
     return "\n".join(out) + "\n"
@@ -102,7 +102,7 @@ def _summary(run: Run, totals: Tally) -> list[str]:
     u = totals.usage
     tests = sum(1 for t in run.iter_tests() if t.total.calls)
     parts = [
-        f"{totals.calls:,} LLM call(s) in {tests:,} test(s)",
+        f"{fmt.count(totals.calls, 'LLM call')} in {fmt.count(tests, 'test')}",
         f"input {fmt.tokens(u.input_tokens)} (cached {fmt.tokens(u.cached_input_tokens)}, "
         f"cache-write {fmt.tokens(u.cache_write_tokens)})",
         f"output {fmt.tokens(u.output_tokens)} (reasoning {fmt.tokens(u.reasoning_tokens)})",
@@ -264,14 +264,30 @@ def _clip(text: str) -> str:
     return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
 
 
-_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+!|~>])")
+# What GitHub's renderer (cmark-gfm) would read as markup in plain text, and only that: emphasis
+# and code marks, a bracket that would close a link (``](`` or ``][``; a lone ``[x]`` links nowhere
+# without a definition), table pipes, strikethrough, a backslash; an underscore only where it can
+# open or close emphasis (not inside a word: test_a_b stays as it is); a heading or list mark only
+# at the start and followed by a space (0.2.3 stays as it is); ``<``, ``>`` and ``&`` become
+# entities. Checked against cmark-gfm in tests/test_markdown_escapes.py.
+_SPECIAL = re.compile(
+    r"[\\`*|~]|\](?=[(\[])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])"
+    r"|^(?:#{1,6}|[+\-])(?=\s|$)|^\d{1,9}(?=[.)](?:\s|$))|^[=\-]+\s*$"
+)
+_AUTOLINK = re.compile(r"(?i)(?:https?|ftp)(?=://)|www(?=\.)")  # anywhere: a comment costs nothing
 
 
 def _text(text: str) -> str:
-    """Plain text from the suite, safe in a table cell: no HTML, no markdown, no mentions."""
+    """Plain text from the suite, safe in a table cell: no HTML, no markdown, no links, no mentions."""
     text = _clip(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _SPECIAL.sub(r"\\\1", text)
+    text = _SPECIAL.sub(_escaped, text)
+    text = _AUTOLINK.sub(lambda match: match[0] + "<!-- -->", text)  # renders as typed, links nowhere
     return text.replace("@", "@<!-- -->")  # renders "@", pings nobody
+
+
+def _escaped(match: re.Match[str]) -> str:
+    mark = match[0]
+    return mark + "\\" if mark[0].isdigit() else "\\" + mark  # "1\\. item", "\\*not bold\\*"
 
 
 def _code(text: str) -> str:
