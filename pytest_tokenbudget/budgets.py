@@ -20,7 +20,19 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import TABLE, ConfigError, Context, Settings, money, non_negative_int, strings, text
+from .config import (
+    MAX_COUNT_LIMIT,
+    MAX_USD_LIMIT,
+    TABLE,
+    ConfigError,
+    Context,
+    Settings,
+    money,
+    non_negative_int,
+    shown,
+    strings,
+    text,
+)
 from .model import Run, Status, Tally, TestUsage, Verdict
 from .report import format as fmt
 
@@ -113,12 +125,23 @@ def marker_limits(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limits:
         if name == "max_cost":
             raw = value.strip().removeprefix("$") if isinstance(value, str) else value
             number = _number(raw)
-            if number is None or not math.isfinite(number) or number < 0:
-                raise BudgetError(f"token_budget(max_cost=…) expects an amount in USD >= 0, got {value!r}")
+            if number is None or math.isnan(number) or number < 0:
+                expected = "an amount in USD >= 0"
+                raise BudgetError(f"token_budget(max_cost=…) expects {expected}, got {shown(value)}")
+            if number > MAX_USD_LIMIT:  # inf too
+                raise BudgetError(
+                    f"token_budget(max_cost=…) expects an amount in USD from 0 to {MAX_USD_LIMIT:,}, "
+                    f"got {shown(value)}"
+                )
             limits[name] = float(number)
         else:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise BudgetError(f"token_budget({name}=…) expects a whole number >= 0, got {value!r}")
+                raise BudgetError(f"token_budget({name}=…) expects a whole number >= 0, got {shown(value)}")
+            if value > MAX_COUNT_LIMIT:
+                raise BudgetError(
+                    f"token_budget({name}=…) expects a whole number from 0 to {MAX_COUNT_LIMIT:,}, "
+                    f"got {shown(value)}"
+                )
             limits[name] = value
     if not limits:
         raise BudgetError("token_budget() needs at least one limit, e.g. token_budget(2000) or max_cost=0.05")
@@ -126,15 +149,16 @@ def marker_limits(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Limits:
 
 
 def _number(value: Any) -> float | None:
+    """A float from a marker's amount; None when it is not a number (or too big for a float)."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
+    try:
+        if isinstance(value, (int, float)):
             return float(value)
-        except ValueError:
-            return None
+        if isinstance(value, str):
+            return float(value)
+    except (ValueError, OverflowError):  # float(10**400) overflows
+        return float("inf") if isinstance(value, int) and value > 0 else None
     return None
 
 

@@ -100,7 +100,22 @@ class Context:
 
     def error(self, key: str, expected: str, value: Any) -> ConfigError:
         where = f"{self.origin}: [{TABLE}] {key}" if self.origin != "command line" else f"command line {key}"
-        return ConfigError(f"{where}: expected {expected}, got {value!r}")
+        return ConfigError(f"{where}: expected {expected}, got {shown(value)}")
+
+
+MAX_COUNT_LIMIT = 10**15
+"""The largest token or call limit accepted (a quadrillion: no run comes near; more is a typo)."""
+MAX_USD_LIMIT = 10**9
+"""The largest amount in USD accepted for a cost limit."""
+
+
+def shown(value: Any) -> str:
+    """``value`` for an error message: its repr, a huge number by its size, a long text cut."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**18:
+        sign = "negative " if value < 0 else ""  # no str(): over 4,300 digits that raises
+        return f"a {sign}number of about {int(abs(value).bit_length() * math.log10(2)) + 1:,} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def boolean(key: str, value: Any, ctx: Context) -> bool:
@@ -150,23 +165,29 @@ def _unwritable_parent(target: Path) -> str:
 def positive_int(key: str, value: Any, ctx: Context) -> int:
     number = _number(value)
     if isinstance(number, int) and number > 0:
-        return number
+        if number <= MAX_COUNT_LIMIT:
+            return number
+        raise ctx.error(key, f"a positive integer up to {MAX_COUNT_LIMIT:,}", value)
     raise ctx.error(key, "a positive integer", value)
 
 
 def non_negative_int(key: str, value: Any, ctx: Context) -> int:
     number = _number(value)
     if isinstance(number, int) and number >= 0:
-        return number
+        if number <= MAX_COUNT_LIMIT:
+            return number
+        raise ctx.error(key, f"a whole number from 0 to {MAX_COUNT_LIMIT:,}", value)
     raise ctx.error(key, "a whole number >= 0", value)
 
 
 def money(key: str, value: Any, ctx: Context) -> float:
-    """USD: a number or a string like ``"2.50"`` / ``"$2.50"``; never negative."""
+    """USD: a number or a string like ``"2.50"`` / ``"$2.50"``; never negative, never absurd."""
     raw = value.strip().removeprefix("$") if isinstance(value, str) else value
     number = _number(raw)
-    if number is not None and math.isfinite(number) and number >= 0:
-        return float(number)
+    if number is not None and number >= 0:  # compared, never converted: 10**400 is no OverflowError
+        if number <= MAX_USD_LIMIT:
+            return float(number)
+        raise ctx.error(key, f"an amount in USD from 0 to {MAX_USD_LIMIT:,}", value)
     raise ctx.error(key, "an amount in USD >= 0 (e.g. 2.50)", value)
 
 
@@ -177,7 +198,7 @@ def fraction(key: str, value: Any, ctx: Context) -> float:
     if isinstance(text, str) and text.endswith("%"):
         text, scale = text[:-1], 0.01
     number = _number(text)
-    if number is not None and 0 < number * scale <= 1:
+    if number is not None and 0 < number <= 1 / scale:  # compared before any float conversion
         return float(number) * scale
     raise ctx.error(key, 'a fraction between 0 and 1 (e.g. 0.8 or "80%")', value)
 
@@ -282,7 +303,7 @@ def read_table(pyproject: Path | None) -> dict[str, Any]:
     try:
         with pyproject.open("rb") as handle:
             data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, or an integer literal of over 4,300 digits
         raise ConfigError(f"{pyproject}: not valid TOML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{pyproject}: cannot be read: {exc}") from exc

@@ -224,3 +224,44 @@ def test_aiohttp_content_stays_a_stream_reader(server: ProviderServer, calls: li
     assert after
     assert data.endswith(b"data: [DONE]\n\n")
     assert only(calls).usage == CHAT
+
+
+# -- 9. huge limits --------------------------------------------------------------------------------
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize(
+    ("table", "args", "message"),
+    [
+        (f"max-tokens = {HUGE}", [], "*.toml: [[]tool.tokenbudget[]] max-tokens: expected a whole *"),
+        (f"hard-max-cost = {HUGE}", [], "*hard-max-cost: expected an amount in USD from 0 to 1,000,000,000*"),
+        (f"[tool.tokenbudget.per-test]\nmax-calls = {HUGE}", [], "*per-test.max-calls: expected a whole*"),
+        (f"[[tool.tokenbudget.budgets]]\nname = 'b'\nmax-cost = {HUGE}", [], "*max-cost: expected an*"),
+        ("", [f"--token-budget-max-tokens={HUGE}"], "command line --token-budget-max-tokens: expected *"),
+        ("", ["--token-budget-max-cost=1e400"], "command line --token-budget-max-cost: expected an *"),
+    ],
+    ids=["max-tokens", "hard-max-cost", "per-test", "budgets", "cli-tokens", "cli-cost"],
+)
+def test_a_huge_limit_is_a_usage_error(
+    pytester: pytest.Pytester, table: str, args: list[str], message: str
+) -> None:
+    pytester.makepyprojecttoml(f"[tool.tokenbudget]\n{table}\n")
+    pytester.makepyfile(test_a="def test_a():\n    pass\n")
+    result = pytester.runpytest("--token-budget", "-p", "no:cacheprovider", *args)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"ERROR: pytest-tokenbudget: {message}"])
+    assert "OverflowError" not in result.stdout.str() + result.stderr.str()
+    assert HUGE not in result.stderr.str()  # the number is named by its size, not printed whole
+
+
+@pytest.mark.parametrize(
+    "marker", ["10**400", "max_cost=10**400", "max_cost='1e400'", "max_calls=10**16", "max_cost=float('inf')"]
+)
+def test_a_huge_marker_limit_names_the_test(pytester: pytest.Pytester, marker: str) -> None:
+    source = f"import pytest\n@pytest.mark.token_budget({marker})\ndef test_m():\n    pass\n"
+    pytester.makepyfile(test_m=source)
+    result = pytester.runpytest("--token-budget", "-p", "no:cacheprovider")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    line = "ERROR: pytest-tokenbudget: test_m.py::test_m: token_budget(max_*=…) expects * from 0 to *"
+    result.stderr.fnmatch_lines([line])
