@@ -1151,6 +1151,7 @@ class TokenBudgetPlugin:
                 from .inspector import summary_lines
 
                 lines += summary_lines(self.run, top=self.settings.top)
+        from .report.format import count
         from .text import clean  # no line from outside may start a workflow command or an escape
 
         for line in lines:
@@ -1169,13 +1170,13 @@ class TokenBudgetPlugin:
         recorder = self.capture.recorder
         if recorder.internal_errors:
             terminalreporter.write_line(
-                f"pytest-tokenbudget: {recorder.internal_errors:,} error(s) while recording calls; "
+                f"pytest-tokenbudget: {count(recorder.internal_errors, 'error')} while recording calls; "
                 f"first: {recorder.first_errors[0]}",
                 red=True,
             )
         for name, (times, text) in sorted(self.ledger.failures.items()):
             terminalreporter.write_line(
-                f"pytest-tokenbudget: {name} failed {times:,} time(s) (the counts are complete; "
+                f"pytest-tokenbudget: {name} failed {count(times, 'time')} (the counts are complete; "
                 f"its output is not); first: {text}",
                 red=True,
             )

@@ -446,7 +446,7 @@ def test_a_route_hook_bug_stays_out_of_the_test(
     result.assert_outcomes(passed=1)
     assert calls == []
     result.stdout.fnmatch_lines(
-        ["*error(s) while recording calls; first: error in a pytest_tokenbudget_route hook*"]
+        ["*1 error while recording calls; first: error in a pytest_tokenbudget_route hook*"]
     )
 
 
@@ -456,5 +456,5 @@ def test_a_price_hook_bug_loses_no_call(acme_env: pytest.Pytester, monkeypatch: 
     assert [(c["provider"], c["total_tokens"]) for c in calls] == [("acme", 1500)]
     assert run["totals"]["calls"] == 1
     result.stdout.fnmatch_lines(
-        ["*error(s) while recording calls; first: error in a pytest_tokenbudget_price hook*"]
+        ["*1 error while recording calls; first: error in a pytest_tokenbudget_price hook*"]
     )
