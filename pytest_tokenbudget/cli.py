@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from .model import ArtifactError
 
@@ -30,6 +32,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ArtifactError as exc:
         print(f"tokenbudget: {exc}", file=sys.stderr)
         return 2
+    except _Unwritable as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return 2
+    except RecursionError:  # JSON nested deeper than the interpreter allows
+        print(f"tokenbudget: {args.command}: input is nested too deeply to read", file=sys.stderr)
+        return 2
+
+
+class _Unwritable(Exception):
+    """An output path that cannot be written: one line, exit 2."""
+
+
+def _write(write: Callable[[Path, Any], None], path: Path, content: Any) -> None:
+    """``write(path, content)``; an OSError (a directory, a read-only folder, a NUL) is one line."""
+    try:
+        write(path, content)
+    except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte in the path
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise _Unwritable(f"{path}: cannot be written: {reason}") from None
 
 
 def _add_show(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,7 +115,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         text = "\n".join(line.text for line in table(run, verbose=True, top=args.top)) + "\n"
     if args.output:
-        write_atomic(Path(args.output), text)
+        _write(write_atomic, Path(args.output), text)
         print(f"{args.format} report: {args.output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -273,7 +294,7 @@ def _cmd_merge(args: argparse.Namespace) -> int:
             raise MergeError("--calls: no *.jsonl call log among the shards")
         lines = merge_call_logs(logs, Path(args.calls), merged, shards)
         print(f"merged {len(logs)} call logs, {lines:,} calls: {args.calls}")
-    write_run(Path(args.output), merged.run)
+    _write(write_run, Path(args.output), merged.run)
     for note in merged.notes:
         print(f"tokenbudget: {note}", file=sys.stderr)
     shards, tests = len(merged.run.meta["merge"]["shards"]), sum(1 for _ in merged.run.iter_tests())
@@ -374,7 +395,7 @@ def _cmd_history(args: argparse.Namespace) -> int:
     if args.svg:
         shown = entries[-args.last :] if args.last else entries
         title = f"LLM token use per run ({args.branch})" if args.branch else "LLM token use per run"
-        write_atomic(Path(args.svg), svg_chart(shown, title=title))
+        _write(write_atomic, Path(args.svg), svg_chart(shown, title=title))
         print(f"chart: {args.svg}", file=sys.stderr)
     return 0
 

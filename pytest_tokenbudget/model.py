@@ -724,13 +724,15 @@ class Run:
         try:
             return cls(
                 meta=dict(_mapping(data, "meta")),
-                tests={k: TestUsage.from_dict(k, v) for k, v in _mapping(data, "tests").items()},
-                issues=list(data.get("issues") or []),
-                verdicts=[Verdict.from_dict(v) for v in data.get("verdicts") or []],
-                comparison=dict(data["comparison"]) if data.get("comparison") else None,
+                tests=_tests(_mapping(data, "tests")),
+                issues=_issues(data.get("issues")),
+                verdicts=_verdicts(_list(data, "verdicts")),
+                comparison=_comparison(data.get("comparison")),
             )
         except (TypeError, ValueError, AttributeError, KeyError) as exc:
             raise ArtifactError(f"{source}: malformed run artifact: {exc}") from exc
+        except RecursionError:
+            raise ArtifactError(f"{source}: malformed run artifact: nested too deeply") from None
 
 
 def _weight(entry: TestUsage) -> tuple[int, float, str]:
@@ -748,10 +750,23 @@ def merge_anatomy(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
     return merged
 
 
+MAX_ARTIFACT_COUNT: Final = 10**15
+"""The largest count an artifact may hold (no run comes near a quadrillion tokens)."""
+MAX_ARTIFACT_USD: Final = 10**12
+
+
+def _shown(value: Any) -> str:
+    """A value for a one-line error: a huge number by its size, a long repr cut."""
+    if isinstance(value, int) and abs(value) > 10**18:
+        return f"a number of {abs(value).bit_length()} bits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
+
+
 def _int(data: Mapping[str, Any], key: str) -> int:
     value = data.get(key, 0)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArtifactError(f"{key!r} must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_ARTIFACT_COUNT:
+        raise ArtifactError(f"{key!r} must be a whole number from 0 to 10^15, got {_shown(value)}")
     return value
 
 
@@ -759,9 +774,110 @@ def _float(data: Mapping[str, Any], key: str) -> float:
     value = data.get(key, 0.0)
     if value is None:
         return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArtifactError(f"{key!r} must be a number, got {value!r}")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= MAX_ARTIFACT_USD:
+        raise ArtifactError(f"{key!r} must be an amount from 0 to 10^12, got {_shown(value)}")
+    return float(value)  # NaN and infinities fail the range test above
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[Any]:
+    value = data.get(key) or []
+    if not isinstance(value, list):
+        raise ArtifactError(f"{key!r} must be a list, got {type(value).__name__}")
+    return value
+
+
+def _tests(tests: Mapping[str, Any]) -> dict[str, TestUsage]:
+    """The artifact's test entries, an error naming the entry it is in."""
+    entries = {}
+    for nodeid, data in tests.items():
+        try:
+            if not isinstance(data, Mapping):
+                raise ArtifactError(f"must be an object, got {type(data).__name__}")
+            entries[str(nodeid)] = TestUsage.from_dict(str(nodeid), data)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise ArtifactError(f"tests[{_shown(nodeid)}]: {exc}") from None
+    return entries
+
+
+def _verdicts(value: list[Any]) -> list[Verdict]:
+    """The artifact's verdicts, an error naming the one it is in."""
+    verdicts = []
+    for index, data in enumerate(value):
+        try:
+            if not isinstance(data, Mapping):
+                raise ArtifactError(f"must be an object, got {_shown(data)}")
+            verdict = Verdict.from_dict(data)
+        except KeyError as exc:
+            raise ArtifactError(f"verdicts[{index}]: missing {exc}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise ArtifactError(f"verdicts[{index}]: {exc}") from None
+        if not (_number(verdict.limit) and _number(verdict.actual)):
+            raise ArtifactError(f"verdicts[{index}]: limit and actual must be finite numbers")
+        verdicts.append(verdict)
+    return verdicts
+
+
+_ISSUE_FIELDS: Final = ("test", "phase", "provider", "api", "model", "state", "detail")
+
+
+def _issues(value: Any) -> list[dict[str, Any]]:
+    """``issues``: a list of objects whose fields are strings (as the ledger writes them)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ArtifactError(f"'issues' must be a list, got {type(value).__name__}")
+    issues = []
+    for index, issue in enumerate(value):
+        if not isinstance(issue, Mapping):
+            raise ArtifactError(f"issues[{index}] must be an object, got {_shown(issue)}")
+        wrong = [k for k in _ISSUE_FIELDS if k in issue and not isinstance(issue[k], str)]
+        if wrong:
+            raise ArtifactError(f"issues[{index}].{wrong[0]} must be a string, got {_shown(issue[wrong[0]])}")
+        issues.append({**dict.fromkeys(_ISSUE_FIELDS, ""), **issue})
+    return issues
+
+
+def _comparison(value: Any) -> dict[str, Any] | None:
+    """``comparison`` (baseline.compare's shape): checked where the reports read it."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ArtifactError(f"'comparison' must be an object, got {type(value).__name__}")
+    if not value or value.get("missing"):
+        return dict(value) or None
+    totals = _mapping(value, "totals")
+    _delta_of("comparison.totals.total_tokens", totals.get("total_tokens"))
+    cost = value.get("cost")
+    if not isinstance(cost, Mapping) or not all(_number(cost.get(k)) for k in ("base", "head")):
+        raise ArtifactError("comparison.cost must be an object with numbers base and head")
+    effects = [cost.get(k) for k in ("usage_effect", "price_effect")]
+    if effects[0] is not None and not all(_number(e) for e in effects):
+        raise ArtifactError("comparison.cost.usage_effect and price_effect must be numbers")
+    tests = value.get("tests")
+    if not isinstance(tests, list):
+        raise ArtifactError("comparison.tests must be a list")
+    for index, test in enumerate(tests):
+        where = f"comparison.tests[{index}]"
+        _delta_of(where, test)
+        if not isinstance(test.get("test"), str) or not isinstance(test.get("status"), str):
+            raise ArtifactError(f"{where} must name its test and status as strings")
+    counts = _mapping(value, "counts")
+    for key in counts:
+        _int(counts, key)
+    return dict(value)
+
+
+def _number(value: Any) -> bool:
+    """A finite JSON number (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) < float("inf")
+
+
+def _delta_of(where: str, value: Any) -> None:
+    """``{"base", "head", "delta": numbers, "pct": a number or null}``, else an ArtifactError."""
+    if not isinstance(value, Mapping) or not all(_number(value.get(k)) for k in ("base", "head", "delta")):
+        raise ArtifactError(f"{where} must be an object with numbers base, head and delta")
+    if value.get("pct") is not None and not _number(value["pct"]):
+        raise ArtifactError(f"{where}.pct must be a number or null, got {_shown(value['pct'])}")
 
 
 def _mapping(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:

@@ -460,7 +460,7 @@ def parse_source(text: str) -> dict[str, Any] | None:
     """The request body in ``text`` when it is a JSON object with ``messages`` or ``input``, else None."""
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or a JSON bomb: read as a plain prompt
         return None
     if isinstance(data, dict) and ("messages" in data or "input" in data):
         return data

@@ -265,3 +265,88 @@ def test_a_huge_marker_limit_names_the_test(pytester: pytest.Pytester, marker: s
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     line = "ERROR: pytest-tokenbudget: test_m.py::test_m: token_budget(max_*=…) expects * from 0 to *"
     result.stderr.fnmatch_lines([line])
+
+
+# -- 10. the CLI on semantically bad artifacts, unwritable outputs, JSON bombs --------------------
+
+
+def _artifact(tmp_path: Any, name: str, change: Any) -> str:
+    from pytest_tokenbudget.artifact import dump_run
+    from pytest_tokenbudget.model import Run, TestUsage
+
+    run = Run(meta={"started": "2026-12-01T00:00:00Z"})
+    entry = TestUsage(nodeid="t.py::test_a")
+    entry.add_call(Call(owner="t.py::test_a", phase="call", provider="openai", api="openai.chat",
+                        host="api.openai.com", model="gpt-4o", usage=Usage(input_tokens=5, output_tokens=2)))
+    run.tests[entry.nodeid] = entry
+    data = json.loads(dump_run(run))
+    change(data, data["tests"]["t.py::test_a"])
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+BAD_ARTIFACTS = {
+    "issue-not-an-object": (lambda d, t: d.update(issues=[1]), "issues[0] must be an object, got 1"),
+    "issue-field-not-text": (lambda d, t: d.update(issues=[{"test": 5}]), "issues[0].test must be a string"),
+    "count-a-string": (lambda d, t: t.update(input_tokens="5"), "'input_tokens' must be a whole number"),
+    "count-negative": (lambda d, t: t.update(output_tokens=-2), "'output_tokens' must be a whole number"),
+    "count-absurd": (lambda d, t: t.update(calls=10**30), "'calls' must be a whole number from 0 to 10^15"),
+    "cost-nan": (lambda d, t: t.update(cost_usd=float("nan")), "'cost_usd' must be an amount"),
+    "comparison-without-totals": (lambda d, t: d.update(comparison={"tests": 1}), "comparison.totals"),
+    "comparison-a-list": (lambda d, t: d.update(comparison=[1]), "'comparison' must be an object"),
+    "verdict-incomplete": (lambda d, t: d.update(verdicts=[{"name": "x"}]), "verdicts[0]: missing"),
+    "test-entry-null": (lambda d, t: d["tests"].update({"t.py::test_a": None}), "tests['t.py::test_a']"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_ARTIFACTS))
+@pytest.mark.parametrize("command", [["show"], ["report", "--format", "markdown"], ["check"]])
+def test_the_cli_rejects_a_bad_artifact_in_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], name: str, command: list[str]
+) -> None:
+    from pytest_tokenbudget.cli import main
+
+    change, problem = BAD_ARTIFACTS[name]
+    path = _artifact(tmp_path, name, change)
+    assert main([command[0], path, *command[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    assert err.startswith(f"tokenbudget: {path}: malformed run artifact: ")
+    assert problem in err
+
+
+def test_an_empty_comparison_is_none(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from pytest_tokenbudget.cli import main
+
+    path = _artifact(tmp_path, "empty-comparison", lambda d, t: d.update(comparison={}))
+    assert main(["report", path, "--format", "markdown"]) == 0
+
+
+@pytest.mark.parametrize("target", ["a-directory", "under-a-file", "nul"])
+def test_an_unwritable_output_is_one_line(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], target: str
+) -> None:
+    from pytest_tokenbudget.cli import main
+
+    path = _artifact(tmp_path, "good", lambda d, t: None)
+    (tmp_path / "file").write_text("")
+    output = {"a-directory": tmp_path, "under-a-file": tmp_path / "file" / "x.md", "nul": "x\0.md"}[target]
+    assert main(["report", path, "--format", "markdown", "-o", str(output)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "cannot be written" in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("depth", [950, 100_000])
+def test_estimate_on_deeply_nested_json_never_tracebacks(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str], depth: int
+) -> None:
+    from pytest_tokenbudget.cli import main
+
+    content = "[" * depth + "]" * depth
+    source = tmp_path / "deep.json"
+    source.write_text('{"model": "gpt-4o", "messages": [{"role": "user", "content": ' + content + "}]}")
+    assert main(["estimate", str(source)]) in (0, 2)
+    assert "Traceback" not in capsys.readouterr().err
