@@ -1092,7 +1092,10 @@ class TokenBudgetPlugin:
         entry = self.run.usage_for(report.nodeid)
         entry.outcome = "failed"  # pytest's word for it too; meta.lost_workers says why
         entry.path = entry.path or report.location[0]
-        self.lost_workers.append(f"{_worker_id(report)} while running {report.nodeid}")
+        worker = _worker_id(report)
+        if worker in self.lost_workers:  # xdist calls pytest_testnodedown before it reports the crash
+            self.lost_workers.remove(worker)
+        self.lost_workers.append(f"{worker} while running {report.nodeid}")
 
     @pytest.hookimpl(optionalhook=True)  # an xdist hook: unknown (and never called) without xdist
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

@@ -350,3 +350,18 @@ def test_estimate_on_deeply_nested_json_never_tracebacks(
     source.write_text('{"model": "gpt-4o", "messages": [{"role": "user", "content": ' + content + "}]}")
     assert main(["estimate", str(source)]) in (0, 2)
     assert "Traceback" not in capsys.readouterr().err
+
+
+# -- a crashed xdist worker ------------------------------------------------------------------------
+
+
+def test_a_crashed_worker_is_listed_once(pytester: pytest.Pytester) -> None:
+    """xdist calls pytest_testnodedown before it reports the crash: one entry, naming the test."""
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_c="import os\n\ndef test_crash():\n    os._exit(3)\n\ndef test_ok():\n    pass")
+    args = ("--token-budget", "--token-budget-json=run.json", "-n", "2", "-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess(*args)
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    lost = json.loads((pytester.path / "run.json").read_text())["meta"]["lost_workers"]
+    assert len(lost) == 1
+    assert lost[0].endswith(" while running test_c.py::test_crash")
