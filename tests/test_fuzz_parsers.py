@@ -6,6 +6,7 @@ in benchmarks/ sets 100,000).
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
@@ -396,3 +397,125 @@ def test_bedrock_json_bomb_is_no_usage() -> None:
     reader = bedrock.InvokeEvents()
     reader.on_event({"chunk": {"bytes": bomb}})
     assert reader.result() is None
+
+
+# -- issue 26: hostile counts, big bodies with nested "usage" after the real one, deep nesting -----
+
+hostile_counts = (
+    st.integers(min_value=-(10**400), max_value=10**400)
+    | st.sampled_from([10**400, -(10**400), 2**63, -1, 0, 10**12 + 1])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=6)
+    | st.none()
+    | st.booleans()
+)
+"""Usage values a hostile or broken server sends: huge, negative, strings, null, NaN."""
+
+
+@pytest.mark.parametrize("api", sorted(ROUTES))
+@FUZZ
+@given(counts=st.dictionaries(usage_keys, hostile_counts, max_size=6), nest=usage_keys)
+def test_hostile_usage_values_are_recorded_sane(api: str, counts: dict[str, object], nest: str) -> None:
+    from pytest_tokenbudget.providers.base import MAX_COUNT
+
+    for data in (counts, {"usage": counts}, {nest: {"usage": counts}}, {"usageMetadata": counts}):
+        body = json.dumps(data, allow_nan=True).encode()
+        (call,) = record_body(api, body)
+        assert "internal error" not in call.detail
+        _sane(call.usage)
+        assert call.usage.input_tokens <= 2 * MAX_COUNT
+        assert call.usage.output_tokens <= 2 * MAX_COUNT
+
+
+nested_usage = st.recursive(
+    st.fixed_dictionaries({"usage": st.dictionaries(usage_keys, hostile_counts, max_size=3)}),
+    lambda children: st.lists(children, min_size=1, max_size=3)
+    | st.dictionaries(st.sampled_from(["usage", "logprob", "1", "model"]), children, min_size=1, max_size=3),
+    max_leaves=6,
+)
+"""Something holding a ``usage`` key below the top level (vLLM's prompt_logprobs and the like)."""
+
+
+@FUZZ
+@given(
+    real=st.fixed_dictionaries(
+        {"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)}
+    ),
+    after=st.lists(st.tuples(st.sampled_from(["prompt_logprobs", "extra", "z", "usage_"]), nested_usage),
+                   min_size=1, max_size=3),
+    pad=st.integers(min_value=0, max_value=100_000),
+    pad_first=st.booleans(),
+)
+def test_a_nested_usage_after_the_real_one_never_wins(
+    real: dict[str, int], after: list[tuple[str, object]], pad: int, pad_first: bool
+) -> None:
+    """Bodies over 64 KiB: the count is the top-level usage's, whatever follows it or where."""
+    from pytest_tokenbudget.providers.base import parse_large_object
+    from pytest_tokenbudget.providers.openai import ChatCompletions
+
+    filler = {"pad": "p" * (pad + 65 * 1024)}
+    data = {"model": "m", **(filler if pad_first else {}), "usage": real, **dict(after)}
+    data.update({} if pad_first else filler)
+    body = json.dumps(data, allow_nan=True).encode()
+    reference = json.loads(body)
+    fast = parse_large_object(body, (b"usage", b"model"))
+    if fast is not None:
+        assert all(reference.get(key) == value for key, value in fast.items())
+    usage = ChatCompletions("openai.chat").parse(body).usage
+    assert usage == Usage(input_tokens=real["prompt_tokens"], output_tokens=real["completion_tokens"])
+
+
+def deep(depth: int, kind: str) -> str:
+    """JSON nested ``depth`` levels of lists or objects."""
+    if kind == "list":
+        return "[" * depth + "]" * depth
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+@FUZZ
+@given(depth=st.integers(min_value=1, max_value=200_000), kind=st.sampled_from(["list", "object"]))
+def test_deeply_nested_json_is_read_or_refused_never_raised(depth: int, kind: str) -> None:
+    from pytest_tokenbudget.model import ArtifactError, Run
+    from pytest_tokenbudget.request_body import request_json
+
+    nested = deep(depth, kind)
+    for api in ("openai.chat", "anthropic.messages", "gemini.generate"):
+        body = '{"model": "m", "usage": ' + nested + ', "messages": ' + nested + "}"
+        (call,) = record_body(api, body.encode())
+        assert "internal error" not in call.detail
+        _sane(call.usage)
+    read = request_json(('{"messages": ' + nested + "}").encode())  # never raises, whatever the depth
+    assert read is None or isinstance(read, dict)
+    try:
+        data = json.loads('{"schema": "pytest-tokenbudget/run", "schema_version": 1, "tests": {"t": '
+                          + nested + "}}")
+    except RecursionError:
+        return
+    with contextlib.suppress(ArtifactError):  # refused in one line, or read: nothing else
+        Run.from_dict(data)
+
+
+artifact_fields = st.sampled_from(["calls", "input_tokens", "output_tokens", "cost_usd", "live_calls"])
+
+
+@FUZZ
+@given(field=artifact_fields, value=hostile_counts | json_values, where=st.sampled_from(["test", "model"]))
+def test_an_artifact_with_hostile_counts_is_read_sane_or_refused(
+    field: str, value: object, where: str
+) -> None:
+    from pytest_tokenbudget.model import MAX_ARTIFACT_COUNT, ArtifactError, Run
+
+    entry: dict[str, object] = {"calls": 1, "input_tokens": 3, "output_tokens": 2, "cost_usd": 0.5}
+    entry["models"] = {"openai/gpt-4o": dict(entry)}
+    target = entry if where == "test" else entry["models"]["openai/gpt-4o"]  # type: ignore[index]
+    target[field] = value  # type: ignore[index]
+    data = {"schema": "pytest-tokenbudget/run", "schema_version": 1, "tests": {"t.py::test_a": entry}}
+    try:
+        run = Run.from_dict(json.loads(json.dumps(data, allow_nan=True)))
+    except ArtifactError:
+        return
+    total = run.tests["t.py::test_a"].total
+    for number in (total.calls, total.input_tokens, total.output_tokens):
+        assert isinstance(number, int)
+        assert 0 <= number <= MAX_ARTIFACT_COUNT
+    assert 0 <= total.cost_usd < float("inf")
