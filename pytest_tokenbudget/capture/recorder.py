@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..ledger import Ledger, Owner, in_event_loop
 from ..model import Call, CallState, Usage
+from ..text import clean
 from . import replay
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ class Recorder:
                 provider=route.provider,
                 api=route.api,
                 host=route.host,
-                model=model,
+                model=clean(model),
                 usage=usage,
                 streamed=streamed,
                 status_code=status_code,
@@ -313,16 +314,18 @@ class Recorder:
             provider=route.provider,
             api=route.api,
             host=route.host,
-            model=(extracted.model if extracted is not None else None)
-            or route.model_hint
-            or _requested_model(exchange.request),
+            model=clean(
+                (extracted.model if extracted is not None else None)
+                or route.model_hint
+                or _requested_model(exchange.request)
+            ),
             usage=usage or Usage(),
             streamed=streamed,
             status_code=status_code,
             source=exchange.source,
             duration_s=time.perf_counter() - exchange.started,
             state=state,
-            detail=detail,
+            detail=clean(detail),
         )
         gaps = getattr(extracted, "gaps", ()) if usage is not None else ()  # counts it left out
         if (usage is None or gaps) and extracted is not None and state != CallState.FAILED:
