@@ -277,11 +277,14 @@ class _Handler(BaseHTTPRequestHandler):
         if len(pieces) == 1:
             self.send_header("content-length", str(len(pieces[0])))
         self.end_headers()
-        for index, piece in enumerate(pieces):
-            if delay and index:
-                time.sleep(delay)
-            self.wfile.write(piece)
-            self.wfile.flush()
+        try:
+            for index, piece in enumerate(pieces):
+                if delay and index:
+                    time.sleep(delay)
+                self.wfile.write(piece)
+                self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):  # a client that closed a stream early
+            self.close_connection = True
 
 
 class _Server(ThreadingHTTPServer):
