@@ -955,6 +955,9 @@ class TokenBudgetPlugin:
         self.ledger.drain()
         if self.inspector is not None:
             self.inspector.settle_all(self.run)
+            inspector = self.inspector
+            if inspector.errors:  # reported like a failing sink: its output is incomplete
+                self.ledger.failures["request inspection"] = [inspector.errors, inspector.first_errors[0]]
         if self.is_worker:
             outside = {k: v.to_dict() for k, v in self.run.tests.items() if v.kind != "test"}
             self.config.workeroutput[REPORT_ATTR] = {  # type: ignore[attr-defined]

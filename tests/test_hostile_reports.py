@@ -167,3 +167,31 @@ def test_a_report_that_fails_at_the_end_is_said_and_the_others_are_written(pytes
     ]
     assert json.loads((out / "run.json").read_text())["totals"]["input_tokens"] == 3
     ET.parse(out / "pytest.xml")
+
+
+BROKEN_INSPECTOR = """
+import pytest_tokenbudget.inspector as inspector
+
+
+def explode(self, entry, call, request, played):
+    raise RuntimeError("inspector bug")
+
+
+inspector.Inspector._inspect = explode
+"""
+
+
+def test_an_inspector_failure_is_reported_by_name_and_costs_no_count(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(broken_inspector=BROKEN_INSPECTOR, test_hostile=SUITE.format(model="gpt-4o"))
+    result = pytester.runpytest_subprocess(
+        "--token-budget", "-p", "broken_inspector", "--token-budget-json=run.json"
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(
+        [
+            "pytest-tokenbudget: request inspection failed 1 time *RuntimeError: inspector bug"
+        ]
+    )
+    run = json.loads((pytester.path / "run.json").read_text())
+    assert run["totals"]["total_tokens"] == 15
+    assert run["meta"]["sink_failures"]["request inspection"]["count"] == 1
