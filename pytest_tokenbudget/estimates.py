@@ -202,6 +202,8 @@ def output_text(api: str, payload: bytes | tuple[str, list[bytes]] | None) -> st
     from .capture.framing import LineFramer
 
     framing, chunks = payload
+    if framing == "eventstream":  # binary AWS framing: read as Bedrock's botocore path is, not at all
+        return None
     collector = _TextCollector(api, framing)
     framer = LineFramer(collector, framing)
     for chunk in chunks:

@@ -53,7 +53,8 @@ def install(recorder: Recorder) -> bool:
             raise
         if replay.replayed_since(mark):
             exchange.source = "replayed"
-        tap = recorder.stream(exchange, response.status, response.headers.get("Content-Type", ""), "")
+        headers = response.headers
+        tap = recorder.stream(exchange, response.status, headers.get("Content-Type", ""), "", headers)
         _tap_reader(response.content, tap, recorder)
         return response
 

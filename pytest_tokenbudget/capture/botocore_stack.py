@@ -5,7 +5,8 @@ wrapper around ``BaseClient._make_api_call`` (the interception point OpenTelemet
 instrumentation uses too) sees every Bedrock runtime operation, whatever served the response —
 AWS, a vcrpy cassette (vcrpy patches botocore's connection below this), or botocore's Stubber.
 Streams (``ConverseStream``, ``InvokeModelWithResponseStream``) are passed through event by event
-as the caller iterates them.
+as the caller iterates them. The send is marked as inside a capture: a lower layer (the stdlib
+``http.client`` under urllib3) sees it and does not count it again.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from ..providers.bedrock import (
     invoke_body_usage,
 )
 from . import replay
-from .recorder import Exchange, Recorder
+from .recorder import Exchange, Recorder, enter_capture, leave_capture
 
 _ORIGINAL = "_tokenbudget_original_make_api_call"
 
@@ -68,6 +69,7 @@ def install(recorder: Recorder) -> bool:
         exchange = recorder.start(Route("bedrock", api, host, _NO_PARSER, model), api_params)
         replay.ensure_installed()
         mark = replay.mark()
+        token = enter_capture()
         try:
             result = original(self, operation_name, api_params)
         except BaseException as exc:
@@ -75,6 +77,8 @@ def install(recorder: Recorder) -> bool:
                 exchange.source = "replayed"
             recorder.failed(exchange, exc)
             raise
+        finally:
+            leave_capture(token)
         if replay.replayed_since(mark):
             exchange.source = "replayed"
         try:

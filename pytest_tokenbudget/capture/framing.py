@@ -1,4 +1,5 @@
-"""Incremental framing of streamed bodies (SSE, NDJSON) and content decoding.
+"""Incremental framing of streamed bodies (SSE, NDJSON; AWS event stream in eventstream.py) and
+content decoding.
 
 The framer keeps only the current partial line; it never holds the stream. Events are handed to a
 provider's accumulator, which decides which few of them are worth a JSON parse.
@@ -10,6 +11,8 @@ import zlib
 from typing import Protocol
 
 from ..providers.base import ParseError, StreamAccumulator
+from .eventstream import FRAMING as EVENTSTREAM
+from .eventstream import EventStreamFramer
 
 MAX_LINE = 4 * 1024 * 1024
 """A line longer than this is dropped (bounded memory on hostile streams)."""
@@ -53,6 +56,19 @@ def decoder_for(content_encoding: str) -> Decoder | None:
         zstd_decoder = zstandard.ZstdDecompressor().decompressobj()
         return zstd_decoder.decompress  # type: ignore[no-any-return]
     raise ParseError(f"unsupported content-encoding {encoding!r}")
+
+
+class Framer(Protocol):
+    def feed(self, chunk: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def make_framer(accumulator: StreamAccumulator, framing: str | None = None) -> Framer:
+    """The framer for ``framing`` (the accumulator's own when None): binary or line by line."""
+    if (framing or accumulator.framing) == EVENTSTREAM:
+        return EventStreamFramer(accumulator)
+    return LineFramer(accumulator, framing)
 
 
 class LineFramer:
@@ -141,8 +157,10 @@ class LineFramer:
 
 
 def framing_of(content_type: str) -> str | None:
-    """``sse`` or ``ndjson`` for content types read line by line, else None."""
+    """``sse``, ``ndjson`` or ``eventstream`` for content types read event by event, else None."""
     content_type = content_type.lower()
+    if "amazon.eventstream" in content_type:
+        return EVENTSTREAM
     if "event-stream" in content_type:
         return "sse"
     if "ndjson" in content_type or "stream+json" in content_type or "jsonl" in content_type:
@@ -151,7 +169,7 @@ def framing_of(content_type: str) -> str | None:
 
 
 def is_framed(content_type: str) -> bool:
-    """True for content types read line by line (server-sent events, NDJSON)."""
+    """True for content types read event by event (server-sent events, NDJSON, AWS event stream)."""
     return framing_of(content_type) is not None
 
 

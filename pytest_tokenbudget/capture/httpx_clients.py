@@ -150,7 +150,8 @@ def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> StreamTap
         except Exception as exc:  # e.g. ResponseNotRead after a caller closed it unread
             recorder.failed(exchange, exc)
             return None
-        recorder.body(exchange, response.status_code, content, response.headers.get("content-type", ""))
+        headers = response.headers
+        recorder.body(exchange, response.status_code, content, headers.get("content-type", ""), headers)
         return None
     headers = response.headers
     return recorder.stream(
@@ -158,6 +159,7 @@ def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> StreamTap
         response.status_code,
         headers.get("content-type", ""),
         headers.get("content-encoding", ""),
+        headers,
     )
 
 

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from ..providers import Route
     from ..providers import route as builtin_route
     from ..providers.base import Extracted, ParseError, StreamAccumulator
-    from .framing import Decoder, LineFramer, decoder_for, framing_of, is_framed, sniff_framing
+    from .framing import Decoder, Framer, decoder_for, framing_of, make_framer, sniff_framing
     from .late import LateUsage
 
 PreflightHook = Callable[["Exchange", Any], None]
@@ -53,11 +53,11 @@ _providers: ModuleType | None = None
 
 
 def _load_readers() -> None:
-    global _providers, builtin_route, ParseError, LineFramer  # noqa: PLW0603
-    global decoder_for, framing_of, is_framed, sniff_framing  # noqa: PLW0603
+    global _providers, builtin_route, ParseError, make_framer  # noqa: PLW0603
+    global decoder_for, framing_of, sniff_framing  # noqa: PLW0603
     from ..providers import route as builtin_route
     from ..providers.base import ParseError
-    from .framing import LineFramer, decoder_for, framing_of, is_framed, sniff_framing
+    from .framing import decoder_for, framing_of, make_framer, sniff_framing
 
     _providers = sys.modules[builtin_route.__module__]  # not `from .. import`: a stale attribute
 
@@ -167,25 +167,28 @@ class Recorder:
 
     # -- outcomes -------------------------------------------------------------------------------
 
-    def body(self, exchange: Exchange, status_code: int, body: bytes, content_type: str = "") -> None:
-        """A complete response body (an event stream read whole, too)."""
+    def body(
+        self, exchange: Exchange, status_code: int, body: bytes, content_type: str = "", headers: Any = None
+    ) -> None:
+        """A complete response body (an event stream read whole, too); ``headers`` (a mapping),
+        when given, are offered to a parser that reads usage from them (Bedrock InvokeModel)."""
         exchange.note_replay()
         if status_code >= 400:
             self._record(exchange, status_code, None, CallState.FAILED, f"HTTP {status_code}")
             return
         parser = exchange.route.parser
         try:
-            framing = framing_of(content_type) or sniff_framing(body[:64])
+            framing = _fixed_framing(parser) or framing_of(content_type) or sniff_framing(body[:64])
             if framing is not None:
                 accumulator = parser.stream()
-                framer = LineFramer(accumulator, framing)
+                framer = make_framer(accumulator, framing)
                 framer.feed(body)
                 framer.finish()
                 extracted = accumulator.result()
                 payload = (framing, [body])
                 self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, True, payload)
                 return
-            extracted = parser.parse(body)
+            extracted = _parse(parser, body, headers)
         except ParseError as exc:
             self._record(exchange, status_code, None, CallState.UNPARSED, str(exc))
             return
@@ -218,12 +221,18 @@ class Recorder:
         self._record(exchange, 0, None, CallState.FAILED, type(exc).__name__)
 
     def stream(
-        self, exchange: Exchange, status_code: int, content_type: str, content_encoding: str
+        self,
+        exchange: Exchange,
+        status_code: int,
+        content_type: str,
+        content_encoding: str,
+        headers: Any = None,
     ) -> StreamTap:
-        """A tap to feed the raw bytes of a streamed response as the caller consumes them."""
+        """A tap to feed the raw bytes of a streamed response as the caller consumes them
+        (``headers``: as for :meth:`body`, for a whole body read through the stream)."""
         exchange.note_replay()
         token = next(self._tokens)
-        tap = StreamTap(self, exchange, status_code, content_type, content_encoding, token)
+        tap = StreamTap(self, exchange, status_code, content_type, content_encoding, token, headers)
         self.ledger.stream_opened(exchange.owner.nodeid, token, tap.settle)
         return tap
 
@@ -368,6 +377,7 @@ class StreamTap:
         "_framer",
         "_framing",
         "_head",
+        "_headers",
         "_kept",
         "_kept_bytes",
         "_lock",
@@ -385,8 +395,10 @@ class StreamTap:
         content_type: str,
         content_encoding: str,
         token: int,
+        headers: Any = None,
     ) -> None:
         self._recorder = recorder
+        self._headers = headers
         self._exchange = exchange
         self._status = status_code
         self._token = token
@@ -395,7 +407,7 @@ class StreamTap:
         self._error = ""
         self._decode: Decoder | None = None
         self._accumulator: StreamAccumulator | None = None
-        self._framer: LineFramer | None = None
+        self._framer: Framer | None = None
         self._buffer: bytearray | None = None  # a non-streamed body read through stream=True
         self._framing = ""
         self._head = b""  # first bytes of a body whose headers did not say SSE or JSON, until sniffed
@@ -409,8 +421,9 @@ class StreamTap:
         except ParseError as exc:
             self._error = str(exc)
             return
-        if is_framed(content_type):
-            self._start_framing(framing_of(content_type))
+        framing = _fixed_framing(exchange.route.parser) or framing_of(content_type)
+        if framing is not None:
+            self._start_framing(framing)
         # else (JSON or no type): decided from the first bytes; recorders strip headers, and a
         # replayed stream may be labelled application/json
 
@@ -423,7 +436,7 @@ class StreamTap:
 
     def _start_framing(self, framing: str | None = None) -> None:
         self._accumulator = self._exchange.route.parser.stream()
-        self._framer = LineFramer(self._accumulator, framing)
+        self._framer = make_framer(self._accumulator, framing)
         self._framing = framing or self._accumulator.framing
         self._kept = []
 
@@ -528,7 +541,7 @@ class StreamTap:
                 recorder._record(exchange, self._status, None, CallState.NO_USAGE, "empty body", True)
                 return
             body = bytes(self._buffer)
-            extracted = exchange.route.parser.parse(body)
+            extracted = _parse(exchange.route.parser, body, self._headers)
         except ParseError as exc:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, str(exc), True)
             return
@@ -536,6 +549,23 @@ class StreamTap:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, _internal(exc), True)
             return
         recorder._record_extracted(exchange, self._status, extracted, state, payload=body)
+
+
+def _fixed_framing(parser: Any) -> str | None:
+    """The framing an API always answers in (Bedrock streams: the AWS event stream), if it has one."""
+    return getattr(parser, "framing", None)
+
+
+def _parse(parser: Any, body: bytes, headers: Any) -> Extracted:
+    """A whole body's usage: from the response headers where the parser reads them and they
+    carry it (Bedrock InvokeModel's token counts), else from the body."""
+    if headers is not None:
+        read_headers = getattr(parser, "parse_headers", None)
+        if read_headers is not None:
+            extracted = read_headers(headers)
+            if extracted is not None:
+                return extracted
+    return parser.parse(body)
 
 
 def _estimate(call: Call, request: Any, payload: Payload, gaps: tuple[str, ...] = ()) -> None:

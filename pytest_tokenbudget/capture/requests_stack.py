@@ -51,9 +51,9 @@ def install(recorder: Recorder) -> bool:
             exchange.source = "replayed"
         content_type = response.headers.get("content-type", "")
         if not kwargs.get("stream"):
-            recorder.body(exchange, response.status_code, response.content, content_type)
+            recorder.body(exchange, response.status_code, response.content, content_type, response.headers)
         else:
-            tap = recorder.stream(exchange, response.status_code, content_type, "")
+            tap = recorder.stream(exchange, response.status_code, content_type, "", response.headers)
             _RawReads(response.raw, tap, recorder, response.headers.get("content-encoding", "")).install()
         return response
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from urllib.parse import unquote
 
 from .anthropic import Messages
 from .base import ApiParser, Extracted, ParseError, StreamAccumulator
+from .bedrock import PATHS as BEDROCK_PATHS
+from .bedrock import Runtime
 from .cohere import Chat
 from .gemini import GenerateContent, Interactions
 from .ollama import Native
@@ -28,7 +31,7 @@ class Route:
     api: str
     host: str
     parser: ApiParser
-    model_hint: str | None = None  # the model named in the path (Gemini, Vertex), if any
+    model_hint: str | None = None  # the model named in the path (Gemini, Vertex, Bedrock), if any
     follow_up: bool = False
     """The request reads a response made earlier (``GET /responses/{id}``): it is not a call of its
     own, and records only usage no exchange has counted yet (see ``capture/late.py``)."""
@@ -48,6 +51,7 @@ _OLLAMA_GENERATE = Native("ollama.generate")
 _OLLAMA_EMBED = Native("ollama.embed")
 _COHERE_CHAT = Chat("cohere.chat")
 _COHERE_EMBED = Chat("cohere.embed")
+_BEDROCK = {operation: Runtime(api) for operation, api in BEDROCK_PATHS.items()}
 
 # (suffix of the host, provider id as genai-prices knows it)
 _HOSTS: tuple[tuple[str, str], ...] = (
@@ -73,7 +77,9 @@ _HOSTS: tuple[tuple[str, str], ...] = (
     ("api.ai21.com", "ai21"),
 )
 
-_FAMILY_DEFAULT = {"ollama": "ollama", "gemini": "google", "cohere": "cohere"}
+_FAMILY_DEFAULT = {"ollama": "ollama", "gemini": "google", "cohere": "cohere", "bedrock": "bedrock"}
+# Bedrock's runtime paths are its own (``/model/{id}/converse`` …) on AWS hosts (regional, FIPS,
+# VPC endpoints), proxies and test servers alike: named "bedrock" everywhere, as boto3's calls are.
 
 
 def provider_for_host(host: str, family: str) -> str:
@@ -94,8 +100,28 @@ def _google_method(path: str) -> tuple[str | None, str | None]:
     return model, method
 
 
+def _bedrock_operation(path: str) -> tuple[ApiParser | None, str | None]:
+    """``(parser, model id)`` of ``…/model/{modelId}/{operation}`` paths (Bedrock runtime).
+
+    The id is URL-quoted on the wire (``anthropic.claude-3-5-sonnet-20241022-v2%3A0``, an ARN
+    with ``%2F``); httpx hands over the path unquoted, requests quoted: both read the same.
+    """
+    head, _, operation = path.rpartition("/")
+    parser = _BEDROCK.get(operation)
+    if parser is None:
+        return None, None
+    _, sep, model = head.partition("/model/")
+    if not sep or not model:
+        return None, None
+    return parser, unquote(model)
+
+
 def _parser_for_path(host: str, path: str) -> tuple[ApiParser | None, str | None]:
     path = path.rstrip("/")
+    if "/model/" in path:
+        parser, model_hint = _bedrock_operation(path)
+        if parser is not None:
+            return parser, model_hint
     if path.endswith("/chat/completions"):
         return _CHAT, None
     if path.endswith("/completions"):

@@ -43,18 +43,25 @@ class StreamAccumulator(Protocol):
     search itself).
     """
 
-    framing: str  # "sse" or "ndjson"
+    framing: str  # "sse", "ndjson" or "eventstream" (AWS binary framing)
     done: bool  # a terminal event was seen
 
     def on_event(self, event: bytes, data: bytes) -> None:
-        """One SSE event (``event`` may be empty) or one NDJSON line (``event`` is empty)."""
+        """One SSE event (``event`` may be empty), one NDJSON line (``event`` is empty), or one
+        AWS event-stream message (its ``:event-type``, ``b"exception"`` for errors; its payload)."""
 
     def result(self) -> Extracted:
         """The usage seen so far (partial when the stream ended early)."""
 
 
 class ApiParser(Protocol):
-    """Reads one API shape (e.g. OpenAI chat completions)."""
+    """Reads one API shape (e.g. OpenAI chat completions).
+
+    Optional, looked up with ``getattr``: ``framing``, the framing the API always answers in
+    whatever the content type says (Bedrock streams: ``"eventstream"``), and
+    ``parse_headers(headers) -> Extracted | None``, usage read from the response headers, taken
+    instead of the body's when not None (Bedrock InvokeModel's token counts).
+    """
 
     api: str
 

@@ -1,7 +1,12 @@
 """AWS Bedrock runtime: Converse, ConverseStream, InvokeModel, InvokeModelWithResponseStream.
 
 botocore parses these responses itself, so the functions here read botocore's parsed results
-(dicts), not bytes. Converse reports ``inputTokens`` *excluding* cache reads and writes; the
+(dicts). The same operations reached over httpx, requests or aiohttp (AnthropicBedrock, LiteLLM)
+are read from bytes by :class:`Runtime`, with the same functions: one reading, whatever the stack.
+The bytes of a stream come in the AWS event-stream framing (decoded by
+``capture/eventstream.py``); :class:`Runtime`'s accumulators turn each message into the event
+botocore would have produced and hand it to :class:`ConverseEvents` or :class:`InvokeEvents`.
+Converse reports ``inputTokens`` *excluding* cache reads and writes; the
 plugin's input includes them. InvokeModel carries the counts in ``X-Amzn-Bedrock-*-Token-Count``
 response headers whatever the model; streams end with ``amazon-bedrock-invocationMetrics`` — the
 numbers Bedrock bills, preferred where a model's own events disagree with them.
@@ -9,12 +14,15 @@ numbers Bedrock bills, preferred where a model's own events disagree with them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..model import Usage
 from .anthropic import messages_usage
-from .base import count, sub
+from .base import Extracted, ParseError, count, load_object, sub
 
 OPERATIONS = {
     "Converse": "bedrock.converse",
@@ -47,7 +55,7 @@ def metrics_usage(metrics: dict[str, Any]) -> Usage:
     )
 
 
-def header_usage(headers: dict[str, Any]) -> Usage | None:
+def header_usage(headers: Mapping[str, Any]) -> Usage | None:
     """InvokeModel's ``X-Amzn-Bedrock-Input-Token-Count`` family of headers (lower-cased by botocore)."""
     prefix = "x-amzn-bedrock-"
     values = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
@@ -158,3 +166,100 @@ class InvokeEvents:
         if self.usage is not None:
             return self.usage
         return messages_usage(self._own) if self._own else None
+
+
+# -- the same operations read from bytes (any HTTP stack) ------------------------------------------
+
+PATHS = {
+    "converse": "bedrock.converse",
+    "converse-stream": "bedrock.converse-stream",
+    "invoke": "bedrock.invoke",
+    "invoke-with-response-stream": "bedrock.invoke-stream",
+}
+"""The last segment of ``/model/{modelId}/…`` → the API name the botocore path uses."""
+EVENTSTREAM = "eventstream"
+
+
+class Runtime:
+    """One Bedrock runtime operation over plain HTTP. The model is the path's (``Route.model_hint``),
+    as on the botocore path: responses name none of their own (``Extracted.model`` is None)."""
+
+    def __init__(self, api: str) -> None:
+        self.api = api
+        self.streamed = api.endswith("-stream")
+        self.framing = EVENTSTREAM if self.streamed else None
+        """The framing this operation always answers in, whatever the content type says."""
+
+    def parse(self, body: bytes) -> Extracted:
+        if self.streamed:
+            raise ParseError("expected an AWS event stream")
+        if self.api == "bedrock.converse":
+            usage = load_object(body).get("usage")
+            return Extracted(None, converse_usage(usage) if isinstance(usage, dict) else None)
+        return Extracted(None, invoke_body_usage(body))
+
+    def parse_headers(self, headers: Mapping[str, Any]) -> Extracted | None:
+        """InvokeModel's token-count headers, preferred to the body; None when absent."""
+        if self.api != "bedrock.invoke":
+            return None
+        usage = header_usage(headers)
+        return Extracted(None, usage) if usage is not None else None
+
+    def stream(self) -> ConverseFrames | InvokeFrames:
+        return InvokeFrames() if self.api == "bedrock.invoke-stream" else ConverseFrames()
+
+
+class ConverseFrames:
+    """ConverseStream messages (``metadata`` carries the usage) → :class:`ConverseEvents`."""
+
+    framing = EVENTSTREAM
+
+    def __init__(self) -> None:
+        self._events = ConverseEvents()
+
+    @property
+    def done(self) -> bool:
+        return self._events.done
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if event == b"metadata":
+            self._events.on_event({"metadata": _json(data)})
+
+    def result(self) -> Extracted:
+        return Extracted(None, self._events.result())
+
+
+class InvokeFrames:
+    """InvokeModelWithResponseStream ``chunk`` messages: ``{"bytes": base64}`` → :class:`InvokeEvents`."""
+
+    framing = EVENTSTREAM
+
+    def __init__(self) -> None:
+        self._events = InvokeEvents()
+
+    @property
+    def done(self) -> bool:
+        return self._events.done
+
+    def on_event(self, event: bytes, data: bytes) -> None:
+        if event != b"chunk":
+            return
+        encoded = _json(data).get("bytes")
+        if not isinstance(encoded, str):
+            return
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            return
+        self._events.on_event({"chunk": {"bytes": raw}})
+
+    def result(self) -> Extracted:
+        return Extracted(None, self._events.result())
+
+
+def _json(data: bytes) -> dict[str, Any]:
+    """An event payload as an object; anything else (not JSON, a bomb, a list) is empty."""
+    try:
+        return load_object(data)
+    except ParseError:
+        return {}
