@@ -56,9 +56,10 @@ def metrics_usage(metrics: dict[str, Any]) -> Usage:
 
 
 def header_usage(headers: Mapping[str, Any]) -> Usage | None:
-    """InvokeModel's ``X-Amzn-Bedrock-Input-Token-Count`` family of headers (lower-cased by botocore)."""
+    """InvokeModel's ``X-Amzn-Bedrock-Input-Token-Count`` family of headers, in any case (botocore
+    and httpx lower-case them, requests and aiohttp keep the server's)."""
     prefix = "x-amzn-bedrock-"
-    values = {k[len(prefix) :]: v for k, v in headers.items() if k.lower().startswith(prefix)}
+    values = {k[len(prefix) :].lower(): v for k, v in headers.items() if k.lower().startswith(prefix)}
     if "input-token-count" not in values and "output-token-count" not in values:
         return None
 
