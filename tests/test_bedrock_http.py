@@ -353,3 +353,57 @@ def test_corpus_bedrock_replayed_through_httpx2(
     expected = interaction["expected"]
     assert {name: getattr(call.usage, name) for name in expected} == expected
     assert call.state == "complete"
+
+
+# -- a session: both paths counted and priced alike -------------------------------------------------
+
+SESSION_SUITE = f"""
+import os
+
+import boto3
+import httpx2
+from anthropic import AnthropicBedrock
+
+URL = os.environ["BEDROCK_URL"]
+MODEL = {MODEL!r}
+
+
+def test_boto3():
+    client = boto3.client("bedrock-runtime", region_name="us-east-1", endpoint_url=URL,
+                          aws_access_key_id="AKIAEXAMPLE", aws_secret_access_key="secret")
+    client.invoke_model(modelId=MODEL, body=b"{{}}")["body"].read()
+    client.converse(modelId=MODEL, messages=[{{"role": "user", "content": [{{"text": "hi"}}]}}])
+
+
+def test_httpx2():
+    with AnthropicBedrock(aws_access_key="AKIAEXAMPLE", aws_secret_key="secret", aws_region="us-east-1",
+                          base_url=URL) as client:
+        client.messages.create(model=MODEL, max_tokens=10, messages=[{{"role": "user", "content": "hi"}}])
+    with httpx2.Client() as client:
+        client.post(URL + "/model/" + MODEL.replace(":", "%3A") + "/converse", json={{}}).raise_for_status()
+"""
+
+
+def test_a_session_counts_and_prices_httpx2_bedrock_as_boto3s(
+    pytester: pytest.Pytester, bedrock: BedrockServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BEDROCK_URL", bedrock.url)
+    pytester.makepyfile(test_app=SESSION_SUITE)
+    result = pytester.runpytest("--token-budget", "--token-budget-json=run.json")
+    result.assert_outcomes(passed=2)
+    run = json.loads((pytester.path / "run.json").read_text())
+    boto, sdk_entry = run["tests"]["test_app.py::test_boto3"], run["tests"]["test_app.py::test_httpx2"]
+    counts = ("calls", "input_tokens", "cached_input_tokens", "cache_write_tokens", "output_tokens")
+    expected = HEADER_USAGE + CONVERSE
+    assert tuple(boto[name] for name in counts) == (
+        2,
+        expected.input_tokens,
+        expected.cached_input_tokens,
+        expected.cache_write_tokens,
+        expected.output_tokens,
+    )
+    assert {name: sdk_entry[name] for name in counts} == {name: boto[name] for name in counts}
+    assert sdk_entry["cost_usd"] == boto["cost_usd"] > 0
+    assert list(sdk_entry["models"]) == list(boto["models"]) == [f"bedrock/{MODEL}"]
+    assert run["totals"]["calls"] == 4
+    assert run["issues"] == []
