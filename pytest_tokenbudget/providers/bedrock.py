@@ -245,8 +245,8 @@ class InvokeFrames:
     def on_event(self, event: bytes, data: bytes) -> None:
         if event != b"chunk":
             return
-        encoded = _json(data).get("bytes")
-        if not isinstance(encoded, str):
+        encoded = _chunk_bytes(data)
+        if encoded is None:
             return
         try:
             raw = base64.b64decode(encoded, validate=True)
@@ -256,6 +256,17 @@ class InvokeFrames:
 
     def result(self) -> Extracted:
         return Extracted(None, self._events.result())
+
+
+def _chunk_bytes(data: bytes) -> bytes | str | None:
+    """The base64 text of a ``{"bytes": "…"}`` chunk payload: sliced out when it is the first
+    member (base64 holds no quote or backslash), else read by parsing the JSON."""
+    if data.startswith(b'{"bytes":"'):
+        end = data.find(b'"', 10)
+        if end > 0 and data.find(b"\\", 10, end) < 0:
+            return data[10:end]
+    encoded = _json(data).get("bytes")
+    return encoded if isinstance(encoded, str) else None
 
 
 def _json(data: bytes) -> dict[str, Any]:
