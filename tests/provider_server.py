@@ -9,6 +9,11 @@ Besides the generic routes it serves Gemini ``:countTokens`` and ``:batchEmbedCo
 ``/api/generate``, and Azure OpenAI's ``/openai/deployments/{deployment}/chat/completions``, which
 answers as Azure does: the model the deployment runs (``AZURE_MODEL``), not the deployment name,
 and a streamed first chunk with no choices and an empty model (``prompt_filter_results`` only).
+
+Quiet states: Ollama ``/api/chat`` for a model in ``OLLAMA_COUNTS_BY_MODEL`` reports those counts
+(``OLLAMA_CACHED_MODEL`` omits ``prompt_eval_count``, as Ollama does for a cached prompt), and
+chat completions for ``SSE_AS_JSON_MODEL`` answer with the event stream labelled
+``application/json`` (a recorded stream replayed with the wrong content type), streamed or not.
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ COHERE_USAGE = {
 }
 CHAT_USAGE = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
 OLLAMA_GENERATE_COUNTS = {"prompt_eval_count": 26, "eval_count": 298}
+OLLAMA_CACHED_MODEL = "llama3-cached"
+OLLAMA_COUNTS_BY_MODEL = {
+    OLLAMA_CACHED_MODEL: {"eval_count": 50},  # the prompt came from Ollama's cache
+    "llama3-zero": {"prompt_eval_count": 0, "eval_count": 50},  # reported, and 0
+}
+SSE_AS_JSON_MODEL = "sse-as-json"
 GEMINI_COUNT_TOKENS = 31
 GEMINI_EMBED_TOKENS = 6
 AZURE_MODEL = "gpt-4o-2024-11-20"
@@ -174,7 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "model": "llama3",
                 "message": {"role": "assistant", "content": ""},
                 "done": True,
-                **OLLAMA_COUNTS,
+                **OLLAMA_COUNTS_BY_MODEL.get(body.get("model", ""), OLLAMA_COUNTS),
             }
             if body.get("stream", True):
                 lines = [
@@ -217,7 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
                 )
         elif path.endswith("/chat/completions"):
             model = body.get("model", "mistral-small-latest")
-            if body.get("stream"):
+            if body.get("stream") or model == SSE_AS_JSON_MODEL:
                 delta = {"id": "x", "object": "chat.completion.chunk", "created": 1, "model": model}
                 events = [
                     (
@@ -242,7 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
                         },
                     ),
                 ]
-                self._send(_sse(events) + b"data: [DONE]\n\n", "text/event-stream", body)
+                content_type = "application/json" if model == SSE_AS_JSON_MODEL else "text/event-stream"
+                self._send(_sse(events) + b"data: [DONE]\n\n", content_type, body)
             else:
                 choice = {
                     "index": 0,
