@@ -291,8 +291,16 @@ def _escaped(match: re.Match[str]) -> str:
 
 
 def _code(text: str) -> str:
-    """Text from the suite as inline code (ids, model names): literal, in any table cell."""
-    text = _clip(text).replace("|", "\\|")
+    """Text from the suite as inline code (ids, model names): literal, in any table cell.
+
+    A code span shows ``<`` as typed but leaves it in the markdown's text, where an id holding
+    ``<!-- pytest-tokenbudget -->`` would be a second :data:`MARKER` for a workflow looking for
+    its comment: text that could open an HTML comment is an HTML ``<code>`` element instead, its
+    ``<`` an entity (it renders the same, monospace and literal)."""
+    text = _clip(text)
+    if "<!" in text:
+        return f"<code>{_text(text)}</code>"
+    text = text.replace("|", "\\|")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     pad = " " if text.startswith("`") or text.endswith("`") else ""
