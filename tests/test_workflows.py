@@ -2,8 +2,10 @@
 
 Each file is valid YAML and a valid workflow (the schema vendored in check-jsonschema, offline),
 uses only options and subcommands the plugin really has, and keeps the fork-safety design: the
-untrusted pull_request run has a read-only token, no secrets and no ``${{ }}`` in its scripts; the
-trusted workflow_run that posts the comment never checks out or runs the pull request's code.
+untrusted pull_request runs (single job and sharded) have a read-only token, no secrets and no
+``${{ }}`` in their scripts, and only upload the report; the trusted workflow_run that posts the
+comment never checks out or runs the pull request's code. Every action is pinned to a commit and
+no checkout leaves its token in .git/config (zizmor's audits: .ci/check-workflows).
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ FILES = sorted([*WORKFLOWS.rglob("*.yml"), *WORKFLOWS.rglob("*.yaml")])
 PR = EXAMPLES / "tokenbudget-pr.yml"
 COMMENT = EXAMPLES / "tokenbudget-comment.yml"
 BASELINE = EXAMPLES / "tokenbudget-baseline.yml"
+SHARDED = EXAMPLES / "tokenbudget-sharded.yml"
 CI = WORKFLOWS / "ci.yml"
+OURS = [CI, *sorted(EXAMPLES.glob("*.yml"))]  # release.yml has tests of its own
 
 OPTION = re.compile(r"--token-budget(?:-[a-z]+)*")
 HELP_OPTION = re.compile(r"^\s+(--token-budget(?:-[a-z]+)*)", re.MULTILINE)
@@ -63,6 +67,11 @@ def runs(workflow: dict[str, Any]) -> list[str]:
 
 def uses(workflow: dict[str, Any]) -> list[str]:
     return [step["uses"] for step in steps(workflow) if "uses" in step]
+
+
+def uses_of(workflow: dict[str, Any], action: str) -> list[dict[str, Any]]:
+    """The steps that use ``action`` (``actions/checkout`` …), at whatever ref."""
+    return [s for s in steps(workflow) if s.get("uses", "").partition("@")[0] == action]
 
 
 def subcommand_help(name: str, capsys: pytest.CaptureFixture[str]) -> str | None:
@@ -133,6 +142,37 @@ def test_subcommand_check_rejects_an_unknown_name(capsys: pytest.CaptureFixture[
     assert subcommand_help("no-such-command", capsys) is None
 
 
+USES_LINE = re.compile(r"^\s*(?:-\s+)?uses:\s*(\S+)(.*)$", re.MULTILINE)
+PINNED = re.compile(r"^[\w.-]+/[\w./-]+@[0-9a-f]{40}$")
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(WORKFLOWS).as_posix())
+def test_every_action_is_pinned_to_a_commit_with_its_release_named(path: Path) -> None:
+    """A tag can be moved to other code; a commit cannot. The comment says which release it is
+    (what Dependabot and a reviewer read)."""
+    found = USES_LINE.findall(path.read_text("utf-8"))
+    assert len(found) == len(uses(load(path)))
+    for ref, rest in found:
+        assert PINNED.match(ref), f"{path.name}: {ref} is not pinned to a full commit SHA"
+        assert re.match(r"\s+#\s*v\d+(?:\.\d+){0,2}\b", rest), f"{path.name}: {ref} names no release"
+
+
+@pytest.mark.parametrize("path", OURS, ids=lambda p: p.relative_to(WORKFLOWS).as_posix())
+def test_no_checkout_keeps_its_token(path: Path) -> None:
+    """persist-credentials: false everywhere: the test suite (and whatever it installs) never finds
+    a token in .git/config; the baseline recipe hands one to its single `git push`."""
+    checkouts = uses_of(load(path), "actions/checkout")
+    for checkout in checkouts:
+        assert checkout.get("with", {}).get("persist-credentials") is False, path.name
+
+
+@pytest.mark.parametrize("path", OURS, ids=lambda p: p.relative_to(WORKFLOWS).as_posix())
+def test_no_expression_is_pasted_into_a_script(path: Path) -> None:
+    """Values reach scripts through env: (a branch name, a matrix value), never as ${{ }} in run:."""
+    for script in runs(load(path)):
+        assert "${{" not in script, f"{path.name}: {script}"
+
+
 class TestPullRequestRecipe:
     def test_runs_untrusted_with_a_read_only_token(self) -> None:
         workflow = load(PR)
@@ -148,9 +188,10 @@ class TestPullRequestRecipe:
 
     def test_fetches_history_for_the_git_baseline(self) -> None:
         workflow = load(PR)
-        checkout = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/checkout@")]
+        checkout = uses_of(workflow, "actions/checkout")
         assert len(checkout) == 1
         assert checkout[0]["with"]["fetch-depth"] == 0
+        assert checkout[0]["with"]["persist-credentials"] is False
         pytest_run = next(script for script in runs(workflow) if "--token-budget" in script)
         assert "--token-budget-baseline=git:origin/${BASE_REF}:tokenbudget.baseline.json" in pytest_run
         assert "--token-budget-markdown=tokenbudget.md" in pytest_run
@@ -158,7 +199,7 @@ class TestPullRequestRecipe:
 
     def test_uploads_the_report_even_when_pytest_fails(self) -> None:
         workflow = load(PR)
-        upload = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/upload-artifact@")]
+        upload = uses_of(workflow, "actions/upload-artifact")
         assert len(upload) == 1
         assert upload[0]["if"] == "always()"
         paths = upload[0]["with"]["path"].split()
@@ -192,13 +233,14 @@ class TestCommentRecipe:
         workflow = load(COMMENT)
         on = triggers(workflow)
         assert set(on) == {"workflow_run"}
-        assert on["workflow_run"]["workflows"] == [load(PR)["name"]]
+        assert on["workflow_run"]["workflows"] == [load(PR)["name"], load(SHARDED)["name"]]
         assert on["workflow_run"]["types"] == ["completed"]
-        assert workflow["permissions"] == {"pull-requests": "write", "actions": "read"}
+        assert workflow["permissions"] == {}
+        assert workflow["jobs"]["comment"]["permissions"] == {"pull-requests": "write", "actions": "read"}
 
     def test_never_checks_out_or_runs_the_pull_request(self) -> None:
         workflow = load(COMMENT)
-        assert not [u for u in uses(workflow) if u.startswith("actions/checkout@")]
+        assert not uses_of(workflow, "actions/checkout")
         for script in runs(workflow):
             assert "${{" not in script, script
             for word in ("pip ", "pytest", "git ", "python", "bash ", "source ", "make "):
@@ -206,12 +248,12 @@ class TestCommentRecipe:
 
     def test_downloads_the_artifact_of_the_triggering_run(self) -> None:
         workflow = load(COMMENT)
-        download = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/download-artifact@")]
+        download = uses_of(workflow, "actions/download-artifact")
         assert len(download) == 1
         options = download[0]["with"]
         assert options["run-id"] == "${{ github.event.workflow_run.id }}"
         assert options["github-token"]
-        upload = next(s for s in steps(load(PR)) if s.get("uses", "").startswith("actions/upload-artifact@"))
+        upload = uses_of(load(PR), "actions/upload-artifact")[0]
         assert options["name"] == upload["with"]["name"]
 
     def test_validates_the_pr_number(self) -> None:
@@ -221,24 +263,76 @@ class TestCommentRecipe:
 
     def test_updates_the_comment_with_the_reports_marker(self) -> None:
         workflow = load(COMMENT)
-        script_steps = [s for s in steps(workflow) if s.get("uses", "").startswith("actions/github-script@")]
+        script_steps = uses_of(workflow, "actions/github-script")
         assert len(script_steps) == 1
         script = script_steps[0]["with"]["script"]
         assert MARKER == "<!-- pytest-tokenbudget -->"
         assert f"'{MARKER}'" in script
         assert "updateComment" in script
         assert "createComment" in script
+        # whoever posted it (an App, a PAT): found by a body that starts with the marker
+        assert ".startsWith(MARKER)" in script
+        assert "github-actions[bot]" not in script
+        assert ".includes(MARKER)" not in script
+
+
+class TestShardedRecipe:
+    """The same split as the single-job recipe: the shards and the merge only upload."""
+
+    def test_no_job_may_write(self) -> None:
+        workflow = load(SHARDED)
+        assert workflow["permissions"] == {"contents": "read"}
+        for job in workflow["jobs"].values():
+            assert job.get("permissions", {"contents": "read"}) == {"contents": "read"}
+        assert "secrets." not in SHARDED.read_text("utf-8")
+        assert not [u for u in uses(workflow) if "comment" in u]  # no commenting action
+
+    def test_uploads_the_report_for_the_comment_workflow(self) -> None:
+        merge = load(SHARDED)["jobs"]["token-budget"]
+        uploads = [s for s in merge["steps"] if s.get("uses", "").startswith("actions/upload-artifact@")]
+        assert len(uploads) == 1
+        upload = uploads[0]
+        assert upload["if"] == "${{ !cancelled() }}"  # after an exceeded budget too
+        download = uses_of(load(COMMENT), "actions/download-artifact")[0]
+        assert upload["with"]["name"] == download["with"]["name"]
+        assert {"tokenbudget.md", "pr-number.txt"} <= set(upload["with"]["path"].split())
+        number = next(s for s in merge["steps"] if "pr-number.txt" in s.get("run", ""))
+        assert number["env"]["PR_NUMBER"] == "${{ github.event.number }}"
+        assert "!cancelled()" in number["if"]
+
+    def test_the_merge_reads_only_the_shards(self) -> None:
+        """A re-run attempt sees the first attempt's artifacts: the pattern must not match the
+        report artifact, or it would be merged as a shard."""
+        workflow = load(SHARDED)
+        shard_upload = uses_of(workflow, "actions/upload-artifact")[0]
+        pattern = uses_of(workflow, "actions/download-artifact")[0]["with"]["pattern"]
+        assert shard_upload["with"]["name"] == "tokenbudget-shard-${{ matrix.group }}"
+        assert pattern == "tokenbudget-shard-*"
+        assert not re.fullmatch(pattern.replace("*", ".*"), "tokenbudget-pr")
+
+    def test_compares_with_the_base_branch_through_env(self) -> None:
+        check = next(s for s in steps(load(SHARDED)) if s.get("id") == "check")
+        assert check["env"]["BASE_REF"] == "${{ github.base_ref || 'main' }}"
+        assert '"git:origin/${BASE_REF}"' in check["run"]
 
 
 def test_baseline_recipe_commits_only_a_changed_baseline() -> None:
     workflow = load(BASELINE)
     assert triggers(workflow)["push"] == {"branches": ["main"]}
-    assert workflow["permissions"] == {"contents": "write"}
+    assert workflow["permissions"] == {}
+    assert workflow["jobs"]["baseline"]["permissions"] == {"contents": "write"}
     scripts = "\n".join(runs(workflow))
     assert "--token-budget-save-baseline" in scripts
     assert "--token-budget-update-baseline" in scripts  # only when growth is accepted by hand
     assert "git diff --cached --quiet" in scripts
     assert "${{" not in scripts
+    # the token only for the push, through git's environment (persist-credentials: false)
+    commit = next(s for s in steps(workflow) if "git push" in s.get("run", ""))
+    assert commit["env"] == {"GITHUB_TOKEN": "${{ github.token }}"}
+    assert [s for s in steps(workflow) if "GITHUB_TOKEN" in s.get("env", {})] == [commit]
+    assert 'GIT_CONFIG_VALUE_0="AUTHORIZATION: basic $credential"' in commit["run"]
+    assert "x-access-token:" in commit["run"]
+    assert "$GITHUB_TOKEN@" not in commit["run"]  # never in a URL (the command line)
 
 
 def test_ci_runs_the_suite_on_every_supported_python() -> None:
@@ -251,8 +345,8 @@ def test_ci_runs_the_suite_on_every_supported_python() -> None:
     assert tests["strategy"]["matrix"]["python-version"] == ["3.11", "3.12", "3.13"]
     assert tests["runs-on"] == "ubuntu-latest"
     assert ".ci/run" in [step.get("run") for step in tests["steps"]]
-    assert "actions/checkout@v4" in uses(workflow)
-    assert "actions/setup-python@v5" in uses(workflow)
+    assert uses_of(workflow, "actions/checkout")
+    assert uses_of(workflow, "actions/setup-python")
     ci_run = ROOT / ".ci" / "run"
     assert ci_run.is_file()
     assert ci_run.stat().st_mode & 0o111
