@@ -157,7 +157,7 @@ def release() -> dict[Any, Any]:
 def test_the_release_workflow_runs_on_version_tags_only() -> None:
     workflow = release()
     on = workflow.get("on", workflow.get(True))  # YAML 1.1 reads the bare key `on` as True
-    assert on == {"push": {"tags": ["v*"]}}
+    assert on == {"push": {"tags": ["v*.*.*"]}}
     build = workflow["jobs"]["build"]
     script = "\n".join(step.get("run", "") for step in build["steps"])
     assert '"$TAG" != "v$version"' in script  # the tag names the version in pyproject.toml
