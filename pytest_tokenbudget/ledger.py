@@ -34,6 +34,7 @@ def in_event_loop() -> bool:
     asyncio = sys.modules.get("asyncio")  # never imported: no loop can be running
     return asyncio is not None and asyncio._get_running_loop() is not None
 
+
 SESSION_OWNER = "<session>"
 
 

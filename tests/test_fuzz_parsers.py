@@ -429,8 +429,12 @@ def test_hostile_usage_values_are_recorded_sane(api: str, counts: dict[str, obje
 
 nested_usage = st.recursive(
     st.fixed_dictionaries({"usage": st.dictionaries(usage_keys, hostile_counts, max_size=3)}),
-    lambda children: st.lists(children, min_size=1, max_size=3)
-    | st.dictionaries(st.sampled_from(["usage", "logprob", "1", "model"]), children, min_size=1, max_size=3),
+    lambda children: (
+        st.lists(children, min_size=1, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(["usage", "logprob", "1", "model"]), children, min_size=1, max_size=3
+        )
+    ),
     max_leaves=6,
 )
 """Something holding a ``usage`` key below the top level (vLLM's prompt_logprobs and the like)."""
@@ -441,8 +445,11 @@ nested_usage = st.recursive(
     real=st.fixed_dictionaries(
         {"prompt_tokens": st.integers(0, 10**6), "completion_tokens": st.integers(0, 10**6)}
     ),
-    after=st.lists(st.tuples(st.sampled_from(["prompt_logprobs", "extra", "z", "usage_"]), nested_usage),
-                   min_size=1, max_size=3),
+    after=st.lists(
+        st.tuples(st.sampled_from(["prompt_logprobs", "extra", "z", "usage_"]), nested_usage),
+        min_size=1,
+        max_size=3,
+    ),
     pad=st.integers(min_value=0, max_value=100_000),
     pad_first=st.booleans(),
 )
@@ -487,8 +494,9 @@ def test_deeply_nested_json_is_read_or_refused_never_raised(depth: int, kind: st
     read = request_json(('{"messages": ' + nested + "}").encode())  # never raises, whatever the depth
     assert read is None or isinstance(read, dict)
     try:
-        data = json.loads('{"schema": "pytest-tokenbudget/run", "schema_version": 1, "tests": {"t": '
-                          + nested + "}}")
+        data = json.loads(
+            '{"schema": "pytest-tokenbudget/run", "schema_version": 1, "tests": {"t": ' + nested + "}}"
+        )
     except RecursionError:
         return
     with contextlib.suppress(ArtifactError):  # refused in one line, or read: nothing else

@@ -67,7 +67,7 @@ def test_a_streamed_upload_never_crashes_the_session(
 ) -> None:
     """The test passes, the next one runs, exit 0: no INTERNALERROR, no RequestNotRead in the test."""
     monkeypatch.setenv("UPLOAD_URL", llm_server.url)
-    table = "hard-max-cost = 5\n[tool.tokenbudget.prices]\n\"gpt-4o-mini\" = { input = 1, output = 1 }"
+    table = 'hard-max-cost = 5\n[tool.tokenbudget.prices]\n"gpt-4o-mini" = { input = 1, output = 1 }'
     pytester.makepyprojecttoml(f"[tool.tokenbudget]\n{table if hard_cap else ''}\n")
     pytester.makepyfile(test_upload=UPLOAD_SESSION)
     args = ["-p", "no:cacheprovider", "--token-budget-json=run.json"]
@@ -276,8 +276,17 @@ def _artifact(tmp_path: Any, name: str, change: Any) -> str:
 
     run = Run(meta={"started": "2026-12-01T00:00:00Z"})
     entry = TestUsage(nodeid="t.py::test_a")
-    entry.add_call(Call(owner="t.py::test_a", phase="call", provider="openai", api="openai.chat",
-                        host="api.openai.com", model="gpt-4o", usage=Usage(input_tokens=5, output_tokens=2)))
+    entry.add_call(
+        Call(
+            owner="t.py::test_a",
+            phase="call",
+            provider="openai",
+            api="openai.chat",
+            host="api.openai.com",
+            model="gpt-4o",
+            usage=Usage(input_tokens=5, output_tokens=2),
+        )
+    )
     run.tests[entry.nodeid] = entry
     data = json.loads(dump_run(run))
     change(data, data["tests"]["t.py::test_a"])

@@ -188,9 +188,7 @@ def test_an_inspector_failure_is_reported_by_name_and_costs_no_count(pytester: p
     )
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
-        [
-            "pytest-tokenbudget: request inspection failed 1 time *RuntimeError: inspector bug"
-        ]
+        ["pytest-tokenbudget: request inspection failed 1 time *RuntimeError: inspector bug"]
     )
     run = json.loads((pytester.path / "run.json").read_text())
     assert run["totals"]["total_tokens"] == 15
