@@ -1,7 +1,9 @@
 """Baselines: save a run, load one (a file or ``git:REF[:PATH]``), compare, judge growth.
 
 A baseline is a run artifact without what changes from run to run (times, durations, verdicts,
-environment): the same usage gives the same bytes, so the file diffs well when committed.
+environment, the commit, the branch, the plugin's version): the same usage at the same prices gives
+the same bytes, so the file diffs well when committed and a workflow that commits it on change
+commits only when the usage (or the price data it was costed with) changed.
 
 Cost changes are split in two, so a price change is never taken for a regression of the code:
 the *usage effect* prices both runs' tokens at today's prices (what the change in the code
@@ -29,15 +31,15 @@ from .model import ArtifactError, Run, Status, Tally, Verdict
 
 __all__ = ["Rule", "compare", "load", "parse_rules", "reduce", "save", "session_evaluator"]
 
-_META_KEPT: Final = ("commit", "branch", "plugin_version")
 
 
 # -- save ------------------------------------------------------------------------------------------
 
 
 def reduce(run: Run) -> Run:
-    """The run as a baseline: tests that called an LLM, no times, verdicts or environment."""
-    meta = {key: run.meta[key] for key in _META_KEPT if run.meta.get(key)}
+    """The run as a baseline: tests that called an LLM and the price data that costed them; no
+    times, verdicts, environment, commit or branch (git knows which commit wrote the file)."""
+    meta: dict[str, Any] = {}
     prices = run.meta.get("prices")
     if isinstance(prices, dict) and prices.get("version"):
         meta["prices"] = {"source": prices.get("source"), "version": prices["version"]}
@@ -168,7 +170,7 @@ def compare(base: Run, head: Run, cost_of: CostOf | None = None) -> dict[str, An
         )
     tests.sort(key=lambda t: (-abs(t["delta"]), t["test"]))
     return {
-        "base": {key: base.meta.get(key) for key in _META_KEPT if base.meta.get(key)},
+        "base": {key: base.meta[key] for key in ("prices",) if base.meta.get(key)},
         "totals": {
             metric: _delta(getattr(base_total.usage, metric), getattr(head_total.usage, metric))
             for metric in _METRICS
@@ -368,7 +370,7 @@ def missing_verdict(source: str, policy: str) -> Verdict:
     advice = {
         "note": "nothing compared (first adoption? save one with --token-budget-save-baseline)",
         "warn": "nothing compared",
-        "fail": "nothing compared, and missing-baseline = \"fail\"",
+        "fail": 'nothing compared, and missing-baseline = "fail"',
     }[policy]
     message = f"no baseline found at {source}: {advice}"
     return Verdict("baseline missing", "baseline", "total_tokens", 0, 0, _MISSING_STATUS[policy], message)

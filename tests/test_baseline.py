@@ -61,12 +61,37 @@ def test_saved_baseline_is_deterministic_and_holds_no_times(app: pytest.Pytester
     )
     assert path.read_bytes() == first
     data = json.loads(first)
-    assert set(data["meta"]) <= {"commit", "branch", "plugin_version", "prices"}
+    assert set(data["meta"]) <= {"prices"}
     assert "started" not in first.decode()
     assert "duration" not in first.decode()
     assert (data["verdicts"], data["issues"]) == ([], [])
     assert data["tests"]["test_app.py::test_llm[a]"]["total_tokens"] == 2100
     assert first.endswith(b"}\n")
+
+
+def test_baseline_bytes_do_not_change_with_the_commit_branch_or_plugin_version(
+    app: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unrelated commit, another branch or a plugin upgrade leaves the saved file as it was, so
+    the baseline workflow commits only when the usage changed."""
+    _git(app.path, "init", "-q", "-b", "main")
+    _git(app.path, "config", "user.email", "t@example.com")
+    _git(app.path, "config", "user.name", "t")
+    _git(app.path, "add", "-A")
+    _git(app.path, "commit", "-q", "-m", "app")
+    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    path = app.path / "tokenbudget.baseline.json"
+    first = path.read_bytes()
+    app.makefile(".txt", unrelated="a change that is not about usage\n")
+    _git(app.path, "add", "-A")
+    _git(app.path, "commit", "-q", "-m", "unrelated")
+    _git(app.path, "checkout", "-q", "-b", "feature")
+    monkeypatch.setattr("pytest_tokenbudget.__version__", "99.0.0")
+    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    assert path.read_bytes() == first
+    _app(app, {"a": [2001, 100], "b": [1000, 50], "tiny": [40, 2]})
+    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    assert path.read_bytes() != first  # one token more is a change
 
 
 def test_growth_beyond_the_thresholds_fails_with_the_numbers(app: pytest.Pytester) -> None:

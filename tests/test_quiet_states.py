@@ -285,7 +285,7 @@ def test_every_report_names_a_call_state_by_its_callstate_value() -> None:
         words = _state_words(rendered)
         assert words <= set(_STATES), (words, rendered)
     md = markdown.render(run)
-    assert "3 call(s) with incomplete usage (1 unparsed, 1 unmetered, 1 closed-early)" in md
+    assert "3 calls with incomplete usage (1 unparsed, 1 unmetered, 1 closed-early)" in md
     assert "closed early" not in md
 
 
