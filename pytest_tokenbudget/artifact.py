@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import secrets
 import subprocess
-import tempfile
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
@@ -16,11 +16,27 @@ from typing import Any, Final
 from .model import ArtifactError, Run, Tally, TestUsage, Verdict
 
 
+def temp_beside(path: Path, suffix: str = ".tmp", tag: str = "") -> tuple[int, str]:
+    """A new, empty file next to ``path`` (same directory, so a rename onto ``path`` is atomic):
+    its descriptor and name.
+
+    Created with mode 0666 less the umask, as ``open()`` creates files: artifacts are read by CI
+    uploaders and other users of the runner (``tempfile.mkstemp`` would make them 0600).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        name = str(path.parent / f".{path.name}.{tag}{secrets.token_hex(4)}{suffix}")
+        try:
+            return os.open(name, flags, 0o666), name
+        except FileExistsError:
+            continue
+
+
 def write_atomic(path: Path, text: str | Iterable[str]) -> None:
     """Write ``text`` (or its pieces) to ``path`` via a temporary file and a rename: never half
     written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
             if isinstance(text, str):
@@ -198,8 +214,18 @@ _VERDICT_JSON: Final = (
 
 def encode_verdict(verdict: Verdict) -> str:
     """``_compact(verdict.to_dict())``, fast: a per-test budget gives every test a verdict."""
-    fields = (verdict.name, verdict.kind, verdict.metric, verdict.limit, verdict.actual, verdict.status)
-    fields += (verdict.message, verdict.nodeid, verdict.path, verdict.line)
+    fields = (
+        verdict.name,
+        verdict.kind,
+        verdict.metric,
+        verdict.limit,
+        verdict.actual,
+        verdict.status,
+        verdict.message,
+        verdict.nodeid,
+        verdict.path,
+        verdict.line,
+    )
     return _VERDICT_JSON % tuple(map(_scalar, fields))
 
 

@@ -260,12 +260,12 @@ def merge_call_logs(logs: Sequence[Path], out: Path, merged: Merged, shards: Seq
     """
     import json
     import os
-    import tempfile
+
+    from .artifact import temp_beside
 
     dropped = {(name, d.nodeid) for d in merged.duplicates for name in d.shards if name != d.kept}
     owners = {log: _log_shard(log, shards) for log in logs} if dropped else {}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
+    fd, tmp = temp_beside(out)
     written = 0
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as sink:

@@ -6,12 +6,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import IO
 
-from ..artifact import write_atomic
+from ..artifact import temp_beside, write_atomic
 from ..model import Call, Run, TestUsage
 
 CSV_COLUMNS = (
@@ -100,9 +99,7 @@ class CallLog:
 
     def __init__(self, path: Path, *, part: str = "") -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        prefix = f".{path.name}.{part or 'main'}."
-        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
+        fd, tmp = temp_beside(path, ".part", f"{part or 'main'}.")
         self.part_path = Path(tmp)
         # Line-buffered: a worker that dies keeps every line written before (its part is found
         # by worker_parts() and folded in by the controller).
@@ -136,8 +133,7 @@ class CallLog:
             except OSError:  # a worker that died before writing its part
                 continue
         segments.sort()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = temp_beside(self.path)
         handles: dict[int, IO[bytes]] = {}
         try:
             with os.fdopen(fd, "wb") as sink:
