@@ -63,7 +63,8 @@ def by_urllib(path, body, read):
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request)
         assert info.value.code == 500
-        return info.value.read()
+        with info.value:  # an HTTPError holds the response (and its socket) until closed
+            return info.value.read()
     with urllib.request.urlopen(request) as response:
         assert type(response) is http.client.HTTPResponse
         if read == "whole":
@@ -128,6 +129,7 @@ def test_not_an_llm_request():
         urllib.request.urlopen(request)
     assert info.value.code == 404
     assert "read" not in vars(info.value.fp)  # nothing tapped
+    info.value.close()
 """
 
 COMPARED = (

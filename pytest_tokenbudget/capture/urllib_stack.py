@@ -103,7 +103,7 @@ def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> None:
         recorder.body(exchange, status, b"", content_type)
         return
     tap = recorder.stream(exchange, status, content_type, headers.get("content-encoding", "") or "")
-    _Reads(response, tap, recorder).install()
+    _Reads(response, tap, recorder, exchange.owner.nodeid).install()
 
 
 class _Reads:
@@ -111,15 +111,18 @@ class _Reads:
 
     Only the outermost call feeds (``read(n)`` calls ``self.readinto`` inside, ``readline`` may call
     ``peek``/``read``). At the end of the body or at ``close()`` the tap settles and the instance's
-    own methods are removed again (which also lets the response go with its last reference).
+    own methods are removed again (which also lets the response go with its last reference). A
+    response its test dropped half-read is settled at the test's end, methods removed too: the
+    cycle through them is broken then, not at some later garbage collection.
     """
 
-    __slots__ = ("_depth", "_installed", "_recorder", "_response", "_tap")
+    __slots__ = ("_depth", "_installed", "_owner", "_recorder", "_response", "_tap")
 
-    def __init__(self, response: Any, tap: StreamTap, recorder: Recorder) -> None:
+    def __init__(self, response: Any, tap: StreamTap, recorder: Recorder, owner: str) -> None:
         self._response = response
         self._tap = tap
         self._recorder = recorder
+        self._owner = owner
         self._depth = 0
         self._installed: dict[str, Callable[..., Any]] = {}
 
@@ -133,6 +136,14 @@ class _Reads:
         wrapped["close"] = self._closer(response.close)
         self._installed = wrapped
         vars(response).update(wrapped)
+        self._recorder.ledger.stream_opened(self._owner, id(self), self._at_teardown)
+
+    def _at_teardown(self) -> None:
+        """The test ended and the body was neither read to its end nor closed."""
+        try:
+            self._tap.settle()
+        finally:
+            self._remove()
 
     def _reader(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
@@ -187,11 +198,15 @@ class _Reads:
             else:
                 self._tap.close()
         finally:
-            own = vars(self._response)
-            for name, method in self._installed.items():
-                if own.get(name) is method:  # unless someone replaced it since
-                    del own[name]
-            self._installed = {}
+            self._recorder.ledger.stream_closed(self._owner, id(self))
+            self._remove()
+
+    def _remove(self) -> None:
+        own = vars(self._response)
+        for name, method in self._installed.items():
+            if own.get(name) is method:  # unless someone replaced it since
+                del own[name]
+        self._installed = {}
 
 
 def _at_end(response: Any) -> bool:
