@@ -54,22 +54,28 @@ class Capture:
     def _imported(self, name: str) -> None:
         """A watched library has just been imported (inside the import): wrap it now. Never raises
         into the importing code; a failure is reported with the calls' errors."""
+        self._modules_seen = -1  # whatever the count: this import may have completed one
         try:
-            self.refresh()
+            self.refresh(just_imported=name)
         except Exception as exc:
             self.recorder.note_internal_error(exc, source=f"wrapping {name} at its import")
 
-    def refresh(self) -> None:
-        """Wrap the stacks imported since the last call (nothing to do while no module was)."""
+    def refresh(self, just_imported: str = "") -> None:
+        """Wrap the stacks imported since the last call (nothing to do while no module was);
+        ``just_imported``: the module whose import hook is calling, executed but still flagged
+        as importing."""
         if not self._installed or len(sys.modules) == self._modules_seen:
             return
         self._modules_seen = len(sys.modules)
         replay.ensure_installed()
-        modules = sys.modules
-        if any(name in modules for name in _HTTPX):
-            self.stacks.extend(_wrapper("httpx_clients").install(self.recorder))
+        def imported(name: str) -> bool:
+            return name == just_imported or _imported_fully(name)
+
+        ready = [name for name in _HTTPX if imported(name)]
+        if ready:
+            self.stacks.extend(_wrapper("httpx_clients").install(self.recorder, tuple(ready)))
         for name, library, wrapper in _OTHER_STACKS:
-            if library in modules and _wrapper(wrapper).install(self.recorder):
+            if imported(library) and _wrapper(wrapper).install(self.recorder):
                 self.stacks.append(name)
 
     def uninstall(self) -> None:
@@ -82,6 +88,17 @@ class Capture:
                 module.uninstall()
         replay.uninstall()
         self.stacks = []
+
+
+def _imported_fully(name: str) -> bool:
+    """``name`` is imported and has finished executing. A library still being imported (httpx2
+    imports urllib.request half-way through its own import, which runs urllib's hook) is left
+    to the hook that runs when it is done."""
+    module = sys.modules.get(name)
+    if module is None:
+        return False
+    spec = getattr(module, "__spec__", None)
+    return not getattr(spec, "_initializing", False)  # importlib's own flag, set while it executes
 
 
 def _wrapper(name: str) -> ModuleType:
