@@ -13,12 +13,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
+from shared_corpus import CORPUS, MISSING
 
 boto3 = pytest.importorskip("boto3")
 
 from pytest_tokenbudget.model import Call, Usage  # noqa: E402
-
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 
 
 def event_frame(event_type: str, payload: dict[str, Any]) -> bytes:
@@ -239,7 +238,7 @@ def test_other_aws_services_are_not_counted(bedrock_url: str, calls: list[Call])
 def _corpus_interactions() -> list[Any]:
     manifest = CORPUS / "MANIFEST.details.json"
     if not manifest.is_file():
-        return [pytest.param(None, None, marks=pytest.mark.skip(reason="../shared/corpus not present"))]
+        return [pytest.param(None, None, marks=pytest.mark.skip(reason=MISSING))]
     cases = []
     for entry in json.loads(manifest.read_text()):
         if entry["file"].startswith("bedrock/"):

@@ -30,6 +30,7 @@ from bedrock_server import (
     converse_stream_frames,
     event_frame,
 )
+from shared_corpus import CORPUS, MISSING
 
 from pytest_tokenbudget.model import Call, Usage
 from pytest_tokenbudget.providers import route
@@ -37,7 +38,6 @@ from pytest_tokenbudget.providers import route
 anthropic = pytest.importorskip("anthropic")
 pytest.importorskip("boto3")  # AnthropicBedrock signs its requests with botocore
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 MESSAGES = [{"role": "user", "content": "hi"}]
 HEADER_USAGE = Usage(input_tokens=INVOKE_HEADER_USAGE["input"], output_tokens=INVOKE_HEADER_USAGE["output"])
@@ -313,7 +313,7 @@ def test_boto3_marks_its_send_as_inside_a_capture(bedrock: BedrockServer, calls:
 def _corpus_cases() -> list[Any]:
     manifest = CORPUS / "MANIFEST.details.json"
     if not manifest.is_file():
-        return [pytest.param(None, 0, marks=pytest.mark.skip(reason=f"{CORPUS} not present"))]
+        return [pytest.param(None, 0, marks=pytest.mark.skip(reason=MISSING))]
     return [
         pytest.param(entry["file"], index, id=f"{Path(entry['file']).stem}-{index}")
         for entry in json.loads(manifest.read_text())

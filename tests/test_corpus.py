@@ -20,20 +20,19 @@ import json
 import random
 from collections import Counter
 from functools import cache
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
+from shared_corpus import CORPUS, MISSING
 
 from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import USAGE_FIELDS, Call, CallState, Usage
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 DETAILS = CORPUS / "MANIFEST.details.json"
 MODES = ("body", "chunks", "tiny-head")
 
@@ -72,7 +71,7 @@ def _checked() -> list[tuple[str, int]]:
 
 def _cases() -> list[Any]:
     if not DETAILS.is_file():
-        return [pytest.param(None, 0, "", marks=pytest.mark.skip(reason="../shared/corpus not present"))]
+        return [pytest.param(None, 0, "", marks=pytest.mark.skip(reason=MISSING))]
     cases = []
     for file, index in _checked():
         for mode in MODES:
@@ -217,7 +216,7 @@ def _is_azure(host: str) -> bool:
 
 def _model_cases() -> list[Any]:
     if not DETAILS.is_file():
-        return [pytest.param(None, 0, marks=pytest.mark.skip(reason="../shared/corpus not present"))]
+        return [pytest.param(None, 0, marks=pytest.mark.skip(reason=MISSING))]
     cases = []
     for file, index in _checked():
         meta = _entry(file)["interactions"][index]
@@ -244,7 +243,7 @@ def test_recorded_model_is_named(file: str, index: int) -> None:
 
 def _vcr_cases() -> list[Any]:
     if not DETAILS.is_file():
-        return [pytest.param(None, marks=pytest.mark.skip(reason="../shared/corpus not present"))]
+        return [pytest.param(None, marks=pytest.mark.skip(reason=MISSING))]
     files = dict.fromkeys(file for file, _ in _checked())
     return [
         pytest.param(file, id=file)
@@ -298,7 +297,7 @@ def test_cassette_replayed_by_vcrpy_under_httpx(file: str) -> None:
 def test_corpus_coverage_by_provider(capsys: pytest.CaptureFixture[str]) -> None:
     """Every provider directory (but Bedrock's) is replayed, every interaction in every mode."""
     if not DETAILS.is_file():
-        pytest.skip("../shared/corpus not present")
+        pytest.skip(MISSING)
     dirs = sorted(path.name for path in CORPUS.iterdir() if path.is_dir())
     cassettes = Counter(entry["file"].split("/", 1)[0] for entry in _details())
     assert sorted(cassettes) == dirs

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -21,6 +20,7 @@ import pytest
 import yaml
 from late_server import ADVISOR_MODEL, LateServer
 from llm_server import CLAUDE_MODEL, RESPONSES_MODEL
+from shared_corpus import CORPUS, MISSING
 
 from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.capture.recorder import Recorder
@@ -316,11 +316,10 @@ def test_iterations_without_models_sum_at_the_response_model() -> None:
     )
 
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 ADVISOR_CASSETTE = CORPUS / "anthropic" / "pydantic__pydantic-ai__messages_advisor_iterations_parsed.yaml"
 
 
-@pytest.mark.skipif(not ADVISOR_CASSETTE.is_file(), reason="../shared/corpus not present")
+@pytest.mark.skipif(not ADVISOR_CASSETTE.is_file(), reason=MISSING)
 def test_a_recorded_advisor_response_bills_the_advisor_at_its_model() -> None:
     """Real traffic (pydantic-ai's cassette): the top level is the executor's two steps; the
     advisor's step (2,518 in, 22 out on claude-opus-4-8) is in no top-level number."""

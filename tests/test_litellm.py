@@ -21,10 +21,15 @@ import pytest
 from provider_server import CHAT_USAGE, ProviderServer
 
 PYTHON = os.environ.get("TOKENBUDGET_LITELLM_PYTHON", "")
+NO_LITELLM = (
+    "LiteLLM runs in its own virtual environment (it pins openai<3); make it once, from the "
+    "repository root: 'python3 -m venv .venv-litellm && .venv-litellm/bin/pip install -e . litellm "
+    "pytest && export TOKENBUDGET_LITELLM_PYTHON=$PWD/.venv-litellm/bin/python'"
+)
 
 pytestmark = pytest.mark.skipif(
     not PYTHON,
-    reason="TOKENBUDGET_LITELLM_PYTHON is not set (LiteLLM needs its own venv: see this module's docstring)",
+    reason=NO_LITELLM,
 )
 
 SUITE = """

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 from bedrock_server import BedrockServer
+from test_litellm import NO_LITELLM
 
 PYTHON = os.environ.get("TOKENBUDGET_LITELLM_PYTHON", "")
 MODEL = "anthropic.claude-3-5-sonnet-20241022-v2:0"
 
 pytestmark = pytest.mark.skipif(
     not PYTHON,
-    reason="TOKENBUDGET_LITELLM_PYTHON is not set (LiteLLM needs its own venv: see tests/test_litellm.py)",
+    reason=NO_LITELLM,
 )
 
 SUITE = f"""

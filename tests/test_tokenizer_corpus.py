@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from shared_corpus import CORPUS, MISSING
 
 from pytest_tokenbudget import tokenizer
 
-CORPUS = Path(__file__).resolve().parents[2] / "shared" / "corpus"
 APIS = {
     "/chat/completions": "openai.chat",
     "/responses": "openai.responses",
@@ -32,7 +31,7 @@ def _api(uri: str) -> str | None:
 def _cases() -> list[Any]:
     details = CORPUS / "MANIFEST.details.json"
     if not details.is_file():
-        return [pytest.param(None, 0, "", marks=pytest.mark.skip(reason="../shared/corpus not present"))]
+        return [pytest.param(None, 0, "", marks=pytest.mark.skip(reason=MISSING))]
     cases = []
     for entry in json.loads(details.read_text(encoding="utf-8")):
         for index, meta in enumerate(entry["interactions"]):
