@@ -259,6 +259,25 @@ def test_converse_stream_and_invoke_over_requests(bedrock: BedrockServer, calls:
     ]
 
 
+def test_converse_stream_and_invoke_over_urllib(bedrock: BedrockServer, calls: list[Call]) -> None:
+    """The standard library too: the token headers of InvokeModel read from urllib's response."""
+    import urllib.request
+
+    def post(operation: str) -> bytes:
+        request = urllib.request.Request(
+            f"{bedrock.url}/model/m/{operation}", data=b"{}", headers={"content-type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return b"".join(iter(lambda: response.read(7), b""))
+
+    assert post("converse-stream") == b"".join(converse_stream_frames())
+    assert json.loads(post("invoke"))["content"][0]["text"] == TEXT
+    assert [(c.api, c.state, c.usage) for c in calls] == [
+        ("bedrock.converse-stream", "complete", CONVERSE_STREAM),
+        ("bedrock.invoke", "complete", HEADER_USAGE),
+    ]
+
+
 def test_an_exception_message_mid_stream_is_no_complete_stream(calls: list[Call]) -> None:
     frames = [
         *converse_stream_frames()[:2],

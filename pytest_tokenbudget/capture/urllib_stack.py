@@ -100,9 +100,10 @@ def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> None:
     if status in _REDIRECTS and headers.get("location"):
         return  # urllib's redirect handler sends the next request: that one is counted
     if status >= 400:
-        recorder.body(exchange, status, b"", content_type)
+        recorder.body(exchange, status, b"", content_type, headers)
         return
-    tap = recorder.stream(exchange, status, content_type, headers.get("content-encoding", "") or "")
+    encoding = headers.get("content-encoding", "") or ""
+    tap = recorder.stream(exchange, status, content_type, encoding, headers)
     _Reads(response, tap, recorder, exchange.owner.nodeid).install()
 
 
