@@ -116,7 +116,7 @@ def anthropic_client() -> anthropic.Anthropic:
     return anthropic.Anthropic(api_key="sk-bench", http_client=http, max_retries=0)
 
 
-One = Callable[[], None]  # one call, or one whole stream
+One = Callable[[], object]  # one call, or one whole stream (its result is dropped)
 WARM_UP = 200  # calls each way before timing: imports, caches, the SDK's lazy set-up
 
 

@@ -16,6 +16,7 @@ JSON encoder, once, to a string (no disk). "after loop ÷ reference" compares ru
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import platform
@@ -99,7 +100,7 @@ def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
             continue
         func = getattr(module, func_name, None)
         if func is not None:
-            stages[label] = lambda func=func: func(run)
+            stages[label] = functools.partial(func, run)
     return stages
 
 
@@ -165,7 +166,7 @@ def main() -> None:
     results = [measure(n, max(1, n // 5)) for n in (int(s) for s in args.sizes.split(","))]
     machine = f"{platform.machine()} · Python {platform.python_version()}"
     print(f"scale ({machine}): calls recorded through the Ledger, then every post-loop stage")
-    header = (("calls", 8), ("tests", 7), ("record", 8), ("after loop", 11))
+    header: tuple[tuple[str, int], ...] = (("calls", 8), ("tests", 7), ("record", 8), ("after loop", 11))
     header += (("÷ reference", 12), ("B/call kept", 12), ("B/call peak", 12))
     print(" ".join(f"{name:>{width}}" for name, width in header))
     for r in results:

@@ -37,7 +37,7 @@ def test_calls(llm, i):
 
 
 def without_meta(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_text())
+    data: dict[str, Any] = json.loads(path.read_text())
     data.pop("meta", None)
     return data
 
@@ -60,8 +60,8 @@ def main() -> None:
         (folder / "test_many.py").write_text(textwrap.dedent(test))
 
         serial_s = run_pytest(folder, ["--token-budget", "--token-budget-json=serial.json"], pycache).wall
-        xdist = ["-n", "2", "--token-budget", "--token-budget-json=xdist.json"]
-        xdist_s = run_pytest(folder, xdist, pycache).wall
+        xdist_args = ["-n", "2", "--token-budget", "--token-budget-json=xdist.json"]
+        xdist_s = run_pytest(folder, xdist_args, pycache).wall
         serial, xdist = without_meta(folder / "serial.json"), without_meta(folder / "xdist.json")
         identical = serial == xdist
         recorded = serial["totals"]["calls"]

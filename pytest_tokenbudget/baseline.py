@@ -147,7 +147,7 @@ def compare(base: Run, head: Run, cost_of: CostOf | None = None) -> dict[str, An
     usage_effect, price_effect = _cost_effects(base, head, cost_of)
     base_tests = {k: t for k, t in base.tests.items() if t.total.calls}
     head_tests = {k: t for k, t in head.tests.items() if t.total.calls}
-    tests = []
+    tests: list[dict[str, Any]] = []
     for nodeid in sorted(set(base_tests) | set(head_tests)):
         b, h = base_tests.get(nodeid), head_tests.get(nodeid)
         before = b.total.total_tokens if b else 0

@@ -537,13 +537,15 @@ def measure(tally: Tally, metric: str) -> float:
     """The value of ``metric`` in ``tally``."""
     if metric == "cost_usd":
         return round(tally.cost_usd, 10)
-    return getattr(tally, metric)  # calls, or a token count
+    value: float = getattr(tally, metric)  # calls, or a token count
+    return value
 
 
 def _counted(entry: TestUsage, parts: list[Tally] | None, name: str) -> float:
     """Field ``name`` of the entry's usage as a scope counts it (see :meth:`Scope.counted_parts`)."""
     if parts is None:
-        return getattr(entry.total, name)
+        total: float = getattr(entry.total, name)
+        return total
     # As merging the parts into a new Tally would: the same additions from the same zero, in the
     # same order (a sum of costs depends on its order).
     value = 0.0 if name == "cost_usd" else 0

@@ -110,16 +110,13 @@ def _baseline_evaluator(settings: Settings) -> Evaluator:
     """Baseline thresholds (``baseline`` + ``max-increase``) as a session evaluator; raises
     :class:`ConfigError` when this version cannot compare with a baseline."""
     try:
-        from . import baseline  # type: ignore[attr-defined]
+        from .baseline import session_evaluator
     except ImportError:
-        baseline = None
-    make = getattr(baseline, "session_evaluator", None)
-    if make is None:
         raise ConfigError(
             f"baseline {settings.baseline!r}: this version of pytest-tokenbudget cannot compare "
             "with a baseline yet (no pytest_tokenbudget.baseline.session_evaluator)"
-        )
-    return make(settings)
+        ) from None
+    return session_evaluator(settings)
 
 
 def check_run(
@@ -195,11 +192,11 @@ def write_reports(run: Run, settings: Settings, notes: list[str] | None = None) 
     from .artifact import write_run
 
     written: list[Path] = []
+    write: Callable[[Run, Settings], list[Path]] | None
     try:
-        from .report import writer  # type: ignore[attr-defined]
+        from .report.writer import write_reports as write
     except ImportError:
-        writer = None
-    write = getattr(writer, "write_reports", None)
+        write = None
     with run.finished():  # the reports share one pass for the totals and models
         if settings.json_path is not None:
             write_run(settings.json_path, run)

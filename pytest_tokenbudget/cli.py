@@ -243,14 +243,11 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 def _input_cost(model: str, tokens: int) -> float | None:
     """Input cost in USD through :mod:`pytest_tokenbudget.pricing`, when it is there and knows the model."""
     try:
-        from . import pricing  # type: ignore[attr-defined]
+        from .pricing import input_cost
     except ImportError:
         return None
-    price = getattr(pricing, "input_cost", None)
-    if price is None:
-        return None
     try:
-        value = price(model, tokens)
+        value = input_cost(model, tokens)
     except (KeyError, ValueError, LookupError):
         return None
     return None if value is None else float(value)
@@ -297,9 +294,9 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     _write(write_run, Path(args.output), merged.run)
     for note in merged.notes:
         print(f"tokenbudget: {note}", file=sys.stderr)
-    shards, tests = len(merged.run.meta["merge"]["shards"]), sum(1 for _ in merged.run.iter_tests())
+    merged_shards, tests = len(merged.run.meta["merge"]["shards"]), sum(1 for _ in merged.run.iter_tests())
     totals = merged.run.totals()
-    print(f"merged {shards} shards, {tests:,} tests, {totals.calls:,} calls: {usage_sentence(totals)}")
+    print(f"merged {merged_shards} shards, {tests:,} tests, {totals.calls:,} calls: {usage_sentence(totals)}")
     print(f"merged run: {args.output}")
     return 0
 

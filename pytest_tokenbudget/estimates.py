@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 from . import request_body
 from .model import Call, CallState, Usage
@@ -361,5 +361,6 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _str(value: Any) -> bool:
+def _str(value: object) -> TypeGuard[str]:
+    """A non-empty string."""
     return isinstance(value, str) and bool(value)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, TypedDict
 
 SCHEMA_VERSION: Final = 1
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -601,6 +601,13 @@ class Verdict:
         )
 
 
+class _Aggregates(TypedDict, total=False):
+    """What :meth:`Run.finished` keeps: each key once computed."""
+
+    totals: Tally
+    models: dict[str, Tally]
+
+
 @dataclass(slots=True)
 class Run:
     """A whole session: metadata plus usage per test. The JSON artifact is its serialisation."""
@@ -611,7 +618,7 @@ class Run:
     verdicts: list[Verdict] = field(default_factory=list)  # budget and baseline verdicts
     comparison: dict[str, Any] | None = None  # baseline.Comparison.to_dict(), when compared
     # Inside ``finished()``: totals and models, computed once for every report (see there).
-    _aggregates: dict[str, Any] | None = field(default=None, init=False, repr=False, compare=False)
+    _aggregates: _Aggregates | None = field(default=None, init=False, repr=False, compare=False)
 
     @contextmanager
     def finished(self) -> Iterator[Run]:

@@ -636,7 +636,9 @@ class TokenBudgetPlugin:
                 if found is not None:
                     return found
                 if builtin_route is None:  # imported at the first request, not at start-up
-                    from .providers import route as builtin_route
+                    from .providers import route as imported
+
+                    builtin_route = imported
                 return builtin_route(method, host, path)
 
             self.capture.recorder.route = route
@@ -850,7 +852,8 @@ class TokenBudgetPlugin:
         text = "\n".join(v.message for v in over)
         if report.passed:
             report.outcome = "failed"
-            report.longrepr = _Overrun(text, path, line)
+            # pytest's annotation names its own classes; it prints any longrepr with toterminal()
+            report.longrepr = _Overrun(text, path, line)  # type: ignore[assignment]
             item.stash[_bad_phase_key] = True
         else:
             report.sections.append(("token budget", text))

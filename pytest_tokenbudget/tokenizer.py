@@ -554,7 +554,9 @@ def _chat(acc: _Accumulator, body: Mapping[str, Any]) -> None:
         if isinstance(message.get("function_call"), dict):
             calls.append({"function": message["function_call"]})
         for call in calls:
-            function = call.get("function") if isinstance(call.get("function"), dict) else call
+            function = call.get("function")
+            if not isinstance(function, dict):
+                function = call
             tokens += acc.tok(_text(function.get("name"))) + acc.tok(_text(function.get("arguments")))
             acc.note("tool calls counted as name + arguments (approximate)")
         acc.add(role, tokens)

@@ -28,7 +28,7 @@ def install(recorder: Recorder) -> bool:
     """Wrap ``ClientSession._request`` once aiohttp has been imported; True when wrapped now."""
     module = sys.modules.get("aiohttp")
     session_cls = getattr(module, "ClientSession", None) if module is not None else None
-    if session_cls is None or _ORIGINAL in session_cls.__dict__:
+    if module is None or session_cls is None or _ORIGINAL in session_cls.__dict__:
         return False
     original = session_cls._request
 

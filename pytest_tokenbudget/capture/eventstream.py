@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from ..providers.base import ParseError, StreamAccumulator
+from ..providers.base import EventSink, ParseError
 
 FRAMING = "eventstream"
 PRELUDE = 12
@@ -32,7 +32,7 @@ class EventStreamFramer:
 
     __slots__ = ("_accumulator", "_buffer")
 
-    def __init__(self, accumulator: StreamAccumulator) -> None:
+    def __init__(self, accumulator: EventSink) -> None:
         self._accumulator = accumulator
         self._buffer = bytearray()
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from typing import Protocol
 
-from ..providers.base import ParseError, StreamAccumulator
+from ..providers.base import EventSink, ParseError
 from .eventstream import FRAMING as EVENTSTREAM
 from .eventstream import EventStreamFramer
 
@@ -19,7 +19,7 @@ MAX_LINE = 4 * 1024 * 1024
 
 
 class Decoder(Protocol):
-    def __call__(self, chunk: bytes) -> bytes: ...
+    def __call__(self, chunk: bytes, /) -> bytes: ...
 
 
 def decoder_for(content_encoding: str) -> Decoder | None:
@@ -43,18 +43,17 @@ def decoder_for(content_encoding: str) -> Decoder | None:
         return inflate
     if encoding == "br":
         try:
-            import brotli  # type: ignore[import-not-found]
+            import brotli
         except ImportError:
             raise ParseError("brotli-encoded stream and no brotli module installed") from None
-        brotli_decoder = brotli.Decompressor()
-        return brotli_decoder.process  # type: ignore[no-any-return]
+        process: Decoder = brotli.Decompressor().process  # brotli is untyped
+        return process
     if encoding == "zstd":
         try:
-            import zstandard  # type: ignore[import-not-found]
+            import zstandard
         except ImportError:
             raise ParseError("zstd-encoded stream and no zstandard module installed") from None
-        zstd_decoder = zstandard.ZstdDecompressor().decompressobj()
-        return zstd_decoder.decompress  # type: ignore[no-any-return]
+        return zstandard.ZstdDecompressor().decompressobj().decompress
     raise ParseError(f"unsupported content-encoding {encoding!r}")
 
 
@@ -64,7 +63,7 @@ class Framer(Protocol):
     def finish(self) -> None: ...
 
 
-def make_framer(accumulator: StreamAccumulator, framing: str | None = None) -> Framer:
+def make_framer(accumulator: EventSink, framing: str | None = None) -> Framer:
     """The framer for ``framing`` (the accumulator's own when None): binary or line by line."""
     if (framing or accumulator.framing) == EVENTSTREAM:
         return EventStreamFramer(accumulator)
@@ -76,7 +75,7 @@ class LineFramer:
 
     __slots__ = ("_accumulator", "_data", "_event", "_partial", "_sse")
 
-    def __init__(self, accumulator: StreamAccumulator, framing: str | None = None) -> None:
+    def __init__(self, accumulator: EventSink, framing: str | None = None) -> None:
         self._accumulator = accumulator
         self._sse = (framing or accumulator.framing) == "sse"
         self._partial = b""
@@ -86,7 +85,7 @@ class LineFramer:
     def feed(self, chunk: bytes) -> None:
         if self._sse and not self._partial and not self._data and self._one_event(chunk):
             return
-        if chunk.find(b"\n") < 0:  # find, not ``in``: faster on bytes (see StreamAccumulator)
+        if chunk.find(b"\n") < 0:  # find, not ``in``: faster on bytes (see EventSink)
             if len(self._partial) + len(chunk) <= MAX_LINE:
                 self._partial += chunk
             else:

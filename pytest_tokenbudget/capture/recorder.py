@@ -26,7 +26,7 @@ from . import replay
 if TYPE_CHECKING:
     from ..providers import Route
     from ..providers import route as builtin_route
-    from ..providers.base import Extracted, ParseError, StreamAccumulator
+    from ..providers.base import ApiParser, Extracted, ParseError, StreamAccumulator
     from .framing import Decoder, Framer, decoder_for, framing_of, make_framer, sniff_framing
     from .late import LateUsage
 
@@ -551,18 +551,18 @@ class StreamTap:
         recorder._record_extracted(exchange, self._status, extracted, state, payload=body)
 
 
-def _fixed_framing(parser: Any) -> str | None:
+def _fixed_framing(parser: ApiParser) -> str | None:
     """The framing an API always answers in (Bedrock streams: the AWS event stream), if it has one."""
     return getattr(parser, "framing", None)
 
 
-def _parse(parser: Any, body: bytes, headers: Any) -> Extracted:
+def _parse(parser: ApiParser, body: bytes, headers: Any) -> Extracted:
     """A whole body's usage: from the response headers where the parser reads them and they
     carry it (Bedrock InvokeModel's token counts), else from the body."""
     if headers is not None:
         read_headers = getattr(parser, "parse_headers", None)
         if read_headers is not None:
-            extracted = read_headers(headers)
+            extracted: Extracted | None = read_headers(headers)
             if extracted is not None:
                 return extracted
     return parser.parse(body)

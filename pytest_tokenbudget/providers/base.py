@@ -34,8 +34,8 @@ class Extracted:
     comes with a later exchange, so none is estimated for this one."""
 
 
-class StreamAccumulator(Protocol):
-    """Receives the events of one streamed response as the caller consumes them.
+class EventSink(Protocol):
+    """What a framer feeds: the events of one streamed response, as the caller consumes them.
 
     ``on_event`` runs for every event, so it must stay cheap: test for a marker before parsing
     JSON, and test with ``data.find(marker) >= 0`` rather than ``marker in data`` (on bytes,
@@ -44,11 +44,18 @@ class StreamAccumulator(Protocol):
     """
 
     framing: str  # "sse", "ndjson" or "eventstream" (AWS binary framing)
-    done: bool  # a terminal event was seen
 
     def on_event(self, event: bytes, data: bytes) -> None:
         """One SSE event (``event`` may be empty), one NDJSON line (``event`` is empty), or one
         AWS event-stream message (its ``:event-type``, ``b"exception"`` for errors; its payload)."""
+
+
+class StreamAccumulator(EventSink, Protocol):
+    """An :class:`EventSink` that reads the usage of one streamed response from its events."""
+
+    @property
+    def done(self) -> bool:
+        """A terminal event was seen (an attribute or a read-only property)."""
 
     def result(self) -> Extracted:
         """The usage seen so far (partial when the stream ended early)."""

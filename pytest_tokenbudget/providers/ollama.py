@@ -24,7 +24,7 @@ def _usage(data: dict[str, Any]) -> Usage | None:
 
 def _gaps(data: dict[str, Any], api: str) -> tuple[str, ...]:
     """The counts a final object left out (an embedding has no output to count)."""
-    gaps = ("input_tokens",) if data.get("prompt_eval_count") is None else ()
+    gaps: tuple[str, ...] = ("input_tokens",) if data.get("prompt_eval_count") is None else ()
     if data.get("eval_count") is None and api != "ollama.embed":
         gaps += ("output_tokens",)
     return gaps

@@ -73,7 +73,8 @@ def without_illegal_chars(text: str) -> str:
     odd = "".join(set(utf8.translate(None, _PLAIN).decode("utf-8", "surrogatepass")))
     if _clean_illegal_xml_chars(odd) == odd:
         return text
-    return _clean_illegal_xml_chars(text)
+    cleaned: str = _clean_illegal_xml_chars(text)
+    return cleaned
 
 
 def _name(verdict: Verdict) -> str:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 from ..model import CallState, Run, Status, Tally, Verdict
@@ -122,12 +121,9 @@ def _summary(run: Run, totals: Tally) -> list[str]:
 def _comparison_lines(run: Run) -> list[str]:
     if not run.comparison:
         return []
-    try:
-        from . import comparison  # type: ignore[attr-defined]
-    except ImportError:
-        return []
-    lines: Callable[[dict], list[str]] | None = getattr(comparison, "markdown_lines", None)
-    return list(lines(run.comparison)) if lines is not None else []
+    from .comparison import markdown_lines
+
+    return markdown_lines(run.comparison)
 
 
 def _budgets(verdicts: list[Verdict], rows: int) -> list[str]:

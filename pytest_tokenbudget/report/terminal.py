@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -78,7 +79,7 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
         lines.append(Line(""))
         title = "tokens per test" if verbose else f"heaviest tests (top {min(top, len(heaviest))})"
         lines.append(Line(title + ":", {"bold": True}))
-        rows: list[tuple[str, ...]] = [("total", "input", "output", "cost", "calls", "test")]
+        rows: list[Sequence[str]] = [("total", "input", "output", "cost", "calls", "test")]
         rows += map(_heaviest_row, heaviest)
         lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>><"))
 
