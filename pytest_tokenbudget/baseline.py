@@ -32,7 +32,6 @@ from .model import ArtifactError, Run, Status, Tally, Verdict
 __all__ = ["Rule", "compare", "load", "parse_rules", "reduce", "save", "session_evaluator"]
 
 
-
 # -- save ------------------------------------------------------------------------------------------
 
 
