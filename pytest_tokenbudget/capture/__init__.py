@@ -68,6 +68,7 @@ class Capture:
             return
         self._modules_seen = len(sys.modules)
         replay.ensure_installed()
+
         def imported(name: str) -> bool:
             return name == just_imported or _imported_fully(name)
 
