@@ -505,6 +505,18 @@ class StreamTap:
         """The owning test ended and the stream was never closed."""
         self._finish(CallState.UNCLOSED)
 
+    def settle_then(self, then: Callable[[], None]) -> None:
+        """At the owning test's end, :meth:`settle` as usual and then call ``then`` (a wrapper's own
+        clean-up, e.g. removing methods it set on the response)."""
+
+        def settle_and_clean_up() -> None:
+            try:
+                self.settle()
+            finally:
+                then()
+
+        self._recorder.ledger.stream_opened(self._exchange.owner.nodeid, self._token, settle_and_clean_up)
+
     def _finish(self, state: str) -> None:
         with self._lock:
             if self._settled:

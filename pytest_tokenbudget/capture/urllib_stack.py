@@ -104,7 +104,7 @@ def _observe(recorder: Recorder, exchange: Exchange, response: Any) -> None:
         return
     encoding = headers.get("content-encoding", "") or ""
     tap = recorder.stream(exchange, status, content_type, encoding, headers)
-    _Reads(response, tap, recorder, exchange.owner.nodeid).install()
+    _Reads(response, tap, recorder).install()
 
 
 class _Reads:
@@ -117,13 +117,12 @@ class _Reads:
     cycle through them is broken then, not at some later garbage collection.
     """
 
-    __slots__ = ("_depth", "_installed", "_owner", "_recorder", "_response", "_tap")
+    __slots__ = ("_depth", "_installed", "_recorder", "_response", "_tap")
 
-    def __init__(self, response: Any, tap: StreamTap, recorder: Recorder, owner: str) -> None:
+    def __init__(self, response: Any, tap: StreamTap, recorder: Recorder) -> None:
         self._response = response
         self._tap = tap
         self._recorder = recorder
-        self._owner = owner
         self._depth = 0
         self._installed: dict[str, Callable[..., Any]] = {}
 
@@ -137,14 +136,7 @@ class _Reads:
         wrapped["close"] = self._closer(response.close)
         self._installed = wrapped
         vars(response).update(wrapped)
-        self._recorder.ledger.stream_opened(self._owner, id(self), self._at_teardown)
-
-    def _at_teardown(self) -> None:
-        """The test ended and the body was neither read to its end nor closed."""
-        try:
-            self._tap.settle()
-        finally:
-            self._remove()
+        self._tap.settle_then(self._remove)
 
     def _reader(self, name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(original)
@@ -199,7 +191,6 @@ class _Reads:
             else:
                 self._tap.close()
         finally:
-            self._recorder.ledger.stream_closed(self._owner, id(self))
             self._remove()
 
     def _remove(self) -> None:
