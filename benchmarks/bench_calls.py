@@ -27,9 +27,9 @@ import openai
 
 from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.config import resolve
-from pytest_tokenbudget.inspector import Inspector
+from pytest_tokenbudget.inspection.inspector import Inspector
 from pytest_tokenbudget.ledger import Ledger, Owner
-from pytest_tokenbudget.pricing import Pricer
+from pytest_tokenbudget.pricing.prices import Pricer
 
 CHAT = json.dumps(
     {

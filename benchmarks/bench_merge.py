@@ -20,10 +20,10 @@ import tracemalloc
 from pathlib import Path
 from typing import Any
 
-from pytest_tokenbudget.artifact import write_run
 from pytest_tokenbudget.ledger import Ledger, Owner
-from pytest_tokenbudget.merge import load_shards, merge_call_logs, merge_runs
 from pytest_tokenbudget.model import Call, Usage
+from pytest_tokenbudget.runs.artifact import write_run
+from pytest_tokenbudget.runs.merge import load_shards, merge_call_logs, merge_runs
 
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"))
 

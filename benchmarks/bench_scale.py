@@ -27,12 +27,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pytest_tokenbudget.artifact import write_run
-from pytest_tokenbudget.budgets import Budgets
 from pytest_tokenbudget.config import resolve
-from pytest_tokenbudget.gate import canonicalise
+from pytest_tokenbudget.judge.budgets import Budgets
+from pytest_tokenbudget.judge.gate import canonicalise
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Run, Usage
+from pytest_tokenbudget.runs.artifact import write_run
 
 MODELS = (("openai", "gpt-4o-mini"), ("anthropic", "claude-sonnet-4-5"), ("openai", "text-embedding-3-small"))
 

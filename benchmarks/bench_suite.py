@@ -214,7 +214,7 @@ ONE_OFFS: dict[str, tuple[str, str]] = {
         """
 import time
 from pytest_tokenbudget.model import Call, Usage
-from pytest_tokenbudget.pricing import Pricer
+from pytest_tokenbudget.pricing.prices import Pricer
 call = Call("t", "call", "openai", "openai.chat", "api.openai.com", "gpt-4o-mini", Usage(12, 0, 0, 3, 0))
 start = time.perf_counter()
 Pricer().price(call)
@@ -225,7 +225,7 @@ print(time.perf_counter() - start, call.cost_usd is not None)
         "tiktoken",
         """
 import time
-from pytest_tokenbudget import tokenizer
+from pytest_tokenbudget.tokens import tokenizer
 start = time.perf_counter()
 counted = tokenizer.count("hello", "gpt-4o-mini")
 print(time.perf_counter() - start, counted.method == "tiktoken:o200k_base")

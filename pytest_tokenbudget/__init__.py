@@ -11,7 +11,7 @@ def __getattr__(name: str) -> Any:
     """``TokenBudgetExceeded`` and ``__version__`` are looked up on first use: pytest start-up does
     not pay for them (reading the version scans every installed distribution's metadata)."""
     if name == "TokenBudgetExceeded":
-        from .hardcap import TokenBudgetExceeded
+        from .judge.hardcap import TokenBudgetExceeded
 
         return TokenBudgetExceeded
     if name == "__version__":

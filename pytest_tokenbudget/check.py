@@ -8,8 +8,8 @@ A merged run of N shards is judged exactly as one serial run would be:
 * :func:`check_run` — keeps the verdicts taken while the tests ran (markers, the per-test default,
   the hard cap), judges tests that were never held to the per-test default, re-takes every
   after-loop verdict over the whole run, and returns the exit status the plugin would have;
-* :func:`~pytest_tokenbudget.gate.session_failures` — which exceeded verdicts fail the session
-  (per-test ones already failed their own test) — and :func:`~pytest_tokenbudget.gate.canonicalise`
+* :func:`~pytest_tokenbudget.judge.gate.session_failures` — which exceeded verdicts fail the session
+  (per-test ones already failed their own test) — and :func:`~pytest_tokenbudget.judge.gate.canonicalise`
   (the order of verdicts) are shared with the plugin's gate (gate.py, light to import).
 """
 
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
-from .budgets import Budgets
 from .config import ConfigError, Settings, find_pyproject, read_table, resolve
-from .gate import PER_TEST_KINDS, TAKEN_DURING_TESTS, canonicalise
+from .judge.budgets import Budgets
+from .judge.gate import PER_TEST_KINDS, TAKEN_DURING_TESTS, canonicalise
 from .model import Run, Status, Verdict
 
 if TYPE_CHECKING:
@@ -96,7 +96,7 @@ def load_settings(config: Path | None, overrides: dict[str, Any], *, cwd: Path |
 def session_evaluators(settings: Settings, budgets: Budgets, *, session: bool = True) -> list[Evaluator]:
     """The after-loop checks of a session with the plugin switched on, in the plugin's order;
     ``session=False`` (a shard) keeps only what can be judged on part of a run."""
-    from .inspector import Inspector
+    from .inspection.inspector import Inspector
 
     evaluators: list[Evaluator] = [Inspector.from_settings(settings).verdicts]
     if budgets.session or budgets.scopes:
@@ -110,11 +110,11 @@ def _baseline_evaluator(settings: Settings) -> Evaluator:
     """Baseline thresholds (``baseline`` + ``max-increase``) as a session evaluator; raises
     :class:`ConfigError` when this version cannot compare with a baseline."""
     try:
-        from .baseline import session_evaluator
+        from .runs.baseline import session_evaluator
     except ImportError:
         raise ConfigError(
             f"baseline {settings.baseline!r}: this version of pytest-tokenbudget cannot compare "
-            "with a baseline yet (no pytest_tokenbudget.baseline.session_evaluator)"
+            "with a baseline yet (no pytest_tokenbudget.runs.baseline.session_evaluator)"
         ) from None
     return session_evaluator(settings)
 
@@ -157,7 +157,7 @@ def _per_test_defaults(run: Run, budgets: Budgets, judged: set[str]) -> list[Ver
 
 def summary_lines(run: Run, settings: Settings, *, verbose: bool = False) -> list[Line]:
     """The plugin's terminal section for ``run`` (usage, request inspection), without pytest."""
-    from .inspector import summary_lines as inspection
+    from .inspection.inspector import summary_lines as inspection
     from .report.terminal import render
 
     return render(run, verbose=verbose, top=settings.top) + inspection(run, top=settings.top)
@@ -189,7 +189,7 @@ def check_file(
 def write_reports(run: Run, settings: Settings, notes: list[str] | None = None) -> list[Path]:
     """Every report ``settings`` asks for, through the plugin's report writer when this version has
     one (:mod:`pytest_tokenbudget.report.writer`); a report that cannot be written is a note."""
-    from .artifact import write_run
+    from .runs.artifact import write_run
 
     written: list[Path] = []
     write: Callable[[Run, Settings], list[Path]] | None

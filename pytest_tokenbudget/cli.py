@@ -63,8 +63,8 @@ def _add_show(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -
 def _cmd_show(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .artifact import load_run
     from .report.terminal import render
+    from .runs.artifact import load_run
 
     run = load_run(Path(args.run))
     for line in render(run, verbose=args.verbose):
@@ -93,7 +93,7 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
 def _cmd_report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .artifact import dump_run, load_run, write_atomic
+    from .runs.artifact import dump_run, load_run, write_atomic
 
     run = load_run(Path(args.run))
     if args.format == "markdown":
@@ -146,11 +146,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .artifact import load_run
-    from .baseline import compare, judge, load, parse_rules
     from .config import ConfigError, resolve
     from .model import Status
-    from .pricing import Pricer
+    from .pricing.prices import Pricer
+    from .runs.artifact import load_run
+    from .runs.baseline import compare, judge, load, parse_rules
 
     try:
         settings = resolve({}, {}, pyproject=None, root=Path.cwd())
@@ -197,7 +197,7 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from . import tokenizer
+    from .tokens import tokenizer
 
     try:
         text = sys.stdin.read() if args.source == "-" else Path(args.source).read_text(encoding="utf-8")
@@ -241,9 +241,9 @@ def _cmd_estimate(args: argparse.Namespace) -> int:
 
 
 def _input_cost(model: str, tokens: int) -> float | None:
-    """Input cost in USD through :mod:`pytest_tokenbudget.pricing`, when it is there and knows the model."""
+    """Input cost in USD through :mod:`.pricing.prices`, when it is there and knows the model."""
     try:
-        from .pricing import input_cost
+        from .pricing.prices import input_cost
     except ImportError:
         return None
     try:
@@ -277,9 +277,9 @@ def _add_merge(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 def _cmd_merge(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .artifact import write_run
-    from .merge import MergeError, find_inputs, load_shards, merge_call_logs, merge_runs
     from .report.terminal import usage_sentence
+    from .runs.artifact import write_run
+    from .runs.merge import MergeError, find_inputs, load_shards, merge_call_logs, merge_runs
 
     artifacts, logs = find_inputs(args.shards)
     if logs and not args.calls:
@@ -330,9 +330,9 @@ _CHECK_OPTIONS = (
 def _cmd_check(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .artifact import load_run
     from .check import EXIT_USAGE, check_file
     from .config import ConfigError
+    from .runs.artifact import load_run
 
     run = load_run(Path(args.run))
     overrides = {key: getattr(args, key.replace("-", "_")) for key, _, _ in _CHECK_OPTIONS}
@@ -363,9 +363,9 @@ def _add_history(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 def _cmd_history(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .artifact import write_atomic
     from .config import ConfigError, find_pyproject, read_table, resolve
-    from .history import load_history, svg_chart, trend_lines
+    from .runs.artifact import write_atomic
+    from .runs.history import load_history, svg_chart, trend_lines
 
     if args.last is not None and args.last < 1:
         print("tokenbudget: --last must be at least 1", file=sys.stderr)

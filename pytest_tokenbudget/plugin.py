@@ -23,14 +23,14 @@ import pytest
 if TYPE_CHECKING:
     from collections.abc import Callable
 
-    from .budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
     from .capture.recorder import Exchange
     from .config import Settings  # imported on first need: an installed-but-off plugin never does
-    from .hardcap import HardCap
-    from .inspector import Inspector
+    from .inspection.inspector import Inspector
+    from .judge.budgets import Budgets, Limits  # noqa: F401 - Limits is named in a StashKey string
+    from .judge.hardcap import HardCap
     from .ledger import Ledger, Owner
     from .model import Call, Run, TestUsage, Verdict
-    from .pricing import Pricer
+    from .pricing.prices import Pricer
     from .report.export import CallLog
 
     Evaluator = Callable[[Run], list[Verdict]]
@@ -245,8 +245,8 @@ def _check_rules(config: pytest.Config, settings: Settings) -> None:
     """``max-increase`` rules are parsed at start-up even with no baseline to use them on."""
     if not settings.max_increase:
         return
-    from .baseline import parse_rules
     from .config import ConfigError
+    from .runs.baseline import parse_rules
 
     given = config.getoption(_dest("max-increase")) is not None
     source = settings.source or "pyproject.toml"
@@ -266,14 +266,14 @@ def _is_shard(config: pytest.Config) -> bool:
 
 def _load_pricer(config: pytest.Config, settings: Settings) -> Pricer:
     """The session's prices (``[tool.tokenbudget.prices]``, aliases, genai-prices), parsed once."""
-    from .pricing import Pricer
+    from .pricing.prices import Pricer
 
     return _parsed_once(config, _pricer_key, lambda: Pricer.from_settings(settings))
 
 
 def _load_budgets(config: pytest.Config, settings: Settings) -> Budgets:
     """Budgets from the settings, parsed once per session."""
-    from .budgets import Budgets
+    from .judge.budgets import Budgets
 
     return _parsed_once(config, _budgets_key, lambda: Budgets.from_settings(settings))
 
@@ -302,7 +302,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         marker = item.get_closest_marker(MARKER)
         if marker is None:
             continue
-        from .budgets import BudgetError, marker_limits
+        from .judge.budgets import BudgetError, marker_limits
 
         try:
             item.stash[_marker_key] = marker_limits(marker.args, marker.kwargs)
@@ -445,9 +445,9 @@ class TokenBudgetPlugin:
     """Registered only when the plugin is on; its methods are the session's hooks."""
 
     def __init__(self, config: pytest.Config, settings: Settings) -> None:
-        from .artifact import now_iso
         from .capture import Capture
         from .ledger import Ledger, Owner
+        from .runs.artifact import now_iso
 
         self.config = config
         self.settings = settings
@@ -531,8 +531,8 @@ class TokenBudgetPlugin:
     def _install_hard_cap(self, limit: float) -> HardCap:
         """Refuse live requests that would take the live spend over ``limit`` (per xdist worker:
         an equal share, so the workers together stay under it)."""
-        from .hardcap import HardCap
-        from .report.format import money
+        from .judge.hardcap import HardCap
+        from .units import money
 
         note = ""
         workers = int(getattr(self.config, "workerinput", {}).get("workercount", 1) or 1)
@@ -676,7 +676,7 @@ class TokenBudgetPlugin:
             if self.settings.enabled:
                 self._inspector_now()
             if self.hard_cap is not None:
-                from .tokenizer import warm
+                from .tokens.tokenizer import warm
 
                 warm()
         except Exception as exc:  # then the first call does it, in the loop: reported if it fails
@@ -790,7 +790,7 @@ class TokenBudgetPlugin:
     def _refusal(self, item: pytest.Item, excinfo: pytest.ExceptionInfo[BaseException], report: Any) -> None:
         """A request the hard cap refused fails its test with the one sentence, not a traceback
         through the SDK (``--tb=long`` and ``--tb=native`` still show it all)."""
-        from .hardcap import TokenBudgetExceeded
+        from .judge.hardcap import TokenBudgetExceeded
 
         if not excinfo.errisinstance(TokenBudgetExceeded) or self.config.option.tbstyle in ("long", "native"):
             return
@@ -805,7 +805,7 @@ class TokenBudgetPlugin:
         if report.when == "teardown":
             entry = self.run.tests.get(self._nodeid_of(item))
             if entry is not None:
-                from .artifact import encode_test
+                from .runs.artifact import encode_test
 
                 setattr(report, REPORT_ATTR, encode_test(entry))
             fresh = self.run.verdicts[self._shipped :]
@@ -861,7 +861,7 @@ class TokenBudgetPlugin:
     def _replace_test_verdicts(self, nodeid: str, verdicts: list[Verdict]) -> None:
         """A test's per-test verdicts, taken at its (last) teardown: a rerun attempt replaces the
         earlier attempt's, judged on the test's running total over all attempts."""
-        from .gate import PER_TEST_KINDS
+        from .judge.gate import PER_TEST_KINDS
 
         if nodeid in self._judged_tests:  # a rerun: the scan is paid by reruns only
             kept = [v for v in self.run.verdicts if not (v.nodeid == nodeid and v.kind in PER_TEST_KINDS)]
@@ -907,7 +907,7 @@ class TokenBudgetPlugin:
                 self.run.usage_for(report.nodeid).merge(entry)
             verdicts = getattr(report, VERDICTS_ATTR, None)
             if isinstance(verdicts, str):
-                from .gate import PER_TEST_KINDS
+                from .judge.gate import PER_TEST_KINDS
                 from .model import Verdict
 
                 shipped_verdicts = [Verdict.from_dict(v) for v in json.loads(verdicts)]
@@ -935,7 +935,7 @@ class TokenBudgetPlugin:
         return result
 
     def take_session_verdicts(self, session: pytest.Session) -> None:
-        from .gate import session_failures  # the gate `tokenbudget check` applies to merged shards
+        from .judge.gate import session_failures  # the gate `tokenbudget check` applies to merged shards
 
         self.ledger.settle_streams()
         self.ledger.drain()
@@ -952,7 +952,7 @@ class TokenBudgetPlugin:
 
     @pytest.hookimpl(tryfirst=True)
     def pytest_sessionfinish(self, session: pytest.Session, exitstatus: int) -> None:
-        from .artifact import environment, git_info, now_iso, write_run
+        from .runs.artifact import environment, git_info, now_iso, write_run
 
         self.ledger.settle_streams()
         self.ledger.drain()
@@ -981,7 +981,7 @@ class TokenBudgetPlugin:
         meta = self.run.meta
         meta["prices"] = self._price_provenance()
         if self._worker_prices:  # xdist: and the workers'
-            from .pricing import merge_provenance
+            from .pricing.prices import merge_provenance
 
             meta["prices"] = merge_provenance([meta["prices"], *self._worker_prices])
         meta.update(
@@ -1001,7 +1001,7 @@ class TokenBudgetPlugin:
         if self.ledger.failures:  # a sink that failed: its output is incomplete, the counts are not
             failures = sorted(self.ledger.failures.items())
             meta["sink_failures"] = {name: {"count": n, "first": first} for name, (n, first) in failures}
-        from .gate import canonicalise  # order independent of scheduling: shards merge to the same
+        from .judge.gate import canonicalise  # order independent of scheduling: shards merge to the same
 
         canonicalise(self.run)
         json_path = self.settings.json_path
@@ -1047,7 +1047,7 @@ class TokenBudgetPlugin:
         if self.run.meta.get("partial"):
             self.history_note = "run not kept in history: it stopped early (its totals are a lower bound)"
             return
-        from .history import save_run
+        from .runs.history import save_run
 
         path = save_run(self.run, self.settings.history_dir or self.config.rootpath / ".tokenbudget/runs")
         self.history_note = f"run kept in history: {_display(path, self.config)}"
@@ -1072,7 +1072,7 @@ class TokenBudgetPlugin:
         elif session.testsfailed and not settings.update_baseline:
             self.baseline_note = "baseline not saved: tests failed"
         else:
-            from .baseline import save
+            from .runs.baseline import save
 
             save(self.run, target)
             self.baseline_note = f"baseline saved: {_display(target, self.config)}"
@@ -1140,7 +1140,7 @@ class TokenBudgetPlugin:
         limit = self.settings.hard_max_cost
         if limit is None or self.is_worker:
             return None
-        from .report.format import money
+        from .units import money
 
         given = config.getoption(_dest("hard-max-cost")) is not None
         source = "--token-budget-hard-max-cost" if given else "pyproject.toml"
@@ -1157,11 +1157,13 @@ class TokenBudgetPlugin:
         with self.run.finished():
             lines = render(self.run, verbose=verbose, top=self.settings.top)
             if self.inspector is not None or self.run.totals().calls:
-                from .inspector import summary_lines
+                from .inspection.inspector import summary_lines
 
                 lines += summary_lines(self.run, top=self.settings.top)
-        from .report.format import count
-        from .text import clean  # no line from outside may start a workflow command or an escape
+        from .units import (
+            clean,  # no line from outside may start a workflow command or an escape
+            count,
+        )
 
         for line in lines:
             terminalreporter.write_line(clean(line.text), **line.markup)
@@ -1189,7 +1191,7 @@ class TokenBudgetPlugin:
                 f"its output is not); first: {text}",
                 red=True,
             )
-        tokenizer = sys.modules.get("pytest_tokenbudget.tokenizer")  # only if something counted
+        tokenizer = sys.modules.get("pytest_tokenbudget.tokens.tokenizer")  # only if something counted
         for notice in tokenizer.notices() if tokenizer is not None else ():
             terminalreporter.write_line(f"note: {notice}", yellow=True)
         if self.settings.json_path is not None:
@@ -1224,8 +1226,8 @@ def _worker_id(holder: Any) -> str:
 
 def _baseline_evaluator(settings: Settings) -> Evaluator:
     """Comparison with the baseline and its thresholds; a bad baseline is a usage error now."""
-    from .baseline import session_evaluator
     from .config import ConfigError
+    from .runs.baseline import session_evaluator
 
     try:
         return session_evaluator(settings)
@@ -1257,7 +1259,7 @@ def _no_prices_used() -> dict[str, Any]:
 
 def _make_inspector(settings: Settings) -> Inspector:
     from .config import ConfigError
-    from .inspector import Inspector
+    from .inspection.inspector import Inspector
 
     try:
         return Inspector.from_settings(settings)
@@ -1269,7 +1271,7 @@ class _Overrun:
     """A budget failure as pytest shows it: the sentence with numbers, no traceback."""
 
     def __init__(self, text: str, path: str, line: int | None) -> None:
-        from .text import clean
+        from .units import clean
 
         self.text = "\n".join(clean(part) for part in text.splitlines())
         self.reprcrash = _Crash(path, (line or 0) + 1, self.text.splitlines()[0])

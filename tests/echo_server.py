@@ -14,7 +14,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from pytest_tokenbudget import tokenizer
+from pytest_tokenbudget.tokens import tokenizer
 
 REPLY = "Hello there, budget! Nothing to report."
 REPLY_PIECES = ["Hello", " there,", " budget!", " Nothing to", " report."]

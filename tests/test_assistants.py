@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenbudget.capture.framing import LineFramer
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, CallState, Usage
 from pytest_tokenbudget.providers import route
+from pytest_tokenbudget.providers.framing import LineFramer
 from pytest_tokenbudget.providers.openai import AssistantsRuns
 
 HOST = "api.openai.com"

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tokenbudget.baseline import compare, judge, parse_rules
 from pytest_tokenbudget.cli import main as cli
 from pytest_tokenbudget.config import ConfigError
 from pytest_tokenbudget.model import Call, Run, Status, Usage
-from pytest_tokenbudget.pricing import Rates
+from pytest_tokenbudget.pricing.prices import Rates
+from pytest_tokenbudget.runs.baseline import compare, judge, parse_rules
 
 APP = """
 import json
@@ -233,7 +233,7 @@ def test_a_price_change_is_not_a_usage_regression() -> None:
 
 
 def test_tokenbudget_compare(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from pytest_tokenbudget.artifact import write_run
+    from pytest_tokenbudget.runs.artifact import write_run
 
     write_run(tmp_path / "base.json", _run_with({"t::a": Usage(1000, 0, 0, 10, 0)}, 1.0))
     write_run(

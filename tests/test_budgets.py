@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.budgets import (
+from pytest_tokenbudget.judge.budgets import (
     METRICS,
     PER,
     Budgets,

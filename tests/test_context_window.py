@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pytest_tokenbudget.config import ConfigError, Context
-from pytest_tokenbudget.context_window import ContextWindows, Utilisation
+from pytest_tokenbudget.pricing.context_windows import ContextWindows, Utilisation
 
 
 def test_windows_come_from_genai_prices() -> None:

@@ -13,8 +13,8 @@ import pytest
 import tiktoken
 from echo_server import REPLY, EchoServer
 
-from pytest_tokenbudget import estimates, tokenizer
 from pytest_tokenbudget.model import Call, Tally, Usage
+from pytest_tokenbudget.tokens import estimates, tokenizer
 
 openai = pytest.importorskip("openai")
 

@@ -10,13 +10,13 @@ import pytest
 import tiktoken
 
 import pytest_tokenbudget.capture
-import pytest_tokenbudget.inspector
-from pytest_tokenbudget import tokenizer
+import pytest_tokenbudget.inspection.inspector
+from pytest_tokenbudget.tokens import tokenizer
 
 # Imported here so in-process pytester runs share these modules instead of re-importing them
 # (pytester drops modules first imported inside a run; a stale package attribute would then mix
 # two copies of the data model).
-_SHARED = (pytest_tokenbudget.capture, pytest_tokenbudget.inspector)
+_SHARED = (pytest_tokenbudget.capture, pytest_tokenbudget.inspection.inspector)
 
 MOCKS = """
 import json

@@ -11,12 +11,12 @@ from bedrock_server import chunk_frame, converse_stream_frames, event_frame, inv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.capture.eventstream import EventStreamFramer
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
 from pytest_tokenbudget.providers import route
 from pytest_tokenbudget.providers.base import ParseError
+from pytest_tokenbudget.providers.eventstream import EventStreamFramer
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 CONVERSE_STREAM = b"".join(converse_stream_frames())

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 
 from pytest_tokenbudget import providers
 from pytest_tokenbudget.capture import recorder as recorder_module
-from pytest_tokenbudget.capture.framing import LineFramer
 from pytest_tokenbudget.capture.recorder import Recorder
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import CallState, Usage
 from pytest_tokenbudget.providers import bedrock
+from pytest_tokenbudget.providers.framing import LineFramer
 
 EXAMPLES = int(os.environ.get("TOKENBUDGET_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -17,7 +17,7 @@ import pytest
 
 from pytest_tokenbudget import TokenBudgetExceeded
 from pytest_tokenbudget.capture import Capture
-from pytest_tokenbudget.hardcap import CassetteWatch, HardCap, output_ceiling
+from pytest_tokenbudget.judge.hardcap import CassetteWatch, HardCap, output_ceiling
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
 

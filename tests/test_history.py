@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from pytest_tokenbudget.cli import main as cli
-from pytest_tokenbudget.history import Entry, _ticks, load_history, run_name, save_run, svg_chart, trend_lines
 from pytest_tokenbudget.model import Run
+from pytest_tokenbudget.runs.history import (
+    Entry,
+    _ticks,
+    load_history,
+    run_name,
+    save_run,
+    svg_chart,
+    trend_lines,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 

@@ -16,7 +16,7 @@ import pytest
 from llm_server import LLMServer
 from provider_server import ProviderServer
 
-from pytest_tokenbudget.hardcap import HardCap, request_body
+from pytest_tokenbudget.judge.hardcap import HardCap, request_body
 from pytest_tokenbudget.ledger import Owner
 from pytest_tokenbudget.model import Call, Status, Usage
 from pytest_tokenbudget.providers.base import parse_large_object
@@ -271,8 +271,8 @@ def test_a_huge_marker_limit_names_the_test(pytester: pytest.Pytester, marker: s
 
 
 def _artifact(tmp_path: Any, name: str, change: Any) -> str:
-    from pytest_tokenbudget.artifact import dump_run
     from pytest_tokenbudget.model import Run, TestUsage
+    from pytest_tokenbudget.runs.artifact import dump_run
 
     run = Run(meta={"started": "2026-12-01T00:00:00Z"})
     entry = TestUsage(nodeid="t.py::test_a")

@@ -91,7 +91,7 @@ def test_a_hostile_model_name_loses_no_report_and_forges_no_line(
 
 
 def test_a_hostile_model_name_is_made_safe_where_it_enters() -> None:
-    from pytest_tokenbudget.text import clean
+    from pytest_tokenbudget.units import clean
 
     cleaned = clean(FORGED)
     assert cleaned.isprintable()
@@ -170,7 +170,7 @@ def test_a_report_that_fails_at_the_end_is_said_and_the_others_are_written(pytes
 
 
 BROKEN_INSPECTOR = """
-import pytest_tokenbudget.inspector as inspector
+import pytest_tokenbudget.inspection.inspector as inspector
 
 
 def explode(self, entry, call, request, played):

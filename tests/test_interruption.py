@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tokenbudget.artifact import write_atomic
+from pytest_tokenbudget.runs.artifact import write_atomic
 
 SUITE = """
 import pytest

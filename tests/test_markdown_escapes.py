@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.report.format import count
 from pytest_tokenbudget.report.markdown import _text
+from pytest_tokenbudget.units import count
 
 cmarkgfm = pytest.importorskip("cmarkgfm")
 from cmarkgfm.cmark import Options  # noqa: E402

@@ -16,7 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.artifact import (
+from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
+from pytest_tokenbudget.runs.artifact import (
     _compact,
     _money,
     dump_run,
@@ -27,7 +28,6 @@ from pytest_tokenbudget.artifact import (
     write_atomic,
     write_run,
 )
-from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
 
 CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
 

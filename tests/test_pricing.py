@@ -13,7 +13,7 @@ import pytest
 
 from pytest_tokenbudget.config import ConfigError, resolve
 from pytest_tokenbudget.model import Call, Usage
-from pytest_tokenbudget.pricing import Pricer, Rates, _genai_quote, input_cost, merge_provenance
+from pytest_tokenbudget.pricing.prices import Pricer, Rates, _genai_quote, input_cost, merge_provenance
 
 genai_prices = pytest.importorskip("genai_prices")
 from genai_prices import Usage as PricesUsage  # noqa: E402

@@ -14,9 +14,9 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pytest_tokenbudget import units as fmt
 from pytest_tokenbudget.model import Call, Caveats, Run, Tally, TestUsage, Usage
 from pytest_tokenbudget.report import export, terminal
-from pytest_tokenbudget.report import format as fmt
 
 
 def plain_money(value: float | None, *, known: bool = True) -> str:

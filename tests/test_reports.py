@@ -218,7 +218,7 @@ def test_junit_with_control_characters_in_a_message_is_still_xml() -> None:
     )
 )
 def test_table_pads_as_rjust_and_ljust(case: tuple[str, list[list[str]]]) -> None:
-    from pytest_tokenbudget.report import format as fmt
+    from pytest_tokenbudget import units as fmt
 
     align, rows = case
     widths = [max(len(row[i]) for row in rows) for i in range(len(align))] if rows else []
@@ -275,7 +275,7 @@ def test_call_log_is_sorted_by_test_and_has_no_text(tmp_path: Path) -> None:
 def test_tokenbudget_report_renders_every_format(
     fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from pytest_tokenbudget.artifact import write_run
+    from pytest_tokenbudget.runs.artifact import write_run
 
     write_run(tmp_path / "run.json", fixed_run())
     assert cli(["report", str(tmp_path / "run.json"), "--format", fmt]) == 0

@@ -14,8 +14,8 @@ import pytest
 
 from pytest_tokenbudget.check import check_run, load_settings
 from pytest_tokenbudget.cli import main
-from pytest_tokenbudget.merge import MergeError, Shard, canonicalise, merge_runs
 from pytest_tokenbudget.model import Call, Run, Usage, Verdict
+from pytest_tokenbudget.runs.merge import MergeError, Shard, canonicalise, merge_runs
 
 LLM_CONFTEST = """
 import pytest
@@ -331,7 +331,7 @@ def _artifact(path: Path, tests: dict[str, int], **meta: Any) -> Path:
         entry.add_call(
             Call(nodeid, "call", "openai", "openai.chat", "h", "gpt-4o-mini", Usage(tokens, 0, 0, 10))
         )
-    from pytest_tokenbudget.artifact import write_run
+    from pytest_tokenbudget.runs.artifact import write_run
 
     write_run(path, run)
     return path
@@ -582,7 +582,7 @@ def test_check_run_is_idempotent_on_a_plugin_artifact(tmp_path: Path) -> None:
     assert second.exit_status == 0
 
 
-_HAS_BASELINE = importlib.util.find_spec("pytest_tokenbudget.baseline") is not None
+_HAS_BASELINE = importlib.util.find_spec("pytest_tokenbudget.runs.baseline") is not None
 _HAS_WRITER = importlib.util.find_spec("pytest_tokenbudget.report.writer") is not None
 
 
@@ -594,7 +594,7 @@ def test_check_refuses_a_baseline_it_cannot_compare(
     assert main(["check", "run.json", "--baseline", "git:main"]) == 2
     assert capsys.readouterr().err == (
         "tokenbudget: baseline 'git:main': this version of pytest-tokenbudget cannot compare with a "
-        "baseline yet (no pytest_tokenbudget.baseline.session_evaluator)\n"
+        "baseline yet (no pytest_tokenbudget.runs.baseline.session_evaluator)\n"
     )
 
 

@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 from echo_server import EchoServer
 
-from pytest_tokenbudget import tokenizer
 from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.config import Settings
-from pytest_tokenbudget.inspector import Inspector
+from pytest_tokenbudget.inspection.inspector import Inspector
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Run
+from pytest_tokenbudget.tokens import tokenizer
 
 openai = pytest.importorskip("openai")
 vcr = pytest.importorskip("vcr")

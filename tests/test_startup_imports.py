@@ -18,16 +18,16 @@ import pytest
 from llm_server import LLMServer
 
 from pytest_tokenbudget.plugin import _no_prices_used
-from pytest_tokenbudget.pricing import Pricer
+from pytest_tokenbudget.pricing.prices import Pricer
 
 DEFERRED = (
     "pytest_tokenbudget.providers",  # and every module below it
-    "pytest_tokenbudget.capture.framing",
-    "pytest_tokenbudget.inspector",
-    "pytest_tokenbudget.pricing",
-    "pytest_tokenbudget.context_window",
-    "pytest_tokenbudget.estimates",
-    "pytest_tokenbudget.tokenizer",
+    "pytest_tokenbudget.providers.framing",
+    "pytest_tokenbudget.inspection.inspector",
+    "pytest_tokenbudget.pricing.prices",
+    "pytest_tokenbudget.pricing.context_windows",
+    "pytest_tokenbudget.tokens.estimates",
+    "pytest_tokenbudget.tokens.tokenizer",
 )
 
 LOADED_PROBE = """
@@ -128,7 +128,7 @@ def test_other_http_requests_import_the_routing_only(pytester: pytest.Pytester) 
     result, loaded = _session(pytester, test_app=OTHER_HTTP_TRAFFIC)
     result.assert_outcomes(passed=1)
     assert "pytest_tokenbudget.providers" in loaded["sessionfinish"]
-    routing = ("pytest_tokenbudget.providers", "pytest_tokenbudget.capture.framing")  # bound together
+    routing = ("pytest_tokenbudget.providers", "pytest_tokenbudget.providers.framing")  # bound together
     assert [m for m in _deferred(loaded["sessionfinish"]) if not m.startswith(routing)] == []
 
 
@@ -142,10 +142,10 @@ def test_the_first_llm_call_imports_the_readers_and_is_counted(
     assert "while recording calls" not in result.stdout.str()
     for module in (
         "pytest_tokenbudget.providers.openai",
-        "pytest_tokenbudget.capture.framing",
-        "pytest_tokenbudget.inspector",
-        "pytest_tokenbudget.pricing",
-        "pytest_tokenbudget.context_window",
+        "pytest_tokenbudget.providers.framing",
+        "pytest_tokenbudget.inspection.inspector",
+        "pytest_tokenbudget.pricing.prices",
+        "pytest_tokenbudget.pricing.context_windows",
     ):
         assert module in loaded["sessionfinish"]
     run = json.loads((pytester.path / "run.json").read_text())

@@ -16,8 +16,8 @@ import pytest
 import tiktoken
 import tiktoken_seed
 
-from pytest_tokenbudget import tokenizer
-from pytest_tokenbudget.tokenizer import RequestEstimate, TokenCount
+from pytest_tokenbudget.tokens import tokenizer
+from pytest_tokenbudget.tokens.tokenizer import RequestEstimate, TokenCount
 
 
 @pytest.fixture(autouse=True)
@@ -583,7 +583,7 @@ def test_plugin_summary_prints_the_heuristic_notice_once(
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "empty"))
     pytester.makepyfile(
         """
-        from pytest_tokenbudget import tokenizer
+        from pytest_tokenbudget.tokens import tokenizer
 
         def test_one():
             assert tokenizer.count("hello world", "gpt-4o").method == "heuristic"
@@ -603,7 +603,7 @@ def test_plugin_summary_prints_the_heuristic_notice_once(
 def test_plugin_summary_has_no_tokenizer_note_when_counts_are_exact(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         """
-        from pytest_tokenbudget import tokenizer
+        from pytest_tokenbudget.tokens import tokenizer
 
         def test_one():
             assert tokenizer.count("hello world", "gpt-4o").exact

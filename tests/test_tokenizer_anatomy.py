@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from pytest_tokenbudget import tokenizer
-from pytest_tokenbudget.anatomy import Anatomy, Part, of_request
+from pytest_tokenbudget.inspection.anatomy import Anatomy, Part, of_request
+from pytest_tokenbudget.tokens import tokenizer
 
 TOOLS = [
     {

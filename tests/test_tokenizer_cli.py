@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from pytest_tokenbudget import tokenizer
 from pytest_tokenbudget.cli import main
+from pytest_tokenbudget.tokens import tokenizer
 
 SECRET_PROMPT = "Summarise the quarterly numbers for ACME-internal-7731."
 BODY = {

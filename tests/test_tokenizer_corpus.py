@@ -15,7 +15,7 @@ import pytest
 import yaml
 from shared_corpus import CORPUS, MISSING
 
-from pytest_tokenbudget import tokenizer
+from pytest_tokenbudget.tokens import tokenizer
 
 APIS = {
     "/chat/completions": "openai.chat",

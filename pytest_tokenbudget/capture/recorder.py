@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 from ..ledger import Ledger, Owner, in_event_loop
 from ..model import Call, CallState, Usage
-from ..text import clean
+from ..units import clean
 from . import replay
 
 if TYPE_CHECKING:
     from ..providers import Route
     from ..providers import route as builtin_route
     from ..providers.base import ApiParser, Extracted, ParseError, StreamAccumulator
-    from .framing import Decoder, Framer, decoder_for, framing_of, make_framer, sniff_framing
+    from ..providers.framing import Decoder, Framer, decoder_for, framing_of, make_framer, sniff_framing
     from .late import LateUsage
 
 PreflightHook = Callable[["Exchange", Any], None]
@@ -57,7 +57,7 @@ def _load_readers() -> None:
     global decoder_for, framing_of, sniff_framing  # noqa: PLW0603
     from ..providers import route as builtin_route
     from ..providers.base import ParseError
-    from .framing import decoder_for, framing_of, make_framer, sniff_framing
+    from ..providers.framing import decoder_for, framing_of, make_framer, sniff_framing
 
     _providers = sys.modules[builtin_route.__module__]  # not `from .. import`: a stale attribute
 
@@ -583,7 +583,7 @@ def _parse(parser: ApiParser, body: bytes, headers: Any) -> Extracted:
 def _estimate(call: Call, request: Any, payload: Payload, gaps: tuple[str, ...] = ()) -> None:
     """Fill a call that reports no usage (or left ``gaps`` in it) with estimates, or mark it
     unmetered; never raises."""
-    from ..estimates import fill
+    from ..tokens.estimates import fill
 
     try:
         fill(call, request, payload, gaps)

@@ -1,10 +1,10 @@
-"""How a baseline comparison (``run.comparison``, from :mod:`pytest_tokenbudget.baseline`) reads."""
+"""How a baseline comparison (``run.comparison``, from :mod:`pytest_tokenbudget.runs.baseline`) reads."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import format as fmt
+from .. import units as fmt
 from .terminal import Line
 
 _ROWS = 10

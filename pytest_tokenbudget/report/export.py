@@ -10,8 +10,8 @@ import threading
 from pathlib import Path
 from typing import IO
 
-from ..artifact import temp_beside, write_atomic
 from ..model import Call, Run, TestUsage
+from ..runs.artifact import temp_beside, write_atomic
 
 CSV_COLUMNS = (
     "test", "kind", "outcome", "path", "line", "calls",

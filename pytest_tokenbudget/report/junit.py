@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+from .. import units as fmt
 from ..model import Run, Status, Verdict
-from . import format as fmt
 
 SUITE = "tokenbudget"
 _PLAIN = b"\t\n" + bytes(range(0x20, 0x7F))

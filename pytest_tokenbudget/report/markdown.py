@@ -15,8 +15,8 @@ import re
 from collections import Counter
 from typing import Any
 
+from .. import units as fmt
 from ..model import CallState, Run, Status, Tally, Verdict
-from . import format as fmt
 
 MARKER = "<!-- pytest-tokenbudget -->"
 LIMIT = 65_536  # GitHub's limit for a comment body and a job summary per step, in characters

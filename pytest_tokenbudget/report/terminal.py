@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
+from .. import units as fmt
 from ..model import INSPECTION_KINDS, Run, Status, Tally, TestUsage, Verdict
-from . import format as fmt
 
 _STATUS_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 _STATUS_MARKUP = {

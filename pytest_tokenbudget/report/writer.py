@@ -10,9 +10,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from ..artifact import write_atomic
 from ..config import Settings
 from ..model import Run
+from ..runs.artifact import write_atomic
 
 
 def write_reports(

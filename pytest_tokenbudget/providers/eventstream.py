@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 import zlib
 
-from ..providers.base import EventSink, ParseError
+from .base import EventSink, ParseError
 
 FRAMING = "eventstream"
 PRELUDE = 12

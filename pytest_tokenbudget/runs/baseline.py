@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ..config import ConfigError, Settings
+from ..model import ArtifactError, Run, Status, Tally, Verdict
 from .artifact import dump_run, write_atomic
-from .config import ConfigError, Settings
-from .model import ArtifactError, Run, Status, Tally, Verdict
 
 __all__ = ["Rule", "compare", "load", "parse_rules", "reduce", "save", "session_evaluator"]
 
@@ -388,7 +388,7 @@ def session_evaluator(settings: Settings) -> Callable[[Run], list[Verdict]]:
             verdict = missing_verdict(loaded.source, settings.missing_baseline)
             run.comparison = {"missing": loaded.source, "note": verdict.message}
             return [verdict]
-        from .pricing import Pricer
+        from ..pricing.prices import Pricer
 
         pricer = Pricer.from_settings(settings)
         comparison = compare(loaded.run, run, pricer.cost_of)

@@ -6,7 +6,7 @@ A :class:`HardCap` is a recorder preflight hook (see ``capture/recorder.py``). F
    cassette will replay (asked with vcrpy's own ``Cassette.can_play_response_for``, the test vcrpy
    itself applies; when a cassette is active but the request cannot be rebuilt for it — aiohttp and
    botocore hand over only the JSON body — the request is let through);
-2. estimates its cost: input tokens with :mod:`pytest_tokenbudget.tokenizer`, output tokens from the
+2. estimates its cost: input tokens with :mod:`pytest_tokenbudget.tokens.tokenizer`, output tokens from the
    request's ``max_tokens`` / ``max_output_tokens`` / ``max_completion_tokens`` (0 when absent: set
    one for a tight cap), priced like any call;
 3. raises :class:`TokenBudgetExceeded` when the live spend so far plus the estimate exceeds the cap.
@@ -23,12 +23,12 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .model import Call, Status, Usage, Verdict
-from .report import format as fmt
-from .request_body import request_bytes, request_json
+from .. import units as fmt
+from ..model import Call, Status, Usage, Verdict
+from ..request_body import request_bytes, request_json
 
 if TYPE_CHECKING:
-    from .capture.recorder import Exchange
+    from ..capture.recorder import Exchange
 
 CostOf = Callable[[str, str, Usage, str], "float | None"]
 """``cost_of(provider, model, usage, host)``: USD, or None when the price is unknown."""
@@ -156,7 +156,7 @@ def output_ceiling(body: Mapping[str, Any]) -> int:
 
 def estimate_usage(api: str, body: Mapping[str, Any], model: str) -> Usage:
     """Input tokens by the tokenizer, output tokens by the request's own ceiling."""
-    from .tokenizer import count, estimate_request
+    from ..tokens.tokenizer import count, estimate_request
 
     try:
         if api in _ESTIMATED_APIS:

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .config import TABLE, ConfigError, Context, positive_int
+from ..config import TABLE, ConfigError, Context, positive_int
 
 __all__ = ["ContextWindows", "Utilisation"]
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import zlib
 from typing import Protocol
 
-from ..providers.base import EventSink, ParseError
+from .base import EventSink, ParseError
 from .eventstream import FRAMING as EVENTSTREAM
 from .eventstream import EventStreamFramer
 

@@ -22,9 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .estimates import estimate_input, json_object
-from .model import Call, Run, Status, Verdict
-from .report import format as fmt
+from .. import units as fmt
+from ..model import Call, Run, Status, Verdict
+from ..tokens.estimates import estimate_input, json_object
 
 __all__ = ["Finding", "check", "verdicts"]
 

@@ -2,7 +2,7 @@
 
 A stream without a usage chunk, a mock without ``usage``, a proxy that strips it: the recorder keeps
 a reference to the request and to what was received (no copy, no parse on the way) and calls
-:func:`fill` only for such calls. The numbers come from :mod:`~pytest_tokenbudget.tokenizer` and the
+:func:`fill` only for such calls. The numbers come from :mod:`~pytest_tokenbudget.tokens.tokenizer` and the
 call is marked ``estimated``. When the request cannot be read either (not JSON, a streamed upload,
 an unknown shape), the call becomes ``unmetered``: it carries no tokens and budgets cannot trip on it.
 
@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeGuard
 
-from . import request_body
-from .model import Call, CallState, Usage
-from .providers.base import ParseError, load_json
+from .. import request_body
+from ..model import Call, CallState, Usage
+from ..providers.base import ParseError, load_json
 
 __all__ = [
     "InputEstimate",
@@ -199,7 +199,7 @@ def output_text(api: str, payload: bytes | tuple[str, list[bytes]] | None) -> st
         except ParseError:
             return None
         return "".join(response_text(api, data))
-    from .capture.framing import LineFramer
+    from ..providers.framing import LineFramer
 
     framing, chunks = payload
     if framing == "eventstream":  # binary AWS framing: read as Bedrock's botocore path is, not at all

@@ -13,7 +13,7 @@ from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final
 
-from .model import ArtifactError, Run, Tally, TestUsage, Verdict
+from ..model import ArtifactError, Run, Tally, TestUsage, Verdict
 
 
 def temp_beside(path: Path, suffix: str = ".tmp", tag: str = "") -> tuple[int, str]:

@@ -1,4 +1,5 @@
-"""Number formatting shared by every human-readable report."""
+"""The shared vocabulary at the bottom floor: numbers and money as every report writes them, and
+strings from outside made printable where they enter (:func:`clean`)."""
 
 from __future__ import annotations
 
@@ -52,3 +53,19 @@ def table(rows: Sequence[Sequence[str]], align: str) -> list[str]:
     # One template pads every cell (``{:>9}`` pads as ``str.rjust(9)``, ``{:<9}`` as ``ljust``).
     template = "  ".join(f"{{:{side}{width}}}" for side, width in zip(align, widths, strict=True))
     return [template.format(*row).rstrip() for row in rows]
+
+
+# Strings from outside — a provider's response, a request, a test's own arguments — made safe at
+# the point they enter, for every channel they later reach: the terminal (where a line starting
+# ``::error`` is a GitHub workflow command and an escape sequence drives the terminal), JSON, XML
+# and markdown, whose writers then never meet a lone surrogate they cannot encode.
+
+REPLACEMENT = "\ufffd"
+
+
+def clean(text: str) -> str:
+    """``text`` with every unprintable character — controls (newlines, ``\\r``, ESC, U+0085),
+    line and paragraph separators, lone surrogates — replaced by U+FFFD."""
+    if text.isprintable():  # the usual case, checked in C
+        return text
+    return "".join(char if char.isprintable() else REPLACEMENT for char in text)

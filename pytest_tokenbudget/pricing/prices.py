@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from .config import TABLE, ConfigError, Context, Settings
-from .model import Call, Usage
+from ..config import TABLE, ConfigError, Context, Settings
+from ..model import Call, Usage
 
 __all__ = ["Pricer", "Rates", "input_cost"]
 

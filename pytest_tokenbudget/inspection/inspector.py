@@ -20,15 +20,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
-from .config import Settings
-from .model import Call, CallState, Run, Status, TestUsage, Verdict
-from .report import format as fmt
-from .request_body import request_bytes
+from .. import units as fmt
+from ..config import Settings
+from ..model import Call, CallState, Run, Status, TestUsage, Verdict
+from ..request_body import request_bytes
 
 if TYPE_CHECKING:
-    from .capture.recorder import Exchange
-    from .context_window import ContextWindows
-    from .report.terminal import Line
+    from ..capture.recorder import Exchange
+    from ..pricing.context_windows import ContextWindows
+    from ..report.terminal import Line
 
 __all__ = ["PART_LIMITS", "Inspector", "summary_lines"]
 
@@ -57,7 +57,7 @@ class Inspector:
 
     def __init__(self, settings: Settings, windows: ContextWindows | None = None) -> None:
         if windows is None:  # context_window.py comes with the first Inspector (a captured request)
-            from .context_window import ContextWindows
+            from ..pricing.context_windows import ContextWindows
 
             windows = ContextWindows()
         self.settings = settings
@@ -73,7 +73,7 @@ class Inspector:
     @classmethod
     def from_settings(cls, settings: Settings) -> Inspector:
         """Raises :class:`~pytest_tokenbudget.config.ConfigError` for a bad context-windows table."""
-        from .context_window import ContextWindows
+        from ..pricing.context_windows import ContextWindows
 
         windows = ContextWindows.from_table(settings.tables.get("context-windows"), settings.context())
         return cls(settings, windows)
@@ -117,7 +117,7 @@ class Inspector:
             self.settle(run, owner)
 
     def _inspect(self, entry: TestUsage, call: Call, request: Any, played: Any) -> None:
-        from .estimates import request_json
+        from ..tokens.estimates import request_json
 
         self._context(entry, call)
         target = ANATOMY_APIS.get(call.api)
@@ -164,7 +164,7 @@ class Inspector:
     def _stale(
         self, entry: TestUsage, call: Call, request: Any, body: Mapping[str, Any], played: Any
     ) -> None:
-        from .capture.replay import recorded
+        from ..capture.replay import recorded
         from .stale import check, display_path
 
         path, recorded_body = recorded(played)
@@ -204,7 +204,7 @@ class _Anatomy:
 
 
 def _anatomy_of(api: str, body: Mapping[str, Any], model: str) -> _Anatomy | None:
-    from .tokenizer import estimate_request
+    from ..tokens.tokenizer import estimate_request
 
     try:
         estimate = estimate_request(api, body, model)
@@ -372,7 +372,7 @@ def _as_warning(verdict: Verdict) -> Verdict:
 
 def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
     """Lines for the terminal summary: estimates, where the input goes, context, findings."""
-    from .report.terminal import Line
+    from ..report.terminal import Line
 
     lines: list[Line] = []
     totals = run.totals()

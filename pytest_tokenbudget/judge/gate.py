@@ -11,7 +11,7 @@ import functools
 from collections.abc import Iterable
 from typing import Any, Final
 
-from .model import Run, Status, Verdict
+from ..model import Run, Status, Verdict
 
 PER_TEST_KINDS: Final = frozenset({"marker", "test-default"})
 """Verdict kinds that fail their own test (the session gate does not count them again)."""

@@ -1,6 +1,6 @@
 """Request anatomy: where the input tokens of one request, or of many, go.
 
-Built from :class:`~pytest_tokenbudget.tokenizer.RequestEstimate` breakdowns; additive, so a test's
+Built from :class:`~pytest_tokenbudget.tokens.tokenizer.RequestEstimate` breakdowns; additive, so a test's
 or a run's anatomy is the sum of its calls'. Numbers only: no prompt text is kept.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .tokenizer import RequestEstimate, estimate_request
+from ..tokens.tokenizer import RequestEstimate, estimate_request
 
 __all__ = ["Anatomy", "Part", "of_request"]
 
@@ -106,5 +106,5 @@ class Anatomy:
 
 
 def of_request(api: str, body: Mapping[str, Any], model: str | None = None) -> Anatomy:
-    """The anatomy of one request body (see :func:`~pytest_tokenbudget.tokenizer.estimate_request`)."""
+    """The anatomy of one request body (see :func:`~pytest_tokenbudget.tokens.tokenizer.estimate_request`)."""
     return Anatomy.from_estimate(estimate_request(api, body, model))

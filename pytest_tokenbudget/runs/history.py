@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Final
 from xml.sax.saxutils import escape, quoteattr
 
+from .. import units as fmt
+from ..model import SCHEMA_VERSION, ArtifactError, Run, Tally
 from .artifact import dump_run, write_atomic
-from .model import SCHEMA_VERSION, ArtifactError, Run, Tally
-from .report import format as fmt
 
 __all__ = ["Entry", "History", "load_history", "run_name", "save_run", "svg_chart", "trend_lines"]
 

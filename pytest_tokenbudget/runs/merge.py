@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from .gate import TAKEN_DURING_TESTS, canonicalise, run_order
-from .model import ArtifactError, Run
+from ..judge.gate import TAKEN_DURING_TESTS, canonicalise, run_order
+from ..model import ArtifactError, Run
 
 __all__ = ["DUPLICATES", "MergeError", "Shard", "canonicalise", "merge_runs", "run_order"]
 
@@ -194,7 +194,7 @@ def _meta(shards: Sequence[Shard]) -> dict[str, Any]:
     combined["partial"] = any(bool(m.get("partial")) for m in metas)
     prices = [m["prices"] for m in metas if isinstance(m.get("prices"), dict)]
     if prices:
-        from .pricing import merge_provenance
+        from ..pricing.prices import merge_provenance
 
         combined["prices"] = merge_provenance(prices)  # unknown models and counts of every shard
     meta = {key: combined.get(key, value) for key, value in metas[0].items() if key != "merge"}

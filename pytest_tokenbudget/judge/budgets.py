@@ -20,7 +20,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import (
+from .. import units as fmt
+from ..config import (
     MAX_COUNT_LIMIT,
     MAX_USD_LIMIT,
     TABLE,
@@ -33,8 +34,7 @@ from .config import (
     strings,
     text,
 )
-from .model import Run, Status, Tally, TestUsage, Verdict
-from .report import format as fmt
+from ..model import Run, Status, Tally, TestUsage, Verdict
 
 METRICS: dict[str, str] = {
     "max_tokens": "total_tokens",

@@ -1,0 +1,1 @@
+"""Looking at what the requests hold: the request anatomy, stale cassettes, context-window headroom."""

@@ -1,0 +1,1 @@
+"""Usage held against limits: per-test and scoped budgets, the session gate, the hard cost cap."""

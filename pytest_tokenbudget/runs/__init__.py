@@ -1,0 +1,1 @@
+"""Stored runs: the JSON artifact, baselines, history, merging shards."""

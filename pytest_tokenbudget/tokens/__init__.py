@@ -1,0 +1,1 @@
+"""Tokens where a response reports none: tiktoken encodings, counting, marked estimates."""
