@@ -93,13 +93,25 @@ def load_settings(config: Path | None, overrides: dict[str, Any], *, cwd: Path |
     return resolve(read_table(pyproject), overrides, pyproject=pyproject, root=root)
 
 
-def session_evaluators(settings: Settings, budgets: Budgets, *, session: bool = True) -> list[Evaluator]:
-    """The after-loop checks of a session with the plugin switched on, in the plugin's order;
-    ``session=False`` (a shard) keeps only what can be judged on part of a run."""
-    from .inspection.inspector import Inspector
+def session_evaluators(
+    settings: Settings,
+    budgets: Budgets | None,
+    *,
+    session: bool = True,
+    inspection: Evaluator | None = None,
+) -> list[Evaluator]:
+    """The after-loop checks of a session with the plugin switched on, in this order, for the plugin
+    (which passes its own request ``inspection``, made at the first call) and ``tokenbudget check``
+    alike; ``session=False`` (a shard) keeps only what can be judged on part of a run.
 
-    evaluators: list[Evaluator] = [Inspector.from_settings(settings).verdicts]
-    if budgets.session or budgets.scopes:
+    Raises :class:`ConfigError` for a baseline that cannot be used.
+    """
+    if inspection is None:
+        from .inspection.inspector import Inspector
+
+        inspection = Inspector.from_settings(settings).verdicts
+    evaluators: list[Evaluator] = [inspection]
+    if budgets is not None and (budgets.session or budgets.scopes):
         evaluators.append(lambda run: budgets.evaluate_run(run, session=session))
     if session and settings.baseline:
         evaluators.append(_baseline_evaluator(settings))
@@ -157,10 +169,9 @@ def _per_test_defaults(run: Run, budgets: Budgets, judged: set[str]) -> list[Ver
 
 def summary_lines(run: Run, settings: Settings, *, verbose: bool = False) -> list[Line]:
     """The plugin's terminal section for ``run`` (usage, request inspection), without pytest."""
-    from .inspection.inspector import summary_lines as inspection
-    from .report.terminal import render
+    from .report.terminal import inspection_lines, render
 
-    return render(run, verbose=verbose, top=settings.top) + inspection(run, top=settings.top)
+    return render(run, verbose=verbose, top=settings.top) + inspection_lines(run, top=settings.top)
 
 
 def check_file(

@@ -16,11 +16,12 @@ import pytest
 from llm_server import LLMServer
 from provider_server import ProviderServer
 
-from pytest_tokenbudget.judge.hardcap import HardCap, request_body
+from pytest_tokenbudget.judge.hardcap import HardCap
 from pytest_tokenbudget.ledger import Owner
 from pytest_tokenbudget.model import Call, Status, Usage
 from pytest_tokenbudget.providers.base import parse_large_object
 from pytest_tokenbudget.providers.openai import ChatCompletions
+from pytest_tokenbudget.request_body import request_json as request_body
 
 CHAT = Usage(input_tokens=11, output_tokens=7)
 

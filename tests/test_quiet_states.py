@@ -21,7 +21,7 @@ import pytest
 from provider_server import CHAT_USAGE, OLLAMA_CACHED_MODEL, SSE_AS_JSON_MODEL, ProviderServer
 
 import pytest_tokenbudget.capture
-import pytest_tokenbudget.inspection.inspector
+import pytest_tokenbudget.report.terminal
 from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage
 from pytest_tokenbudget.providers.ollama import Native
 from pytest_tokenbudget.report import github, junit, markdown, terminal
@@ -280,7 +280,7 @@ def test_every_report_names_a_call_state_by_its_callstate_value() -> None:
         "tests/test_a.py::test_a [openai.chat gpt-4o-mini]"
     )
     text = "\n".join(line.text for line in terminal.render(run))
-    text += "\n".join(line.text for line in pytest_tokenbudget.inspection.inspector.summary_lines(run))
+    text += "\n".join(line.text for line in pytest_tokenbudget.report.terminal.inspection_lines(run))
     for rendered in (text, markdown.render(run), junit.render(run), "\n".join(github.annotation_lines(run))):
         words = _state_words(rendered)
         assert words <= set(_STATES), (words, rendered)

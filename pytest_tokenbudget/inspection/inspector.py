@@ -28,9 +28,8 @@ from ..request_body import request_bytes
 if TYPE_CHECKING:
     from ..capture.recorder import Exchange
     from ..pricing.context_windows import ContextWindows
-    from ..report.terminal import Line
 
-__all__ = ["PART_LIMITS", "Inspector", "summary_lines"]
+__all__ = ["PART_LIMITS", "Inspector", "parts_of", "share"]
 
 ANATOMY_APIS: Final = {
     "openai.chat": "openai.chat",
@@ -117,7 +116,7 @@ class Inspector:
             self.settle(run, owner)
 
     def _inspect(self, entry: TestUsage, call: Call, request: Any, played: Any) -> None:
-        from ..tokens.estimates import request_json
+        from ..request_body import request_json
 
         self._context(entry, call)
         target = ANATOMY_APIS.get(call.api)
@@ -287,7 +286,7 @@ def _context_verdicts(run: Run, warn_at: float) -> list[Verdict]:
             continue
         used = context["max"]
         message = (
-            f"{entry.nodeid} filled {_share(used)} of the context window of {context['model']} "
+            f"{entry.nodeid} filled {share(used)} of the context window of {context['model']} "
             f"({fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])} input tokens"
             f"{', estimated' if context.get('estimated') else ''}; warn at {100 * warn_at:.0f}%)"
         )
@@ -354,7 +353,7 @@ def part_verdicts(run: Run, settings: Settings) -> list[Verdict]:
     return found
 
 
-def _share(fraction: float) -> str:
+def share(fraction: float) -> str:
     """``93%``; ``<1%`` for a sliver (never a misleading ``0%``)."""
     return f"{100 * fraction:.0f}%" if fraction >= 0.01 or not fraction else "<1%"
 
@@ -365,50 +364,3 @@ def _as_warning(verdict: Verdict) -> Verdict:
     from dataclasses import replace
 
     return replace(verdict, status=Status.WARN, message=f"{verdict.message} (mode warn)")
-
-
-# -- the terminal ---------------------------------------------------------------------------------
-
-
-def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
-    """Lines for the terminal summary: estimates, where the input goes, context, findings."""
-    from ..report.terminal import Line
-
-    lines: list[Line] = []
-    totals = run.totals()
-    if totals.estimated_calls:
-        noun = "call" if totals.estimated_calls == 1 else "calls"
-        lines.append(
-            Line(
-                f"~ estimated: {totals.estimated_calls:,} {noun} reported no usage or only part of it; "
-                "counted by tokenizer"
-            )
-        )
-    anatomy = run.anatomy()
-    parts = parts_of(anatomy)
-    if parts:
-        total = sum(tokens for _, tokens in parts)
-        shown = ", ".join(f"{name} {fmt.percent(n, total)} ({fmt.tokens(n)})" for name, n in parts)
-        calls = anatomy.get("calls", 0)
-        requests = f"{calls:,} request" + ("" if calls == 1 else "s")
-        lines.append(
-            Line(f"where the input goes (estimated, ~{fmt.tokens(total)} tokens in {requests}): {shown}")
-        )
-    shares = (e for e in run.tests.values() if e.context)  # ties: the first node id, in any order
-    peak = min(shares, key=lambda e: (-e.context["max"], e.nodeid), default=None)
-    if peak is not None:
-        context = peak.context
-        lines.append(
-            Line(
-                f"context window: at most {_share(context['max'])} ({context['model']}, "
-                f"{fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])}) in {peak.nodeid}"
-            )
-        )
-    kinds = ("unmetered", "stale-cassette", "context-window", "request-part")
-    flagged = [v for v in run.verdicts if v.kind in kinds and v.status in (Status.WARN, Status.EXCEEDED)]
-    for verdict in flagged[:top] if len(flagged) > top + 1 else flagged:
-        colour = {"red": True} if verdict.status == Status.EXCEEDED else {"yellow": True}
-        lines.append(Line(verdict.message, colour))
-    if len(flagged) > top + 1:
-        lines.append(Line(f"… {len(flagged) - top:,} more findings in the JSON artifact"))
-    return lines

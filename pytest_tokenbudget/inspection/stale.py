@@ -24,7 +24,8 @@ from typing import Any, Final
 
 from .. import units as fmt
 from ..model import Call, Run, Status, Verdict
-from ..tokens.estimates import estimate_input, json_object
+from ..request_body import json_object
+from ..tokens.estimates import estimate_input
 
 __all__ = ["Finding", "check", "verdicts"]
 

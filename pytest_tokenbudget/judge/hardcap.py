@@ -138,11 +138,6 @@ def _vcr_request(request: Any) -> Any:
     return None
 
 
-def request_body(request: Any) -> Mapping[str, Any] | None:
-    """The JSON body of a request from any captured stack (None when it is not a JSON object)."""
-    return request_json(request)
-
-
 def output_ceiling(body: Mapping[str, Any]) -> int:
     """The output tokens a request allows itself (0 when it sets no limit)."""
     found = [body.get(key) for key in _OUTPUT_KEYS]
@@ -237,7 +232,7 @@ class HardCap:
         if self.watch.stays_local(request):
             return
         route = exchange.route
-        body = request_body(request) or {}
+        body = request_json(request) or {}
         model = str(body.get("model") or body.get("modelId") or route.model_hint or "unknown")
         usage = estimate_usage(route.api, body, model)
         estimate = self.cost_of(route.provider, model, usage, route.host)

@@ -215,3 +215,47 @@ def verdict_lines(verdicts: list[Verdict], *, verbose: bool = False, top: int = 
     if rest > 0:
         lines.append(Line(f"  … {rest:,} more within budget (-v shows all)"))
     return lines
+
+
+def inspection_lines(run: Run, *, top: int = 5) -> list[Line]:
+    """Request inspection's lines: estimates, where the input goes, context windows, findings."""
+    from ..inspection.inspector import parts_of, share
+
+    lines: list[Line] = []
+    totals = run.totals()
+    if totals.estimated_calls:
+        noun = "call" if totals.estimated_calls == 1 else "calls"
+        lines.append(
+            Line(
+                f"~ estimated: {totals.estimated_calls:,} {noun} reported no usage or only part of it; "
+                "counted by tokenizer"
+            )
+        )
+    anatomy = run.anatomy()
+    parts = parts_of(anatomy)
+    if parts:
+        total = sum(tokens for _, tokens in parts)
+        shown = ", ".join(f"{name} {fmt.percent(n, total)} ({fmt.tokens(n)})" for name, n in parts)
+        calls = anatomy.get("calls", 0)
+        requests = f"{calls:,} request" + ("" if calls == 1 else "s")
+        lines.append(
+            Line(f"where the input goes (estimated, ~{fmt.tokens(total)} tokens in {requests}): {shown}")
+        )
+    shares = (e for e in run.tests.values() if e.context)  # ties: the first node id, in any order
+    peak = min(shares, key=lambda e: (-e.context["max"], e.nodeid), default=None)
+    if peak is not None:
+        context = peak.context
+        lines.append(
+            Line(
+                f"context window: at most {share(context['max'])} ({context['model']}, "
+                f"{fmt.tokens(context['input_tokens'])} of {fmt.tokens(context['window'])}) in {peak.nodeid}"
+            )
+        )
+    kinds = ("unmetered", "stale-cassette", "context-window", "request-part")
+    flagged = [v for v in run.verdicts if v.kind in kinds and v.status in (Status.WARN, Status.EXCEEDED)]
+    for verdict in flagged[:top] if len(flagged) > top + 1 else flagged:
+        colour = {"red": True} if verdict.status == Status.EXCEEDED else {"yellow": True}
+        lines.append(Line(verdict.message, colour))
+    if len(flagged) > top + 1:
+        lines.append(Line(f"… {len(flagged) - top:,} more findings in the JSON artifact"))
+    return lines

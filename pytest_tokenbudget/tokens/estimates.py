@@ -16,9 +16,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, TypeGuard
 
-from .. import request_body
 from ..model import Call, CallState, Usage
 from ..providers.base import ParseError, load_json
+from ..request_body import json_object, request_json
 
 __all__ = [
     "InputEstimate",
@@ -26,7 +26,6 @@ __all__ = [
     "event_text",
     "fill",
     "output_text",
-    "request_json",
     "response_text",
 ]
 
@@ -45,16 +44,6 @@ class InputEstimate:
     tokens: int
     method: str
     exact: bool  # the model's own encoding and OpenAI's documented arithmetic, no unknown parts
-
-
-def request_json(request: Any) -> Mapping[str, Any] | None:
-    """The JSON object a captured request sent (any stack, or a mapping), else None; never raises."""
-    return request_body.request_json(request)
-
-
-def json_object(raw: Any) -> Mapping[str, Any] | None:
-    """``raw`` bytes/str parsed as a JSON object, else None (never raises)."""
-    return request_body.json_object(raw)
 
 
 # --------------------------------------------------------------------------- input
@@ -145,7 +134,7 @@ def response_text(api: str, data: Any) -> list[str]:
     if family == "openai":
         return list(_choices(data.get("choices"), "message"))
     if family == "anthropic":
-        return list(_anthropic_blocks(data.get("content")))
+        return list(_anthropic_text(data.get("content")))
     if family == "gemini":
         return list(_gemini_candidates(data))
     if family == "ollama":
@@ -260,7 +249,7 @@ def _responses_output(items: Any) -> Iterable[str]:
             yield from (p["text"] for p in map(_dict, _list(item.get("summary"))) if _str(p.get("text")))
 
 
-def _anthropic_blocks(blocks: Any) -> Iterable[str]:
+def _anthropic_text(blocks: Any) -> Iterable[str]:
     for block in map(_dict, _list(blocks)):
         kind = block.get("type")
         if kind == "text" and _str(block.get("text")):
