@@ -80,6 +80,22 @@ def test_tiered_prices_go_through_genai_prices() -> None:
     assert pricer.cost_of("anthropic", "claude-sonnet-4-5", large) > 3 * 0.3  # not the base rate
 
 
+@pytest.mark.parametrize(
+    ("provider", "model"), [("anthropic", "claude-sonnet-4-5"), ("google", "gemini-2.5-pro")]
+)
+def test_tiered_prices_are_resolved_once_per_tier_and_agree_at_the_cliff(provider: str, model: str) -> None:
+    """A tiered model is priced by flat rates per tier, made once: never genai-prices' calculation
+    per call, and the same numbers on both sides of every tier start."""
+    quote = _genai_quote(provider, model, datetime.now(tz=UTC))
+    assert quote is not None
+    assert quote.tiers is not None
+    assert quote.model_price is None
+    for start in quote.tiers.starts:
+        for total in (start - 1, start, start + 1, 2 * start):
+            usage = Usage(input_tokens=total, cached_input_tokens=total // 4, output_tokens=777)
+            assert quote.cost(usage) == pytest.approx(_reference(usage, model, provider), rel=1e-12)
+
+
 def test_every_genai_prices_model_is_priced_as_genai_prices_prices_it() -> None:
     """The fast path (flat rates applied in Python) agrees with genai-prices across its catalogue."""
     from genai_prices import data_snapshot

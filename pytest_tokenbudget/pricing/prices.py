@@ -16,6 +16,7 @@ Our token meanings match genai-prices': ``input_tokens`` includes cache reads an
 
 from __future__ import annotations
 
+import bisect
 import fnmatch
 import math
 import threading
@@ -78,17 +79,34 @@ class Rates:
 
 @dataclass(frozen=True, slots=True)
 class _Quote:
-    """How one ``(provider, model)`` is priced: flat rates, or genai-prices' tiered calculation."""
+    """How one ``(provider, model)`` is priced: flat rates, flat rates per tier, or (for prices on
+    things flat rates cannot hold) genai-prices' own calculation."""
 
     source: str  # "pyproject" | "genai-prices"
     rates: Rates | None = None
-    model_price: Any = None  # genai_prices.types.ModelPrice, for tiered prices
+    tiers: _Tiers | None = None
+    model_price: Any = None  # genai_prices.types.ModelPrice, when neither of the above
 
     def cost(self, usage: Usage) -> float:
         if self.rates is not None:
             return self.rates.cost(usage)
+        if self.tiers is not None:
+            return self.tiers.rates_for(usage.input_tokens).cost(usage)
         result = self.model_price.calc_price(_prices_usage(usage))
         return float(result["total_price"])
+
+
+@dataclass(frozen=True, slots=True)
+class _Tiers:
+    """Tiered prices resolved once into flat rates per tier. genai-prices' tiers are cliffs: once
+    a request's input tokens pass a tier's start, that tier's rate applies to all its tokens, so
+    between two consecutive starts (of any of the model's prices) every rate is flat."""
+
+    starts: tuple[int, ...]  # every tier start, ascending
+    rates: tuple[Rates, ...]  # rates[i]: input tokens above starts[i - 1] and up to starts[i]
+
+    def rates_for(self, input_tokens: int) -> Rates:
+        return self.rates[bisect.bisect_left(self.starts, input_tokens)]
 
 
 class Pricer:
@@ -253,6 +271,9 @@ def _genai_quote(provider: str, model: str, when: datetime) -> _Quote | None:
     rates = _flat_rates(model_price, types)
     if rates is not None:
         return _Quote("genai-prices", rates=rates)
+    tiers = _tiers(model_price, types)
+    if tiers is not None:
+        return _Quote("genai-prices", tiers=tiers)
     return _Quote("genai-prices", model_price=model_price)
 
 
@@ -261,16 +282,22 @@ def _no_price(model_price: Any) -> bool:
     return all(value is None for name, value in vars(model_price).items() if not name.startswith("_"))
 
 
-def _flat_rates(model_price: Any, types: Any) -> Rates | None:
-    """The price list as flat rates, or None when genai-prices must do the sum itself: a tiered
-    rate, or a price on something this module does not reduce to flat rates."""
+def _flat_rates(model_price: Any, types: Any, input_tokens: int | None = None) -> Rates | None:
+    """The price list as flat rates, or None when genai-prices must do the sum itself: a price on
+    something this module does not reduce to flat rates, or (``input_tokens`` None) a tiered rate;
+    with ``input_tokens``, each tiered rate as it applies to a request of that many."""
     values: dict[str, float] = {}
-    for name, value in vars(model_price).items():
-        if value is None or name.startswith("_"):
+    for name, price in vars(model_price).items():
+        if price is None or name.startswith("_"):
             continue
-        if isinstance(value, types.TieredPrices) or name not in _FLAT_KEYS:
+        if name not in _FLAT_KEYS:
             return None
-        values[name] = float(value)
+        if isinstance(price, types.TieredPrices):
+            if input_tokens is None:
+                return None
+            values[name] = float(_tier_price(price, input_tokens))
+        else:
+            values[name] = float(price)
     if "input_mtok" not in values and "output_mtok" not in values:
         return None
     return Rates(
@@ -280,6 +307,24 @@ def _flat_rates(model_price: Any, types: Any) -> Rates | None:
         cache_write=values.get("cache_write_mtok"),
         per_request=values.get("requests_kcount", 0.0) / 1000,
     )
+
+
+def _tier_price(price: Any, input_tokens: int) -> Any:
+    """The rate of a ``TieredPrices`` for a request of ``input_tokens``: the last tier it passes."""
+    return next((t.price for t in reversed(price.tiers) if input_tokens > t.start), price.base)
+
+
+def _tiers(model_price: Any, types: Any) -> _Tiers | None:
+    """Tiered prices as flat rates per tier (None when some price is not one flat rates hold)."""
+    prices = [v for k, v in vars(model_price).items() if not k.startswith("_")]
+    starts = sorted({t.start for v in prices if isinstance(v, types.TieredPrices) for t in v.tiers})
+    # A request of n input tokens is in tier i when starts[i - 1] < n <= starts[i]: price each tier
+    # at its lowest count (0 for the base).
+    below = [0, *(start + 1 for start in starts)]
+    rates = [_flat_rates(model_price, types, input_tokens=n) for n in below]
+    if not starts or any(r is None for r in rates):
+        return None
+    return _Tiers(tuple(starts), tuple(r for r in rates if r is not None))
 
 
 # Price keys a flat Rates reproduces exactly: the token rates, the per-request fee, and prices on
