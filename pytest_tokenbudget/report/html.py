@@ -19,6 +19,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -455,39 +456,38 @@ _COLUMN_LABELS: Final = (
 def _test_row(
     entry: TestUsage, deltas: dict[str, dict[str, Any]] | None, verdict: Verdict | None
 ) -> tuple[str, list[float | int | None]]:
+    """One row of the table of tests and its sort keys (one f-string: 20,000 rows at scale)."""
     t = entry.total
+    total = t.input_tokens + t.output_tokens
     priced = not (t.calls and t.unpriced_calls >= t.calls)
-    numbers = (t.calls, t.input_tokens, t.cached_input_tokens, t.cache_write_tokens, t.output_tokens,
-               t.reasoning_tokens, t.input_tokens + t.output_tokens)  # fmt: skip
-    key: list[float | int | None] = [*numbers, round(t.cost_usd, 10) if priced else None]
+    key: list[float | int | None] = [t.calls, t.input_tokens, t.cached_input_tokens, t.cache_write_tokens,
+                                     t.output_tokens, t.reasoning_tokens, total,
+                                     round(t.cost_usd, 10) if priced else None]  # fmt: skip
     outcome = entry.outcome if entry.kind == "test" else entry.kind
-    cells = [f'<tr><th scope="row" class="id">{_e(entry.nodeid)}</th><td>{_e(outcome)}</td>']
-    cells += [f'<td class="n">{_count(n)}</td>' for n in numbers]
-    cells.append(f'<td class="n">{_e(_cost(t))}</td>')
+    row = (
+        f'<tr><th scope="row" class="id">{_e(entry.nodeid)}</th><td>{_word(outcome)}</td>'
+        f'<td class="n">{_count(t.calls)}</td><td class="n">{_count(t.input_tokens)}</td>'
+        f'<td class="n">{_count(t.cached_input_tokens)}</td><td class="n">{_count(t.cache_write_tokens)}</td>'
+        f'<td class="n">{_count(t.output_tokens)}</td><td class="n">{_count(t.reasoning_tokens)}</td>'
+        f'<td class="n">{_count(total)}</td><td class="n">{_word(_cost(t))}</td>'
+    )
     if deltas is not None:
         change = deltas.get(entry.nodeid)
         if change is not None:
             delta = change["delta"]
             text = "new" if change["status"] == "new" else f"{delta:+,} ({_pct(change['pct'])})"
             css = "up" if delta > 0 else "down" if delta < 0 else ""
-            cells.append(f'<td class="n {css}">{_e(text)}</td>')
+            row += f'<td class="n {css}">{_e(text)}</td>'
             key.append(delta)
-        elif t.calls:
-            cells.append('<td class="n">0</td>')
-            key.append(0)
         else:
-            cells.append('<td class="n">–</td>')
-            key.append(None)
+            row += '<td class="n">0</td>' if t.calls else '<td class="n">–</td>'
+            key.append(0 if t.calls else None)
     if verdict is None:
-        cells.append("<td>–</td></tr>\n")
         key.append(None)
-    else:
-        cells.append(
-            f'<td class="status-{_e(verdict.status)}" title="{_e(verdict.message)}">'
-            f"{_e(verdict.status)}</td></tr>\n"
-        )
-        key.append(_RANK.get(verdict.status, 9))
-    return "".join(cells), key
+        return row + "<td>–</td></tr>\n", key
+    key.append(_RANK.get(verdict.status, 9))
+    status = _word(verdict.status)
+    return row + f'<td class="status-{status}" title="{_e(verdict.message)}">{status}</td></tr>\n', key
 
 
 def _footer(run: Run) -> str:
@@ -701,7 +701,17 @@ def _ticks(peak: float) -> list[float]:
 
 
 def _e(text: str) -> str:
-    return escape(text, quote=True)
+    """``text`` for HTML text and attribute values (``&<>"'`` as references)."""
+    return escape(text, quote=True) if _MARKUP.search(text) else text
+
+
+_MARKUP: Final = re.compile(r"[&<>\"']")
+
+
+@lru_cache(maxsize=1024)
+def _word(text: str) -> str:
+    """:func:`_e` for the few texts that repeat on every row (outcomes, statuses, costs)."""
+    return _e(text)
 
 
 @lru_cache(maxsize=8)
