@@ -312,6 +312,8 @@ def _charts(run: Run, trend: Sequence[Any]) -> list[str]:
 
 def _anatomy(run: Run) -> list[str]:
     anatomy = run.anatomy()
+    if not anatomy:  # nothing measured: inspector.py (imported at the first request) stays out
+        return []
     from ..inspector import parts_of
 
     parts = parts_of(anatomy)
