@@ -272,8 +272,14 @@ def test_the_trend_reads_the_saved_runs_and_ends_with_this_one(tmp_path: Path) -
     assert text.count("<circle") == 4
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["report.html"]  # no temp file left
     assert html.load_trend(run, tmp_path / "missing") == []
-    saved_last = Run(meta=dict(run.meta))  # this run already saved (--token-budget-save-run): once
-    assert len(html.load_trend(saved_last, tmp_path)) == 4
+    save_run(run, tmp_path, datetime(2026, 11, 4, 6, tzinfo=UTC))  # --token-budget-save-run: kept first
+    trend = html.load_trend(run, tmp_path)
+    assert [(e.tokens, e.name == "this run") for e in trend] == [
+        (100, False),
+        (150, False),
+        (120, False),
+        (3120, False),
+    ]
 
 
 def test_request_anatomy_is_shown_when_the_run_has_it() -> None:

@@ -27,10 +27,13 @@ from functools import lru_cache
 from html import escape
 from importlib.resources import files
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from ..model import INSPECTION_KINDS, Run, Status, Tally, TestUsage, Verdict
 from . import format as fmt
+
+if TYPE_CHECKING:
+    from ..history import Entry
 
 __all__ = ["files_of", "load_trend", "render", "script_json", "write"]
 
@@ -60,12 +63,12 @@ def write(run: Run, path: Path, *, history_dir: Path | None = None) -> Path:
     return path
 
 
-def render(run: Run, *, trend: Sequence[Any] = ()) -> str:
-    """The report as one string (``trend``: :class:`~pytest_tokenbudget.history.Entry` items)."""
+def render(run: Run, *, trend: Sequence[Entry] = ()) -> str:
+    """The report as one string; ``trend``: saved runs, oldest first (see :func:`load_trend`)."""
     return "".join(_page(run, trend))
 
 
-def load_trend(run: Run, directory: Path | None) -> list[Any]:
+def load_trend(run: Run, directory: Path | None) -> list[Entry]:
     """The newest :data:`TREND_RUNS` saved runs in ``directory``, oldest first, ending with ``run``
     (unless it is already the newest saved one); empty without a readable history."""
     if directory is None or not directory.is_dir():
@@ -140,7 +143,7 @@ def files_of(run: Run) -> list[FileUsage]:
 # -- the page ---------------------------------------------------------------------------------------
 
 
-def _page(run: Run, trend: Sequence[Any]) -> list[str]:
+def _page(run: Run, trend: Sequence[Entry]) -> list[str]:
     totals = run.totals()
     verdict_class, verdict_word = _verdict(run.verdicts)
     title = f"Token budget: {verdict_word} · {fmt.tokens(totals.total_tokens)} tokens · {_cost(totals)}"
@@ -289,7 +292,7 @@ def _comparison(comparison: dict[str, Any] | None) -> list[str]:
     return [*out, "</section>\n"]
 
 
-def _charts(run: Run, trend: Sequence[Any]) -> list[str]:
+def _charts(run: Run, trend: Sequence[Entry]) -> list[str]:
     models = run.models()
     if not models and len(trend) < 2:
         return []
@@ -609,7 +612,7 @@ def _share_bar(ident: str, title: str, desc: str, parts: Sequence[tuple[str, int
     return "".join(svg)
 
 
-def _trend_figure(entries: Sequence[Any]) -> str:
+def _trend_figure(entries: Sequence[Entry]) -> str:
     """Tokens (left axis) and cost (right axis) over the saved runs, oldest first."""
     left, right, top, bottom = 64, 64, 28, 40
     height = 260
