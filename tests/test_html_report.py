@@ -436,3 +436,23 @@ def test_tokenbudget_check_writes_the_html_report_of_a_merged_run(tmp_path: Path
     (tmp_path / "pyproject.toml").write_text(textwrap.dedent("[tool.tokenbudget]\nmax-tokens = 100000\n"))
     assert cli(["check", "run.json", "--html", "out.html"]) == 1  # the marker verdict it kept
     assert Page((tmp_path / "out.html").read_text()).row_ids[0] == "tests/test_chat.py::test_answer"
+
+
+def test_under_xdist_the_controller_writes_the_same_rows(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("xdist")
+    pytester.makepyprojecttoml("[tool.tokenbudget]\nenabled = true\nhtml = 'report.html'\n")
+    pytester.makepyfile(
+        test_many="""
+        import pytest
+
+        @pytest.mark.parametrize("n", range(8))
+        def test_n(token_usage, n):
+            token_usage.record(model="m", provider="openai", input_tokens=n * 10 + 1, output_tokens=n)
+        """
+    )
+    pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=8)
+    serial = Page((pytester.path / "report.html").read_text())
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2").assert_outcomes(passed=8)
+    parallel = Page((pytester.path / "report.html").read_text())
+    assert parallel.row_ids == serial.row_ids == [f"test_many.py::test_n[{n}]" for n in range(7, -1, -1)]
+    assert parallel.scripts[1] == serial.scripts[1]  # the same numbers in every row
