@@ -41,7 +41,7 @@ TREND_RUNS: Final = 20
 """Saved runs the trend reads (the newest ones)."""
 _ROWS: Final = 10  # bars in a chart, rows in the comparison table
 _VERDICT_ROWS: Final = 200  # budgets listed before "… more in the JSON artifact"
-_LABEL: Final = 48  # characters of a label in a chart (the full text is its tooltip)
+_LABEL: Final = 40  # characters of a label in a chart (the full text is its tooltip)
 _RANK: Final = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 _KEYS: Final = ("calls", "input", "cached", "cache_write", "output", "reasoning", "total", "cost")
 _KINDS: Final = (  # (segment label, Tally attribute): the parts of total tokens, drawn stacked
@@ -326,7 +326,7 @@ def _anatomy(run: Run) -> list[str]:
     calls = anatomy.get("calls", 0)
     title = "Where the input goes (estimated)"
     summary = ", ".join(f"{name} {fmt.percent(n, total)}" for name, n in parts)
-    desc = f"~{total:,} input tokens in {calls:,} requests: {summary}."
+    desc = f"~{total:,} input tokens in {fmt.count(calls, 'request')}: {summary}."
     out = [
         '<section aria-labelledby="anatomy"><h2 id="anatomy">Request anatomy</h2>\n',
         f"<p>{_e(desc)} Estimated from the request bodies with the tokenizer; no prompt text is kept.</p>\n",
@@ -402,7 +402,7 @@ def _tests_table(run: Run) -> list[str]:
         ("test", "test", None),
         ("outcome", "outcome", None),
         *((key, label, key) for key, label in _COLUMN_LABELS),
-        *((("delta", "Δ tokens vs baseline", "delta"),) if deltas is not None else ()),
+        *((("delta", "Δ tokens (baseline)", "delta"),) if deltas is not None else ()),
         ("budget", "budget", "budget"),
     ]
     index = {key: i for i, key in enumerate((*_KEYS, *(("delta",) if deltas is not None else ()), "budget"))}
@@ -799,9 +799,10 @@ def _num_heads(*names: str) -> str:
 def _delta_cells(delta: dict[str, Any]) -> str:
     change = delta["delta"]
     css = "up" if change > 0 else "down" if change < 0 else ""
+    pct = _pct(delta.get("pct")) if delta["base"] or delta["head"] else "–"  # 0 → 0 is not "new"
     return (
         f'<td class="n">{delta["base"]:,}</td><td class="n">{delta["head"]:,}</td>'
-        f'<td class="n {css}">{change:+,}</td><td class="n">{_pct(delta.get("pct"))}</td>'
+        f'<td class="n {css}">{change:+,}</td><td class="n">{pct}</td>'
     )
 
 
