@@ -282,6 +282,24 @@ def test_the_trend_reads_the_saved_runs_and_ends_with_this_one(tmp_path: Path) -
     ]
 
 
+def test_load_history_reads_only_the_newest_runs_asked_for(tmp_path: Path) -> None:
+    from pytest_tokenbudget.history import load_history
+
+    for day in range(1, 6):
+        save_run(
+            Run(meta={"branch": "main" if day % 2 else "dev"}), tmp_path, datetime(2026, 11, day, tzinfo=UTC)
+        )
+    (tmp_path / "2026-11-09T00-00-00.000Z_x_y.json").write_text("{")  # newest, unreadable: skipped
+    newest = load_history(tmp_path, last=2)
+    assert [e.name[:10] for e in newest.entries] == ["2026-11-04", "2026-11-05"]
+    assert len(newest.skipped) == 1
+    assert [e.name[:10] for e in load_history(tmp_path, branch="main", last=2).entries] == [
+        "2026-11-03",
+        "2026-11-05",
+    ]
+    assert len(load_history(tmp_path).entries) == 5
+
+
 def test_request_anatomy_is_shown_when_the_run_has_it() -> None:
     run = fixed_run()
     assert "Request anatomy" not in html.render(run)
