@@ -93,6 +93,7 @@ def report_stages(run: Run, folder: Path) -> dict[str, Callable[[], Any]]:
         ("pytest_tokenbudget.report.markdown", "render", "markdown"),
         ("pytest_tokenbudget.report.junit", "render", "junit xml"),
         ("pytest_tokenbudget.report.export", "render_csv", "csv"),
+        ("pytest_tokenbudget.report.html", "render", "html"),
     ):
         try:
             module = importlib.import_module(module_name)

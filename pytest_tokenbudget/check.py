@@ -183,7 +183,7 @@ def check_file(
     command line (the pyproject's ``json`` is where the shards wrote theirs)."""
     cwd = cwd or Path.cwd()
     given = {key: value for key, value in options.items() if value is not None}
-    for key in ("json", "junit", "markdown", "csv", "calls"):
+    for key in ("json", "junit", "markdown", "csv", "html", "calls"):
         if key in given:
             given[key] = str(cwd / given[key])
     settings = load_settings(config, given, cwd=cwd)
@@ -215,7 +215,7 @@ def write_reports(run: Run, settings: Settings, notes: list[str] | None = None) 
         if write is not None:
             written += list(write(run, dataclasses.replace(settings, json_path=None)) or [])
     if write is None and notes is not None:
-        for name in ("junit", "markdown", "csv", "calls"):
+        for name in ("junit", "markdown", "csv", "html", "calls"):
             if getattr(settings, f"{name}_path") is not None:
                 notes.append(f"no {name} report written: this version has no report writer for it")
     return written

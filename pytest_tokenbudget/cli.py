@@ -72,12 +72,12 @@ def _cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
-_FORMATS = ("markdown", "junit", "csv", "json", "table")
+_FORMATS = ("markdown", "junit", "csv", "json", "table", "html")
 
 
 def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
-        "report", help="render a run artifact as markdown, JUnit XML, CSV, JSON or a table"
+        "report", help="render a run artifact as markdown, JUnit XML, CSV, JSON, a table or HTML"
     )
     parser.add_argument("run", metavar="RUN.json")
     parser.add_argument("--format", "-f", choices=_FORMATS, default="markdown")
@@ -86,6 +86,9 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     parser.add_argument(
         "--top", type=int, default=10, help="rows in the tables of tests and models (default 10)"
+    )
+    parser.add_argument(
+        "--history", metavar="DIR", help="html: draw the trend over the runs saved in DIR (history-dir)"
     )
     parser.set_defaults(func=_cmd_report)
 
@@ -110,6 +113,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         text = render_csv(run)
     elif args.format == "json":
         text = dump_run(run)
+    elif args.format == "html":
+        from .report import html
+
+        text = html.render(run, trend=html.load_trend(run, Path(args.history) if args.history else None))
     else:
         from .report.terminal import render as table
 
@@ -324,6 +331,7 @@ _CHECK_OPTIONS = (
     ("junit", "PATH", "write the JUnit XML report to PATH"),
     ("markdown", "PATH", "write the markdown report to PATH"),
     ("csv", "PATH", "write per-test usage as CSV to PATH"),
+    ("html", "PATH", "write the self-contained HTML report to PATH"),
 )
 
 

@@ -39,6 +39,7 @@ class Settings:
     junit_path: Path | None = None
     markdown_path: Path | None = None
     csv_path: Path | None = None
+    html_path: Path | None = None  # report/html.py: one self-contained file
     calls_path: Path | None = None
     github_summary: bool = True  # append markdown to $GITHUB_STEP_SUMMARY under GitHub Actions
     github_annotations: bool = True  # ::error / ::warning workflow commands under GitHub Actions
@@ -251,6 +252,7 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "junit": ("junit_path", output_file),
     "markdown": ("markdown_path", output_file),
     "csv": ("csv_path", output_file),
+    "html": ("html_path", output_file),
     "calls": ("calls_path", output_file),
     "github-summary": ("github_summary", boolean),
     "github-annotations": ("github_annotations", boolean),

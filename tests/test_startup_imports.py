@@ -89,7 +89,9 @@ def _deferred(loaded: list[str]) -> list[str]:
     return [m for m in loaded if any(m == d or m.startswith(d + ".") for d in DEFERRED)]
 
 
-def _session(pytester: pytest.Pytester, **tests: str) -> tuple[pytest.RunResult, dict[str, list[str]]]:
+def _session(
+    pytester: pytest.Pytester, *options: str, **tests: str
+) -> tuple[pytest.RunResult, dict[str, list[str]]]:
     pytester.makeconftest(LOADED_PROBE)
     pytester.makepyfile(**tests)
     result = pytester.runpytest_subprocess(
@@ -99,6 +101,7 @@ def _session(pytester: pytest.Pytester, **tests: str) -> tuple[pytest.RunResult,
         "--token-budget-junit=report.xml",
         "-p",
         "no:cacheprovider",
+        *options,
     )
     loaded = {
         moment: json.loads((pytester.path / f"at_{moment}.json").read_text())
@@ -120,6 +123,15 @@ def test_a_suite_without_llm_calls_never_imports_what_reads_a_response(pytester:
     assert run["meta"]["prices"]["source"] == "genai-prices"
     assert (pytester.path / "report.md").is_file()
     assert (pytester.path / "report.xml").is_file()
+    assert "pytest_tokenbudget.report.html" not in loaded["unconfigure"]  # not asked for: never imported
+
+
+def test_the_html_report_of_a_suite_without_llm_calls_imports_no_reader(pytester: pytest.Pytester) -> None:
+    result, loaded = _session(pytester, "--token-budget-html=report.html", test_no_llm=NO_LLM_CALLS)
+    result.assert_outcomes(passed=2)
+    assert "pytest_tokenbudget.report.html" in loaded["sessionfinish"]
+    assert _deferred(loaded["unconfigure"]) == []
+    assert "test_no_llm.py::test_plain" in (pytester.path / "report.html").read_text()
 
 
 def test_other_http_requests_import_the_routing_only(pytester: pytest.Pytester) -> None:

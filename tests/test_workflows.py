@@ -200,13 +200,21 @@ class TestPullRequestRecipe:
     def test_uploads_the_report_even_when_pytest_fails(self) -> None:
         workflow = load(PR)
         upload = uses_of(workflow, "actions/upload-artifact")
-        assert len(upload) == 1
+        assert [u["with"]["name"] for u in upload] == ["tokenbudget-pr", "tokenbudget-report"]
         assert upload[0]["if"] == "always()"
         paths = upload[0]["with"]["path"].split()
         assert set(paths) == {"tokenbudget.md", "tokenbudget.json", "pr-number.txt"}
         number = next(s for s in steps(workflow) if "pr-number.txt" in s.get("run", ""))
         assert number["if"] == "always()"
         assert number["env"]["PR_NUMBER"] == "${{ github.event.number }}"
+
+    def test_uploads_the_html_report_as_its_own_artifact(self) -> None:
+        workflow = load(PR)
+        pytest_run = next(script for script in runs(workflow) if "--token-budget" in script)
+        assert "--token-budget-html=tokenbudget.html" in pytest_run
+        html = uses_of(workflow, "actions/upload-artifact")[1]
+        assert html["if"] == "always()"
+        assert html["with"]["path"] == "tokenbudget.html"
 
     def test_a_missing_base_branch_baseline_is_a_note(self, pytester: pytest.Pytester) -> None:
         """First adoption: the base branch has no tokenbudget.baseline.json yet, the run passes."""

@@ -12,6 +12,7 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("junit", "PATH", "write a JUnit XML report with one test case per budget to PATH."),
     ("markdown", "PATH", "write the markdown report (PR comment / job summary) to PATH."),
     ("csv", "PATH", "write per-test usage as CSV to PATH."),
+    ("html", "PATH", "write a self-contained HTML report (tables, charts; opens offline) to PATH."),
     ("calls", "PATH", "write one JSON line per LLM call to PATH."),
     ("mode", "fail|warn", "warn: report overruns but leave the exit status alone."),
     ("warn-at", "FRACTION", "warn when usage reaches this fraction of a budget (default 0.8)."),

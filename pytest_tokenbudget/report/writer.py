@@ -22,7 +22,7 @@ def write_reports(
     emit: Callable[[str], None] | None = None,
     failed: Callable[[str, Exception], None] | None = None,
 ) -> list[Path]:
-    """JUnit XML, markdown, CSV; in GitHub Actions the job summary and annotations.
+    """JUnit XML, markdown, CSV, HTML; in GitHub Actions the job summary and annotations.
 
     Each is written on its own: one that fails (an unwritable path, a full disk) is reported to
     ``failed(report, error)`` and the others are still written; without ``failed`` the first
@@ -83,6 +83,15 @@ def write_reports(
             return csv_path
 
         attempt("the CSV report", write_csv)
+    if settings.html_path is not None:
+        html_path, history_dir = settings.html_path, settings.history_dir
+
+        def write_html() -> Path:
+            from . import html
+
+            return html.write(run, html_path, history_dir=history_dir)
+
+        attempt("the HTML report", write_html)
     if in_github:
         if settings.github_summary and markdown_text:
             attempt("the GitHub job summary", lambda: github.append_summary(markdown_text[0]))

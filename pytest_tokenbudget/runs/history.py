@@ -92,13 +92,16 @@ class History:
     skipped: tuple[str, ...]  # one sentence per unreadable file
 
 
-def load_history(directory: Path, *, branch: str | None = None) -> History:
-    """Every ``*.json`` run in ``directory`` in name (= time) order; unreadable ones are skipped."""
+def load_history(directory: Path, *, branch: str | None = None, last: int | None = None) -> History:
+    """Every ``*.json`` run in ``directory`` in name (= time) order; unreadable ones are skipped.
+    ``last``: only the newest ``last`` runs are read (newest first, until that many are found)."""
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such folder (pytest --token-budget-save-run fills it)")
     entries: list[Entry] = []
     skipped: list[str] = []
-    for path in sorted(directory.glob("*.json")):
+    for path in sorted(directory.glob("*.json"), reverse=True):
+        if last is not None and len(entries) >= last:
+            break
         try:
             entry = _read_entry(path)
         except ArtifactError as exc:
@@ -106,7 +109,7 @@ def load_history(directory: Path, *, branch: str | None = None) -> History:
             continue
         if branch is None or entry.branch == branch:
             entries.append(entry)
-    return History(tuple(entries), tuple(skipped))
+    return History(tuple(reversed(entries)), tuple(reversed(skipped)))
 
 
 def _read_entry(path: Path) -> Entry:
