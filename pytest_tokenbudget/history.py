@@ -92,13 +92,15 @@ class History:
     skipped: tuple[str, ...]  # one sentence per unreadable file
 
 
-def load_history(directory: Path, *, branch: str | None = None) -> History:
-    """Every ``*.json`` run in ``directory`` in name (= time) order; unreadable ones are skipped."""
+def load_history(directory: Path, *, branch: str | None = None, last: int | None = None) -> History:
+    """Every ``*.json`` run in ``directory`` in name (= time) order; unreadable ones are skipped.
+    ``last`` reads only the newest files (without ``branch``: a trend needs no more)."""
     if not directory.is_dir():
         raise ArtifactError(f"{directory}: no such folder (pytest --token-budget-save-run fills it)")
     entries: list[Entry] = []
     skipped: list[str] = []
-    for path in sorted(directory.glob("*.json")):
+    paths = sorted(directory.glob("*.json"))
+    for path in paths[-last:] if last and branch is None else paths:
         try:
             entry = _read_entry(path)
         except ArtifactError as exc:

@@ -36,6 +36,11 @@ USAGE_FIELDS: Final = (
 
 PHASES: Final = ("setup", "call", "teardown")
 
+BUILTIN_MARKERS: Final = frozenset(
+    {"parametrize", "usefixtures", "filterwarnings", "skip", "skipif", "xfail", "tryfirst", "trylast"}
+)
+"""pytest's own markers: no grouping of tests a team chose, so not a breakdown of their own."""
+
 
 class ArtifactError(ValueError):
     """A run artifact (or baseline) that cannot be read: says what is wrong and where."""
@@ -685,6 +690,30 @@ class Run:
             merged.setdefault(key.split("/", 1)[0], Tally()).merge(tally)
         return dict(sorted(merged.items()))
 
+    # -- breakdowns per file and per marker (issue 25) ----------------------------------------------
+
+    def files(self) -> dict[str, Tally]:
+        """Tests' usage summed per test file (fixtures and the session have no file: left out)."""
+        merged: dict[str, Tally] = {}
+        for entry in self.iter_tests():
+            if entry.total.calls:
+                name = entry.path or entry.nodeid.split("::", 1)[0]
+                merged.setdefault(name, Tally()).merge(entry.total)
+        return dict(sorted(merged.items()))
+
+    def markers(self) -> dict[str, Tally]:
+        """Tests' usage summed per marker name; a test with two markers counts under both, and
+        pytest's own markers (parametrize, skipif, …) are left out."""
+        merged: dict[str, Tally] = {}
+        for entry in self.iter_tests():
+            if entry.total.calls:
+                for name in entry.markers:
+                    if name not in BUILTIN_MARKERS:
+                        merged.setdefault(name, Tally()).merge(entry.total)
+        return dict(sorted(merged.items()))
+
+    # -- end of breakdowns ---------------------------------------------------------------------------
+
     def anatomy(self) -> dict[str, int]:
         """Where the input goes, over the whole run (see :func:`merge_anatomy`)."""
         total: dict[str, int] = {}
@@ -711,6 +740,8 @@ class Run:
             "totals": self.totals().to_dict(),
             "models": {key: tally.to_dict() for key, tally in models.items()},
             "providers": {key: tally.to_dict() for key, tally in self.providers(models).items()},
+            **({"files": {k: t.to_dict() for k, t in files.items()}} if (files := self.files()) else {}),
+            **({"markers": {k: t.to_dict() for k, t in marks.items()}} if (marks := self.markers()) else {}),
             "tests": {n: self.tests[n].to_dict() for n in order} if tests else dict.fromkeys(order),
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],
