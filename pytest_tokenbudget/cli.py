@@ -87,6 +87,14 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
     parser.add_argument(
         "--top", type=int, default=10, help="rows in the tables of tests and models (default 10)"
     )
+    parser.add_argument(
+        "--history", metavar="DIR", help="markdown: draw the trend of the saved runs in DIR as a sparkline"
+    )
+    parser.add_argument(
+        "--html-url",
+        metavar="URL",
+        help="markdown: link to the HTML report here (default: $TOKENBUDGET_HTML_URL)",
+    )
     parser.set_defaults(func=_cmd_report)
 
 
@@ -97,9 +105,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     run = load_run(Path(args.run))
     if args.format == "markdown":
-        from .report.markdown import render as markdown
+        import os
 
-        text = markdown(run, top=args.top)
+        from .report.markdown import render as markdown
+        from .report.writer import HTML_URL_ENV
+
+        trend = []
+        if args.history:
+            from .report.trend import recent
+
+            trend = recent(Path(args.history), run)
+        html_url = args.html_url or os.environ.get(HTML_URL_ENV) or None
+        text = markdown(run, top=args.top, trend=trend, html_url=html_url)
     elif args.format == "junit":
         from .report.junit import render as junit
 

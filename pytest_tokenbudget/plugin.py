@@ -318,6 +318,10 @@ def activate(config: pytest.Config) -> TokenBudgetPlugin:
         plugin = TokenBudgetPlugin(config, _settings(config))
         config.stash[_plugin_key] = plugin
         config.pluginmanager.register(plugin, "tokenbudget-session")
+        if plugin.settings.enabled and config.get_verbosity() >= 1:  # -v: usage beside each outcome
+            from .outcome_usage import OutcomeUsage
+
+            config.pluginmanager.register(OutcomeUsage(plugin.run), "tokenbudget-outcome-usage")
     return plugin
 
 

@@ -215,9 +215,11 @@ def _models(run: Run, rows: int) -> list[str]:
 
 
 def _extras(trend: Sequence[Entry], html_url: str | None) -> list[str]:
-    from .trend import markdown_lines
+    lines: list[str] = []
+    if trend:
+        from .trend import markdown_lines
 
-    lines = markdown_lines(trend)
+        lines += markdown_lines(trend)
     if html_url:
         link = safe_url(html_url)
         if link is None:
