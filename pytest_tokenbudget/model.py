@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, TypedDict
+from typing import Any, ClassVar, Final, Literal, TypedDict
 
 SCHEMA_VERSION: Final = 1
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -611,6 +611,8 @@ class _Aggregates(TypedDict, total=False):
 
     totals: Tally
     models: dict[str, Tally]
+    files: dict[str, Tally]
+    markers: dict[str, Tally]
 
 
 @dataclass(slots=True)
@@ -694,23 +696,36 @@ class Run:
 
     def files(self) -> dict[str, Tally]:
         """Tests' usage summed per test file (fixtures and the session have no file: left out)."""
-        merged: dict[str, Tally] = {}
-        for entry in self.iter_tests():
-            if entry.total.calls:
-                name = entry.path or entry.nodeid.split("::", 1)[0]
-                merged.setdefault(name, Tally()).merge(entry.total)
-        return dict(sorted(merged.items()))
+        return self._breakdown("files")
 
     def markers(self) -> dict[str, Tally]:
         """Tests' usage summed per marker name; a test with two markers counts under both, and
         pytest's own markers (parametrize, skipif, …) are left out."""
+        return self._breakdown("markers")
+
+    def _breakdown(self, kind: Literal["files", "markers"]) -> dict[str, Tally]:
+        """``files`` or ``markers``: a pass over every test, once inside :meth:`finished`."""
+        aggregates = self._aggregates
+        cached = aggregates.get(kind) if aggregates is not None else None
+        if cached is not None:
+            return {key: tally.copy() for key, tally in cached.items()}
         merged: dict[str, Tally] = {}
-        for entry in self.iter_tests():
-            if entry.total.calls:
-                for name in entry.markers:
-                    if name not in BUILTIN_MARKERS:
-                        merged.setdefault(name, Tally()).merge(entry.total)
-        return dict(sorted(merged.items()))
+        for entry in self.tests.values():
+            if entry.kind != "test" or not entry.total.calls:
+                continue
+            if kind == "files":
+                names: Iterable[str] = (entry.path or entry.nodeid.split("::", 1)[0],)
+            else:
+                names = [name for name in entry.markers if name not in BUILTIN_MARKERS]
+            for name in names:
+                tally = merged.get(name)
+                if tally is None:
+                    tally = merged[name] = Tally()
+                tally.merge(entry.total)
+        result = dict(sorted(merged.items()))
+        if aggregates is not None:
+            aggregates[kind] = {key: tally.copy() for key, tally in result.items()}
+        return result
 
     # -- end of breakdowns ---------------------------------------------------------------------------
 
