@@ -461,7 +461,7 @@ def _cmd_suggest(args: argparse.Namespace) -> int:
     try:
         proposal = propose(runs, headroom=args.headroom, pct=args.percentile)
         after = updated_pyproject(before, proposal)
-        check = resolve(read_table_text(after), {}, pyproject=pyproject, root=pyproject.parent)
+        check = resolve(_read_table_text(after), {}, pyproject=pyproject, root=pyproject.parent)
         Budgets.from_settings(check)  # what the plugin will read: a suggestion it cannot is a bug
     except (SuggestError, ConfigError) as exc:
         print(f"tokenbudget: {pyproject}: {exc}", file=sys.stderr)
@@ -530,7 +530,7 @@ def _cmd_reprice(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_table_text(text: str) -> dict[str, Any]:
+def _read_table_text(text: str) -> dict[str, Any]:
     """``[tool.tokenbudget]`` of a pyproject given as text."""
     import tomllib
 
