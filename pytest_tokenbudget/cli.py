@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in (_add_show, _add_report, _add_compare, _add_estimate, _add_merge, _add_check, _add_history):
         add(subparsers)
+    for add in (_add_suggest, _add_reprice):  # issue 25
+        add(subparsers)
     return parser
 
 
@@ -88,7 +90,14 @@ def _add_report(subparsers: argparse._SubParsersAction[argparse.ArgumentParser])
         "--top", type=int, default=10, help="rows in the tables of tests and models (default 10)"
     )
     parser.add_argument(
-        "--history", metavar="DIR", help="html: draw the trend over the runs saved in DIR (history-dir)"
+        "--history",
+        metavar="DIR",
+        help="the trend over the runs saved in DIR (history-dir): a chart in html, a sparkline in markdown",
+    )
+    parser.add_argument(
+        "--html-url",
+        metavar="URL",
+        help="markdown: link to the HTML report here (default: $TOKENBUDGET_HTML_URL)",
     )
     parser.set_defaults(func=_cmd_report)
 
@@ -100,9 +109,18 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     run = load_run(Path(args.run))
     if args.format == "markdown":
-        from .report.markdown import render as markdown
+        import os
 
-        text = markdown(run, top=args.top)
+        from .report.markdown import render as markdown
+        from .report.writer import HTML_URL_ENV
+
+        trend = []
+        if args.history:
+            from .report.trend import recent
+
+            trend = recent(Path(args.history), run)
+        html_url = args.html_url or os.environ.get(HTML_URL_ENV) or None
+        text = markdown(run, top=args.top, trend=trend, html_url=html_url)
     elif args.format == "junit":
         from .report.junit import render as junit
 
@@ -403,6 +421,128 @@ def _cmd_history(args: argparse.Namespace) -> int:
         _write(write_atomic, Path(args.svg), svg_chart(shown, title=title))
         print(f"chart: {args.svg}", file=sys.stderr)
     return 0
+
+
+def _add_suggest(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "suggest", help="propose session and per-test budgets from saved runs, as a diff of pyproject.toml"
+    )
+    parser.add_argument(
+        "runs", nargs="*", metavar="RUN.json|DIR", help="artifacts or folders (default: history-dir)"
+    )
+    parser.add_argument(
+        "--config", metavar="PYPROJECT", help="the file to change (default: ./pyproject.toml)"
+    )
+    parser.add_argument(
+        "--headroom", type=float, default=1.2, help="factor over the percentile (default 1.2)"
+    )
+    parser.add_argument("--percentile", type=float, default=95.0, help="of each test's runs (default 95)")
+    parser.add_argument("--last", type=int, metavar="N", help="only the newest N runs of a folder")
+    parser.add_argument("--write", action="store_true", help="apply the change to the file")
+    parser.set_defaults(func=_cmd_suggest)
+
+
+def _cmd_suggest(args: argparse.Namespace) -> int:
+    from .config import ConfigError, read_table, resolve
+    from .judge.budgets import Budgets
+    from .runs.artifact import write_atomic
+    from .runs.suggest import SuggestError, load_runs, propose, summary_lines, unified_diff, updated_pyproject
+
+    pyproject = Path(args.config) if args.config else Path.cwd() / "pyproject.toml"
+    try:
+        before = pyproject.read_text(encoding="utf-8") if pyproject.is_file() else ""
+        settings = resolve(
+            read_table(pyproject if before else None), {}, pyproject=pyproject, root=pyproject.parent
+        )
+    except (OSError, ConfigError) as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return 2
+    sources = [Path(r) for r in args.runs] or [settings.history_dir or Path(".tokenbudget/runs")]
+    for source in sources:
+        if not source.exists():
+            print(f"tokenbudget: {source}: no such file or folder", file=sys.stderr)
+            return 2
+    runs, notes = load_runs(sources)
+    if args.last is not None:
+        runs = runs[-max(args.last, 1) :]
+    try:
+        proposal = propose(runs, headroom=args.headroom, pct=args.percentile)
+        after = updated_pyproject(before, proposal)
+        check = resolve(_read_table_text(after), {}, pyproject=pyproject, root=pyproject.parent)
+        Budgets.from_settings(check)  # what the plugin will read: a suggestion it cannot is a bug
+    except (SuggestError, ConfigError) as exc:
+        print(f"tokenbudget: {pyproject}: {exc}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as exc:
+        if exc.name != "tomlkit":
+            raise
+        print("tokenbudget suggest needs tomlkit: pip install 'pytest-tokenbudget[suggest]'", file=sys.stderr)
+        return 2
+    for line in [*notes, *summary_lines(proposal, headroom=args.headroom, pct=args.percentile)]:
+        print(line, file=sys.stderr)
+    if after == before:
+        print(f"{pyproject.name} already holds these budgets", file=sys.stderr)
+        return 0
+    sys.stdout.write(unified_diff(before, after, pyproject.name))
+    if args.write:
+        _write(write_atomic, pyproject, after)
+        print(f"written: {pyproject}", file=sys.stderr)
+    return 0
+
+
+def _add_reprice(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "reprice", help="what a saved run would cost on other models (same tokens, today's prices)"
+    )
+    parser.add_argument("run", metavar="RUN.json")
+    parser.add_argument(
+        "--model",
+        "-m",
+        action="append",
+        required=True,
+        metavar="FROM=TO",
+        help="swap a model: gpt-4o=gpt-4o-mini, claude-sonnet-*=anthropic/claude-opus-4-1 (repeatable)",
+    )
+    parser.add_argument("--format", "-f", choices=("text", "markdown", "json"), default="text")
+    parser.add_argument("--top", type=int, default=20, help="rows of the per-test table (default 20)")
+    parser.add_argument("--config", metavar="PYPROJECT", help="its [tool.tokenbudget.prices] and aliases")
+    parser.set_defaults(func=_cmd_reprice)
+
+
+def _cmd_reprice(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import ConfigError, find_pyproject, read_table, resolve
+    from .pricing.prices import Pricer
+    from .report.reprice import RepriceError, markdown_lines, parse_mappings, reprice, text_lines
+    from .runs.artifact import load_run
+
+    run = load_run(Path(args.run))
+    try:
+        pyproject = Path(args.config) if args.config else find_pyproject(Path.cwd(), None)
+        settings = resolve(read_table(pyproject), {}, pyproject=pyproject, root=Path.cwd())
+        result = reprice(run, parse_mappings(args.model), Pricer.from_settings(settings))
+    except (ConfigError, RepriceError) as exc:
+        print(f"tokenbudget: {exc}", file=sys.stderr)
+        return 2
+    if args.format == "json":
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        lines = (
+            markdown_lines(result, top=args.top)
+            if args.format == "markdown"
+            else text_lines(result, top=args.top)
+        )
+        print("\n".join(lines))
+    return 0
+
+
+def _read_table_text(text: str) -> dict[str, Any]:
+    """``[tool.tokenbudget]`` of a pyproject given as text."""
+    import tomllib
+
+    table = tomllib.loads(text).get("tool", {}).get("tokenbudget", {})
+    return table if isinstance(table, dict) else {}
 
 
 if __name__ == "__main__":

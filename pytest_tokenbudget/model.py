@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, ClassVar, Final, TypedDict
+from typing import Any, ClassVar, Final, Literal, TypedDict
 
 SCHEMA_VERSION: Final = 1
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -35,6 +35,11 @@ USAGE_FIELDS: Final = (
 )
 
 PHASES: Final = ("setup", "call", "teardown")
+
+BUILTIN_MARKERS: Final = frozenset(
+    {"parametrize", "usefixtures", "filterwarnings", "skip", "skipif", "xfail", "tryfirst", "trylast"}
+)
+"""pytest's own markers: no grouping of tests a team chose, so not a breakdown of their own."""
 
 
 class ArtifactError(ValueError):
@@ -606,6 +611,8 @@ class _Aggregates(TypedDict, total=False):
 
     totals: Tally
     models: dict[str, Tally]
+    files: dict[str, Tally]
+    markers: dict[str, Tally]
 
 
 @dataclass(slots=True)
@@ -685,6 +692,43 @@ class Run:
             merged.setdefault(key.split("/", 1)[0], Tally()).merge(tally)
         return dict(sorted(merged.items()))
 
+    # -- breakdowns per file and per marker (issue 25) ----------------------------------------------
+
+    def files(self) -> dict[str, Tally]:
+        """Tests' usage summed per test file (fixtures and the session have no file: left out)."""
+        return self._breakdown("files")
+
+    def markers(self) -> dict[str, Tally]:
+        """Tests' usage summed per marker name; a test with two markers counts under both, and
+        pytest's own markers (parametrize, skipif, …) are left out."""
+        return self._breakdown("markers")
+
+    def _breakdown(self, kind: Literal["files", "markers"]) -> dict[str, Tally]:
+        """``files`` or ``markers``: a pass over every test, once inside :meth:`finished`."""
+        aggregates = self._aggregates
+        cached = aggregates.get(kind) if aggregates is not None else None
+        if cached is not None:
+            return {key: tally.copy() for key, tally in cached.items()}
+        merged: dict[str, Tally] = {}
+        for entry in self.tests.values():
+            if entry.kind != "test" or not entry.total.calls:
+                continue
+            if kind == "files":
+                names: Iterable[str] = (entry.path or entry.nodeid.split("::", 1)[0],)
+            else:
+                names = [name for name in entry.markers if name not in BUILTIN_MARKERS]
+            for name in names:
+                tally = merged.get(name)
+                if tally is None:
+                    tally = merged[name] = Tally()
+                tally.merge(entry.total)
+        result = dict(sorted(merged.items()))
+        if aggregates is not None:
+            aggregates[kind] = {key: tally.copy() for key, tally in result.items()}
+        return result
+
+    # -- end of breakdowns ---------------------------------------------------------------------------
+
     def anatomy(self) -> dict[str, int]:
         """Where the input goes, over the whole run (see :func:`merge_anatomy`)."""
         total: dict[str, int] = {}
@@ -711,6 +755,8 @@ class Run:
             "totals": self.totals().to_dict(),
             "models": {key: tally.to_dict() for key, tally in models.items()},
             "providers": {key: tally.to_dict() for key, tally in self.providers(models).items()},
+            **({"files": {k: t.to_dict() for k, t in files.items()}} if (files := self.files()) else {}),
+            **({"markers": {k: t.to_dict() for k, t in marks.items()}} if (marks := self.markers()) else {}),
             "tests": {n: self.tests[n].to_dict() for n in order} if tests else dict.fromkeys(order),
             "issues": self.issues,
             "verdicts": [v.to_dict() for v in self.verdicts],

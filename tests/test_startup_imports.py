@@ -30,6 +30,14 @@ DEFERRED = (
     "pytest_tokenbudget.tokens.tokenizer",
 )
 
+OFF_UNLESS_ASKED = (
+    "pytest_tokenbudget.plugin.teststatus",  # -v only
+    "pytest_tokenbudget.report.trend",  # only with a history folder
+    "pytest_tokenbudget.history",
+    "pytest_tokenbudget.runs.suggest",  # CLI only
+    "pytest_tokenbudget.report.reprice",
+)
+
 LOADED_PROBE = """
 import json
 import sys
@@ -118,6 +126,7 @@ def test_a_suite_without_llm_calls_never_imports_what_reads_a_response(pytester:
     assert "pytest_tokenbudget.capture.httpx_clients" in loaded["sessionfinish"]  # httpx was wrapped
     assert _deferred(loaded["sessionfinish"]) == []
     assert _deferred(loaded["unconfigure"]) == []  # nor does the terminal summary
+    assert [m for m in OFF_UNLESS_ASKED if m in loaded["unconfigure"]] == []  # not asked for: not imported
     run = json.loads((pytester.path / "run.json").read_text())
     assert run["meta"]["prices"]["calls_by_source"] == {}
     assert run["meta"]["prices"]["source"] == "genai-prices"

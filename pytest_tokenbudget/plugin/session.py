@@ -128,12 +128,18 @@ class Session:
         from .outcome import Outcomes, PerTest
         from .worker import Worker
 
+        roles: list[object]
         if self.role == "controller":
-            return [Outcomes(self), Controller(self), Finish(self)]
-        attribution = Attribution(self)
-        if self.role == "worker":
-            return [attribution, PerTest(self, attribution), Worker(self, attribution)]
-        return [attribution, PerTest(self, attribution), Outcomes(self), Finish(self)]
+            roles = [Outcomes(self), Controller(self), Finish(self)]
+        else:
+            attribution = Attribution(self)
+            roles = [attribution, PerTest(self, attribution)]
+            roles += [Worker(self, attribution)] if self.role == "worker" else [Outcomes(self), Finish(self)]
+        if self.settings.enabled and self.config.get_verbosity() >= 1:  # -v: usage beside each outcome
+            from .teststatus import OutcomeUsage
+
+            roles.append(OutcomeUsage(self.run))
+        return roles
 
     def close(self) -> None:
         if not self._closed:

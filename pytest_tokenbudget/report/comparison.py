@@ -25,6 +25,35 @@ def _cost_line(cost: dict[str, Any]) -> str:
     return text
 
 
+def signed_money(value: float) -> str:
+    """``+$0.0012``, ``-$0.0003``, ``$0``: a cost change with its sign."""
+    if abs(value) < 5e-7:  # the comparison keeps six decimals
+        return "$0"
+    return ("+" if value > 0 else "-") + fmt.money(abs(value))
+
+
+def swap(test: dict[str, Any]) -> tuple[list[str], list[str]] | None:
+    """A test's models dropped and taken up, when its models changed (a model swap)."""
+    models = test.get("models")
+    if not isinstance(models, dict):
+        return None
+    base, head = list(models.get("base") or ()), list(models.get("head") or ())
+    return [m for m in base if m not in head], [m for m in head if m not in base]
+
+
+def _label(test: dict[str, Any]) -> str:
+    """``+12.5%``, ``new``, ``removed``; ``model a → b`` for a swap at equal tokens."""
+    swapped = swap(test)
+    if swapped is not None and test["delta"] == 0:
+        return f"model {', '.join(swapped[0]) or '-'} → {', '.join(swapped[1]) or '-'}"
+    return test["status"] if test["status"] != "changed" else _pct(test["pct"])
+
+
+def _cost_delta(test: dict[str, Any]) -> str:
+    cost = test.get("cost")
+    return signed_money(cost["delta"]) if isinstance(cost, dict) else ""
+
+
 def terminal_lines(comparison: dict[str, Any]) -> list[Line]:
     if not comparison:
         return []
@@ -44,14 +73,20 @@ def terminal_lines(comparison: dict[str, Any]) -> list[Line]:
             f"{counts.get('removed', 0):,} removed"
         ),
     ]
-    rows = [["base", "head", "delta", "", "test"]]
+    rows = [["base", "head", "delta", "cost Δ", "", "test"]]
     for test in comparison["tests"][:_ROWS]:
-        label = test["status"] if test["status"] != "changed" else _pct(test["pct"])
         rows.append(
-            [fmt.tokens(test["base"]), fmt.tokens(test["head"]), _signed(test["delta"]), label, test["test"]]
+            [
+                fmt.tokens(test["base"]),
+                fmt.tokens(test["head"]),
+                _signed(test["delta"]),
+                _cost_delta(test),
+                _label(test),
+                test["test"],
+            ]
         )
     if len(rows) > 1:
-        lines += [Line("    " + row) for row in fmt.table(rows, ">>>><")]
+        lines += [Line("    " + row) for row in fmt.table(rows, ">>>>><")]
     return lines
 
 
@@ -75,15 +110,31 @@ def markdown_lines(comparison: dict[str, Any]) -> list[str]:
         f"{counts.get('removed', 0):,} removed "
         f"<sub>(baseline {_code(str(comparison.get('source', '')))})</sub>",
     ]
+    if counts.get("models_swapped"):
+        out += ["", f"🔀 **{fmt.count(counts['models_swapped'], 'test')} changed model**"]
     if comparison["tests"]:
-        out += ["", "| test | base | head | Δ | |", "|---|--:|--:|--:|---|"]
+        out += ["", "| test | base | head | Δ tokens | Δ cost | |", "|---|--:|--:|--:|--:|---|"]
         for test in comparison["tests"][:_ROWS]:
-            label = test["status"] if test["status"] != "changed" else _pct(test["pct"])
             out.append(
                 f"| {_code(test['test'])} | {fmt.tokens(test['base'])} | {fmt.tokens(test['head'])} | "
-                f"{_signed(test['delta'])} | {label} |"
+                f"{_signed(test['delta'])} | {_cost_delta(test)} | {_markdown_label(test)} |"
             )
         hidden = len(comparison["tests"]) - _ROWS
         if hidden > 0:
-            out.append(f"| … {hidden:,} more | | | | |")
+            out.append(f"| … {hidden:,} more | | | | | |")
     return out
+
+
+def _markdown_label(test: dict[str, Any]) -> str:
+    """The row's last cell: growth, new/removed, and a model swap with the model names as code."""
+    from .markdown import _code
+
+    label = test["status"] if test["status"] != "changed" else _pct(test["pct"])
+    if test["delta"] == 0 and test["status"] == "changed":
+        label = ""
+    swapped = swap(test)
+    if swapped is not None:
+        before = ", ".join(_code(m) for m in swapped[0]) or "-"
+        after = ", ".join(_code(m) for m in swapped[1]) or "-"
+        label = f"{label} 🔀 {before} → {after}".strip()
+    return label

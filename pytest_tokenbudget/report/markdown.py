@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from .. import units as fmt
 from ..model import CallState, Run, Status, Tally, Verdict
+
+if TYPE_CHECKING:
+    from ..runs.history import Entry
 
 MARKER = "<!-- pytest-tokenbudget -->"
 LIMIT = 65_536  # GitHub's limit for a comment body and a job summary per step, in characters
@@ -26,11 +30,20 @@ _ICON = {Status.EXCEEDED: "❌", Status.WARN: "⚠️", Status.UNKNOWN: "❔", S
 _ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 
 
-def render(run: Run, *, top: int = 10, limit: int = LIMIT) -> str:
-    """The markdown for ``run``; never longer than ``limit`` characters."""
+def render(
+    run: Run,
+    *,
+    top: int = 10,
+    limit: int = LIMIT,
+    trend: Sequence[Entry] = (),
+    html_url: str | None = None,
+) -> str:
+    """The markdown for ``run``; never longer than ``limit`` characters. ``trend``: the last runs
+    (report/trend.py) for a sparkline; ``html_url``: a link to the HTML report."""
     rows = max(top, 1)
+    extras = _extras(trend, html_url)
     while True:
-        text = _render(run, rows)
+        text = _render(run, rows, extras)
         if len(text) <= limit:
             return text
         if rows == 1:
@@ -40,16 +53,19 @@ def render(run: Run, *, top: int = 10, limit: int = LIMIT) -> str:
     return text[: limit - len(note)].rsplit("\n", 1)[0] + note
 
 
-def _render(run: Run, rows: int) -> str:
+def _render(run: Run, rows: int, extras: list[str] | None = None) -> str:
     totals = run.totals()
     out = [MARKER, _headline(run, totals), ""]
     out += _summary(run, totals)
+    if extras:  # the trend and the HTML report's link (issue 25)
+        out += ["", *extras]
     comparison = _comparison_lines(run)
     if comparison:
         out += ["", *comparison]
     out += _budgets(run.verdicts, rows)
     out += _heaviest(run, rows)
     out += _models(run, rows)
+    out += _breakdowns(run, rows)
     out += _unknown_prices(run)
     if run.issues:
         incomplete = f"⚠️ {fmt.count(len(run.issues), 'call')} with incomplete usage ({_states(run.issues)})"
@@ -193,6 +209,64 @@ def _models(run: Run, rows: int) -> list[str]:
         table.append(f"| {_code(key)} | {fmt.tokens(t.total_tokens)} | {_cost(t)} | {t.calls:,} |")
     table += ["", *_chart(ranked[:8])]
     return ["", *_details("Models and providers", table)]
+
+
+# -- issue 25: trend, HTML link, breakdowns per file and marker -------------------------------------
+
+
+def _extras(trend: Sequence[Entry], html_url: str | None) -> list[str]:
+    lines: list[str] = []
+    if trend:
+        from .trend import markdown_lines
+
+        lines += markdown_lines(trend)
+    if html_url:
+        link = safe_url(html_url)
+        if link is None:
+            lines.append("📊 HTML report: not linked (its URL is not an http(s) address)")
+        else:
+            lines.append(f"📊 [HTML report]({link})")
+    spaced: list[str] = []
+    for line in lines:
+        spaced += [line, ""]
+    return spaced[:-1]
+
+
+def safe_url(url: str) -> str | None:
+    """``url`` as a markdown link target (``(``, ``)``, spaces and ``<>`` percent-encoded); None
+    unless it is an absolute http(s) URL."""
+    from urllib.parse import quote, urlsplit
+
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return None
+    return quote(url, safe="/:?#[]@!$&'*+,;=%~-._")
+
+
+def _breakdowns(run: Run, rows: int) -> list[str]:
+    """Usage per test file and per marker, folded (a marker's tests may overlap another's)."""
+    files, markers = run.files(), run.markers()
+    if len(files) < 2 and not markers:
+        return []
+    body: list[str] = []
+    for title, tallies in (("file", files), ("marker", markers)):
+        if not tallies:
+            continue
+        ranked = sorted(tallies.items(), key=lambda kv: (-kv[1].total_tokens, kv[0]))
+        if body:
+            body.append("")
+        body += [f"| {title} | tokens | input | output | cost | calls |", "|---|--:|--:|--:|--:|--:|"]
+        for name, tally in ranked[:rows]:
+            body.append(
+                f"| {_code(name)} | {fmt.tokens(tally.total_tokens)} | {fmt.tokens(tally.input_tokens)} | "
+                f"{fmt.tokens(tally.output_tokens)} | {_cost(tally)} | {tally.calls:,} |"
+            )
+        body += _more(len(ranked) - rows)
+    return ["", *_details("By file and marker", body)]
+
+
+# -- end of issue 25 ---------------------------------------------------------------------------------
 
 
 def _chart(ranked: list[tuple[str, Tally]]) -> list[str]:

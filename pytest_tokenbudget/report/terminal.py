@@ -104,6 +104,9 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
             )
         lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>>>><"))
 
+    if verbose:  # per file and per marker (issue 25)
+        lines.extend(breakdown_lines(run))
+
     outside = [t for t in run.tests.values() if t.kind != "test" and t.total.calls]
     if outside:
         lines.append(Line(""))
@@ -124,6 +127,29 @@ def render(run: Run, *, verbose: bool = False, top: int = 5) -> list[Line]:
             lines.append(Line(f"  {issue['state']}: {where} {issue['detail']}".rstrip(), {"yellow": True}))
         if len(shown) < len(run.issues):
             lines.append(Line(f"  … {len(run.issues) - len(shown):,} more (-v shows all)"))
+    return lines
+
+
+def breakdown_lines(run: Run) -> list[Line]:
+    """``per file:`` and ``per marker:`` tables (a test with two markers counts under both)."""
+    lines: list[Line] = []
+    for title, tallies in (("per file", run.files()), ("per marker", run.markers())):
+        if not tallies:
+            continue
+        lines += [Line(""), Line(title + ":", {"bold": True})]
+        rows: list[Sequence[str]] = [("total", "input", "output", "cost", "calls", title.split()[1])]
+        for name, tally in sorted(tallies.items(), key=lambda kv: (-kv[1].total_tokens, kv[0])):
+            rows.append(
+                (
+                    fmt.tokens(tally.total_tokens),
+                    fmt.tokens(tally.input_tokens),
+                    fmt.tokens(tally.output_tokens),
+                    _cost(tally),
+                    _calls(tally.calls),
+                    name,
+                )
+            )
+        lines.extend(Line("  " + row) for row in fmt.table(rows, ">>>>><"))
     return lines
 
 

@@ -6,13 +6,18 @@ shards gets the same files a serial run would.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
 from ..model import Run
 from ..runs.artifact import write_atomic
+
+if TYPE_CHECKING:
+    from ..runs.history import Entry
 
 
 def write_reports(
@@ -62,7 +67,11 @@ def write_reports(
         def render_markdown() -> None:
             from . import markdown
 
-            markdown_text.append(markdown.render(run, top=max(settings.top, 10)))
+            trend = _trend(run, settings)
+            html_url = os.environ.get(HTML_URL_ENV) or None
+            markdown_text.append(
+                markdown.render(run, top=max(settings.top, 10), trend=trend, html_url=html_url)
+            )
 
         attempt("the markdown report", render_markdown)
     if settings.markdown_path is not None and markdown_text:
@@ -105,6 +114,20 @@ def write_reports(
     if errors and failed is None:
         raise errors[0][1]
     return written
+
+
+HTML_URL_ENV = "TOKENBUDGET_HTML_URL"
+"""Where the workflow publishes the HTML report: the markdown links to it when set."""
+
+
+def _trend(run: Run, settings: Settings) -> list[Entry]:
+    """The last runs of the history folder for the markdown's sparkline ([] without history)."""
+    directory = settings.history_dir
+    if directory is None or not directory.is_dir():
+        return []
+    from .trend import recent
+
+    return recent(directory, run)
 
 
 def _print(line: str) -> None:

@@ -53,7 +53,7 @@ def write_atomic(path: Path, text: str | Iterable[str]) -> None:
 
 # Collections written one entry per line: fast to write and read (one compact ``json.dumps`` per
 # entry), small, and a diff of two runs shows one changed line per changed test.
-_ONE_PER_LINE = frozenset({"models", "providers", "tests", "issues", "verdicts"})
+_ONE_PER_LINE = frozenset({"models", "providers", "files", "markers", "tests", "issues", "verdicts"})
 
 
 def dump_run(run: Run) -> str:

@@ -151,10 +151,14 @@ def compare(base: Run, head: Run, cost_of: CostOf | None = None) -> dict[str, An
         b, h = base_tests.get(nodeid), head_tests.get(nodeid)
         before = b.total.total_tokens if b else 0
         after = h.total.total_tokens if h else 0
-        status = "new" if b is None else "removed" if h is None else "changed" if before != after else "same"
+        swapped = b is not None and h is not None and b.models.keys() != h.models.keys()
+        changed = before != after or swapped  # a model swap is a change, even at equal tokens
+        status = "new" if b is None else "removed" if h is None else "changed" if changed else "same"
         if status == "same":
             continue
         entry = h or b
+        cost_before = b.total.cost_usd if b else 0.0
+        cost_after = h.total.cost_usd if h else 0.0
         tests.append(
             {
                 "test": nodeid,
@@ -163,11 +167,22 @@ def compare(base: Run, head: Run, cost_of: CostOf | None = None) -> dict[str, An
                 "head": after,
                 "delta": after - before,
                 "pct": _pct(before, after),
+                "cost": {
+                    "base": round(cost_before, 6),
+                    "head": round(cost_after, 6),
+                    "delta": round(cost_after - cost_before, 6),
+                },
+                **(
+                    {"models": {"base": sorted(b.models), "head": sorted(h.models)}}
+                    if b and h and swapped
+                    else {}
+                ),
                 "path": entry.path if entry else "",
                 "line": entry.line if entry else None,
             }
         )
-    tests.sort(key=lambda t: (-abs(t["delta"]), t["test"]))
+    tests.sort(key=_change_first)
+    swaps = sum("models" in t for t in tests)
     return {
         "base": {key: base.meta[key] for key in ("prices",) if base.meta.get(key)},
         "totals": {
@@ -191,8 +206,15 @@ def compare(base: Run, head: Run, cost_of: CostOf | None = None) -> dict[str, An
             "changed": sum(t["status"] == "changed" for t in tests),
             "unchanged": len(set(base_tests) & set(head_tests))
             - sum(t["status"] == "changed" for t in tests),
+            **({"models_swapped": swaps} if swaps else {}),
         },
     }
+
+
+def _change_first(test: dict[str, Any]) -> tuple[int, int, str]:
+    """Growth first (largest first), then model swaps at equal tokens, then shrinkage."""
+    delta = test["delta"]
+    return (0 if delta > 0 else 1 if delta == 0 else 2), -abs(delta), test["test"]
 
 
 _METRICS: Final = (
