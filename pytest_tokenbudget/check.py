@@ -28,7 +28,7 @@ from .judge.gate import PER_TEST_KINDS, TAKEN_DURING_TESTS, canonicalise
 from .model import Run, Status, Verdict
 
 if TYPE_CHECKING:
-    from .report.terminal import Line
+    from .report.markup import Line
 
 Evaluator = Callable[[Run], list[Verdict]]
 

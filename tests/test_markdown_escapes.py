@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pytest_tokenbudget.report.markdown import _text
+from pytest_tokenbudget.report.markup import literal as _text
 from pytest_tokenbudget.units import count
 
 cmarkgfm = pytest.importorskip("cmarkgfm")

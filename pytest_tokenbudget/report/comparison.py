@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import units as fmt
-from .terminal import Line
+from .markup import Line, code, literal
 
 _ROWS = 10
 
@@ -91,12 +91,10 @@ def terminal_lines(comparison: dict[str, Any]) -> list[Line]:
 
 
 def markdown_lines(comparison: dict[str, Any]) -> list[str]:
-    from .markdown import _code, _text
-
     if not comparison:
         return []
     if comparison.get("missing"):
-        return [f"ℹ️ Baseline: {_text(comparison.get('note') or 'none yet')}."]
+        return [f"ℹ️ Baseline: {literal(comparison.get('note') or 'none yet')}."]
     total = comparison["totals"]["total_tokens"]
     cost = comparison["cost"]
     counts = comparison.get("counts", {})
@@ -105,10 +103,10 @@ def markdown_lines(comparison: dict[str, Any]) -> list[str]:
         "#### Against the baseline",
         "",
         f"{arrow} **{_signed(total['delta'])} tokens** ({_pct(total['pct'])}): "
-        f"{fmt.tokens(total['base'])} → {fmt.tokens(total['head'])} · {_text(_cost_line(cost))} · "
+        f"{fmt.tokens(total['base'])} → {fmt.tokens(total['head'])} · {literal(_cost_line(cost))} · "
         f"{counts.get('changed', 0):,} changed, {counts.get('new', 0):,} new, "
         f"{counts.get('removed', 0):,} removed "
-        f"<sub>(baseline {_code(str(comparison.get('source', '')))})</sub>",
+        f"<sub>(baseline {code(str(comparison.get('source', '')))})</sub>",
     ]
     if counts.get("models_swapped"):
         out += ["", f"🔀 **{fmt.count(counts['models_swapped'], 'test')} changed model**"]
@@ -116,7 +114,7 @@ def markdown_lines(comparison: dict[str, Any]) -> list[str]:
         out += ["", "| test | base | head | Δ tokens | Δ cost | |", "|---|--:|--:|--:|--:|---|"]
         for test in comparison["tests"][:_ROWS]:
             out.append(
-                f"| {_code(test['test'])} | {fmt.tokens(test['base'])} | {fmt.tokens(test['head'])} | "
+                f"| {code(test['test'])} | {fmt.tokens(test['base'])} | {fmt.tokens(test['head'])} | "
                 f"{_signed(test['delta'])} | {_cost_delta(test)} | {_markdown_label(test)} |"
             )
         hidden = len(comparison["tests"]) - _ROWS
@@ -127,14 +125,12 @@ def markdown_lines(comparison: dict[str, Any]) -> list[str]:
 
 def _markdown_label(test: dict[str, Any]) -> str:
     """The row's last cell: growth, new/removed, and a model swap with the model names as code."""
-    from .markdown import _code
-
     label = test["status"] if test["status"] != "changed" else _pct(test["pct"])
     if test["delta"] == 0 and test["status"] == "changed":
         label = ""
     swapped = swap(test)
     if swapped is not None:
-        before = ", ".join(_code(m) for m in swapped[0]) or "-"
-        after = ", ".join(_code(m) for m in swapped[1]) or "-"
+        before = ", ".join(code(m) for m in swapped[0]) or "-"
+        after = ", ".join(code(m) for m in swapped[1]) or "-"
         label = f"{label} 🔀 {before} → {after}".strip()
     return label

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from .. import units as fmt
 from ..model import CallState, Run, Status, Tally, Verdict
+from .markup import clip, code, literal
 
 if TYPE_CHECKING:
     from ..runs.history import Entry
 
 MARKER = "<!-- pytest-tokenbudget -->"
 LIMIT = 65_536  # GitHub's limit for a comment body and a job summary per step, in characters
-_CELL = 300  # longest cell text kept, in characters
 
 _ICON = {Status.EXCEEDED: "❌", Status.WARN: "⚠️", Status.UNKNOWN: "❔", Status.OK: "✅"}
 _ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
@@ -82,7 +82,7 @@ def _states(issues: list[dict[str, Any]]) -> str:
     found = Counter(str(issue.get("state", "")) for issue in issues)
     order = {state: index for index, state in enumerate(_STATE_ORDER)}
     ranked = sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
-    return ", ".join(f"{n:,} {_text(state)}" for state, n in ranked)
+    return ", ".join(f"{n:,} {literal(state)}" for state, n in ranked)
 
 
 _STATE_ORDER = (
@@ -128,7 +128,7 @@ def _summary(run: Run, totals: Tally) -> list[str]:
     prices = run.meta.get("prices")
     if isinstance(prices, dict) and prices.get("version"):
         data = f", data {prices['data_date']}" if prices.get("data_date") else ""
-        lines += ["", f"<sub>prices: genai-prices {_text(str(prices['version']))}{_text(data)}</sub>"]
+        lines += ["", f"<sub>prices: genai-prices {literal(str(prices['version']))}{literal(data)}</sub>"]
     if run.meta.get("partial"):
         lines += ["", "⚠️ **partial run** (interrupted or stopped early): totals are a lower bound."]
     return lines
@@ -152,19 +152,19 @@ def _budgets(verdicts: list[Verdict], rows: int) -> list[str]:
     out = ["", "#### Budgets", ""]
     if attention:
         out += head + [_verdict_row(v) for v in attention[:rows]]
-        out += _more(len(attention) - rows)
+        out += more(len(attention) - rows)
     if passed:
-        table = head + [_verdict_row(v) for v in passed[:rows]] + _more(len(passed) - rows)
+        table = head + [_verdict_row(v) for v in passed[:rows]] + more(len(passed) - rows)
         out += ["", *_details(f"{len(passed):,} within budget", table)]
     return out
 
 
 def _verdict_row(v: Verdict) -> str:
-    subject = _code(v.nodeid) if v.nodeid else _text(v.name)
+    subject = code(v.nodeid) if v.nodeid else literal(v.name)
     metric = v.metric.replace("_", " ")
     return (
         f"| {_ICON.get(v.status, '')} | {subject} {metric} | {_value(v.metric, v.actual)} | "
-        f"{_value(v.metric, v.limit)} | {_text(v.message)} |"
+        f"{_value(v.metric, v.limit)} | {literal(v.message)} |"
     )
 
 
@@ -177,11 +177,11 @@ def _heaviest(run: Run, rows: int) -> list[str]:
         mark = "~" if t.total.estimated_calls else ""
         u = t.total.usage
         table.append(
-            f"| {_code(t.nodeid)} | {mark}{fmt.tokens(u.total_tokens)} | {fmt.tokens(u.input_tokens)} | "
+            f"| {code(t.nodeid)} | {mark}{fmt.tokens(u.total_tokens)} | {fmt.tokens(u.input_tokens)} | "
             f"{fmt.tokens(u.output_tokens)} | {_cost(t.total)} | {t.total.calls:,} |"
         )
     with_calls = sum(1 for t in run.iter_tests() if t.total.calls)
-    table += _more(with_calls - len(ranked))
+    table += more(with_calls - len(ranked))
     return ["", *_details(f"Heaviest tests (top {len(ranked):,} of {with_calls:,})", table, open_=True)]
 
 
@@ -197,16 +197,16 @@ def _models(run: Run, rows: int) -> list[str]:
     for key, tally in ranked[:rows]:
         u = tally.usage
         table.append(
-            f"| {_code(key)} | {fmt.tokens(u.total_tokens)} | {fmt.tokens(u.input_tokens)} | "
+            f"| {code(key)} | {fmt.tokens(u.total_tokens)} | {fmt.tokens(u.input_tokens)} | "
             f"{fmt.tokens(u.cached_input_tokens)} | {fmt.tokens(u.cache_write_tokens)} | "
             f"{fmt.tokens(u.output_tokens)} | {fmt.tokens(u.reasoning_tokens)} | {_cost(tally)} | "
             f"{tally.calls:,} |"
         )
-    table += _more(len(ranked) - rows)
+    table += more(len(ranked) - rows)
     providers = sorted(run.providers(models).items(), key=lambda kv: (-kv[1].total_tokens, kv[0]))
     table += ["", "| provider | tokens | cost | calls |", "|---|--:|--:|--:|"]
     for key, t in providers[:rows]:
-        table.append(f"| {_code(key)} | {fmt.tokens(t.total_tokens)} | {_cost(t)} | {t.calls:,} |")
+        table.append(f"| {code(key)} | {fmt.tokens(t.total_tokens)} | {_cost(t)} | {t.calls:,} |")
     table += ["", *_chart(ranked[:8])]
     return ["", *_details("Models and providers", table)]
 
@@ -259,10 +259,10 @@ def _breakdowns(run: Run, rows: int) -> list[str]:
         body += [f"| {title} | tokens | input | output | cost | calls |", "|---|--:|--:|--:|--:|--:|"]
         for name, tally in ranked[:rows]:
             body.append(
-                f"| {_code(name)} | {fmt.tokens(tally.total_tokens)} | {fmt.tokens(tally.input_tokens)} | "
+                f"| {code(name)} | {fmt.tokens(tally.total_tokens)} | {fmt.tokens(tally.input_tokens)} | "
                 f"{fmt.tokens(tally.output_tokens)} | {_cost(tally)} | {tally.calls:,} |"
             )
-        body += _more(len(ranked) - rows)
+        body += more(len(ranked) - rows)
     return ["", *_details("By file and marker", body)]
 
 
@@ -285,7 +285,7 @@ def _unknown_prices(run: Run) -> list[str]:
     if not unknown:
         return []
     names = [(f"{u.get('provider')}/{u.get('model')}", int(u.get("calls", 0))) for u in unknown[:10]]
-    shown = ", ".join(f"{_code(name)} ×{calls:,}" for name, calls in names)
+    shown = ", ".join(f"{code(name)} ×{calls:,}" for name, calls in names)
     more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
     return [
         "",
@@ -295,11 +295,11 @@ def _unknown_prices(run: Run) -> list[str]:
 
 
 def _footer(run: Run) -> str:
-    bits = [f"pytest-tokenbudget {_text(str(run.meta.get('plugin_version') or ''))}".strip()]
+    bits = [f"pytest-tokenbudget {literal(str(run.meta.get('plugin_version') or ''))}".strip()]
     if run.meta.get("commit"):
-        bits.append(f"commit {_text(str(run.meta['commit'])[:12])}")
+        bits.append(f"commit {literal(str(run.meta['commit'])[:12])}")
     if run.meta.get("branch"):
-        bits.append(f"branch {_code(str(run.meta['branch']))}")
+        bits.append(f"branch {code(str(run.meta['branch']))}")
     return "<sub>" + " · ".join(bits) + "</sub>"
 
 
@@ -311,7 +311,8 @@ def _details(summary: str, body: list[str], *, open_: bool = False) -> list[str]
     return [opening, f"<summary>{summary}</summary>", "", *body, "", "</details>"]
 
 
-def _more(hidden: int) -> list[str]:
+def more(hidden: int) -> list[str]:
+    """The row that says how many rows a table leaves out (none when it leaves none)."""
     return [f"| … {hidden:,} more | | | | |"] if hidden > 0 else []
 
 
@@ -329,53 +330,5 @@ def _value(metric: str, value: float) -> str:
     return f"{value:.0%}" if 0 <= value <= 1 else f"{value:,.2f}"
 
 
-def _clip(text: str) -> str:
-    text = " ".join(text.split())  # newlines and tabs would end a table row
-    return text if len(text) <= _CELL else text[: _CELL - 1] + "…"
-
-
-# What GitHub's renderer (cmark-gfm) would read as markup in plain text, and only that: emphasis
-# and code marks, a bracket that would close a link (``](`` or ``][``; a lone ``[x]`` links nowhere
-# without a definition), table pipes, strikethrough, a backslash; an underscore only where it can
-# open or close emphasis (not inside a word: test_a_b stays as it is); a heading or list mark only
-# at the start and followed by a space (0.2.3 stays as it is); ``<``, ``>`` and ``&`` become
-# entities. Checked against cmark-gfm in tests/test_markdown_escapes.py.
-_SPECIAL = re.compile(
-    r"[\\`*|~]|\](?=[(\[])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])"
-    r"|^(?:#{1,6}|[+\-])(?=\s|$)|^\d{1,9}(?=[.)](?:\s|$))|^[=\-]+\s*$"
-)
-_AUTOLINK = re.compile(r"(?i)(?:https?|ftp)(?=://)|www(?=\.)")  # anywhere: a comment costs nothing
-
-
-def _text(text: str) -> str:
-    """Plain text from the suite, safe in a table cell: no HTML, no markdown, no links, no mentions."""
-    text = _clip(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = _SPECIAL.sub(_escaped, text)
-    text = _AUTOLINK.sub(lambda match: match[0] + "<!-- -->", text)  # renders as typed, links nowhere
-    return text.replace("@", "@<!-- -->")  # renders "@", pings nobody
-
-
-def _escaped(match: re.Match[str]) -> str:
-    mark = match[0]
-    return mark + "\\" if mark[0].isdigit() else "\\" + mark  # "1\\. item", "\\*not bold\\*"
-
-
-def _code(text: str) -> str:
-    """Text from the suite as inline code (ids, model names): literal, in any table cell.
-
-    A code span shows ``<`` as typed but leaves it in the markdown's text, where an id holding
-    ``<!-- pytest-tokenbudget -->`` would be a second :data:`MARKER` for a workflow looking for
-    its comment: text that could open an HTML comment is an HTML ``<code>`` element instead, its
-    ``<`` an entity (it renders the same, monospace and literal)."""
-    text = _clip(text)
-    if "<!" in text:
-        return f"<code>{_text(text)}</code>"
-    text = text.replace("|", "\\|")
-    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
-    fence = "`" * (longest + 1)
-    pad = " " if text.startswith("`") or text.endswith("`") else ""
-    return f"{fence}{pad}{text}{pad}{fence}"
-
-
 def _mermaid(text: str) -> str:
-    return re.sub(r'["\\<>#;]', "_", _clip(text))[:60]
+    return re.sub(r'["\\<>#;]', "_", clip(text))[:60]

@@ -226,7 +226,8 @@ def text_lines(result: Repriced, *, top: int = 20) -> list[str]:
 
 
 def markdown_lines(result: Repriced, *, top: int = 20) -> list[str]:
-    from .markdown import _code, _more
+    from .markdown import more
+    from .markup import code
 
     out = [
         "#### What-if pricing",
@@ -240,14 +241,14 @@ def markdown_lines(result: Repriced, *, top: int = 20) -> list[str]:
     ]
     for m in result.models:
         out.append(
-            f"| {_code(m['model'])} | {_code(m['as'])} | {m['calls']:,} | {_money(m['now'])} | "
+            f"| {code(m['model'])} | {code(m['as'])} | {m['calls']:,} | {_money(m['now'])} | "
             f"{_money(m['what_if'])} | {_signed(m['now'], m['what_if'])} |"
         )
     if result.rows:
         out += ["", "| test | now | what-if | Δ |", "|---|--:|--:|--:|"]
         for r in result.rows[:top]:
             out.append(
-                f"| {_code(r.test)} | {_money(r.now)} | {_money(r.what_if)} | {_signed(r.now, r.what_if)} |"
+                f"| {code(r.test)} | {_money(r.now)} | {_money(r.what_if)} | {_signed(r.now, r.what_if)} |"
             )
-        out += _more(len(result.rows) - top)
+        out += more(len(result.rows) - top)
     return out

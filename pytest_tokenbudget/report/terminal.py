@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 from .. import units as fmt
 from ..model import INSPECTION_KINDS, Run, Status, Tally, TestUsage, Verdict
+from .markup import Line
 
 _STATUS_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 _STATUS_MARKUP = {
@@ -17,12 +17,6 @@ _STATUS_MARKUP = {
     Status.UNKNOWN: {"yellow": True},
     Status.OK: {"green": True},
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Line:
-    text: str
-    markup: dict[str, bool] = field(default_factory=dict)
 
 
 def usage_sentence(tally: Tally) -> str:
