@@ -59,6 +59,7 @@ class Settings:
     context_warn_at: float = 0.9
     stale_cassette: str = "warn"  # warn | fail (stale.py)
     max_tool_schema_tokens: int | None = None  # per request, estimated (inspector.py)
+    anatomy: str = "approximate"  # approximate | exact: how the request anatomy counts tokens
     max_system_tokens: int | None = None
     # baselines (baseline.py)
     baseline: str | None = None  # a path, or git:REF / git:REF:PATH
@@ -269,6 +270,7 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "unmetered": ("unmetered", choice("ignore", "warn", "fail")),
     "context-warn-at": ("context_warn_at", fraction),
     "stale-cassette": ("stale_cassette", choice("warn", "fail")),
+    "anatomy": ("anatomy", choice("approximate", "exact")),
     "max-tool-schema-tokens": ("max_tool_schema_tokens", non_negative_int),
     "max-system-tokens": ("max_system_tokens", non_negative_int),
     "baseline": ("baseline", text),

@@ -180,7 +180,7 @@ def test_where_the_input_goes_per_test_and_in_total(pytester: pytest.Pytester) -
     contents = [len(o200k.encode(m["content"])) for m in AGENT_BODY["messages"]]
     assert contents == [11, 9, 7, 2]
     assert estimate.overhead == 4 * (3 + 1) + 3  # per-message framing + role, reply priming
-    result = _session(pytester, ANATOMY)
+    result = _session(pytester, ANATOMY, 'anatomy = "exact"\n')
     result.assert_outcomes(passed=1)
     anatomy = {
         "calls": 2,
@@ -201,6 +201,52 @@ def test_where_the_input_goes_per_test_and_in_total(pytester: pytest.Pytester) -
             "overhead 15% (38), messages:user 8% (22), system 8% (22), messages:assistant 5% (14)"
         ]
     )
+
+
+NO_TIKTOKEN = """
+import sys
+
+def pytest_sessionfinish(session):
+    with open("modules.txt", "w") as out:
+        out.write("\\n".join(sorted(name for name in sys.modules if name.split(".")[0] == "tiktoken")))
+"""
+
+
+def test_by_default_the_anatomy_is_approximate_and_tiktoken_never_loads(pytester: pytest.Pytester) -> None:
+    """Every response reports its usage and no part limit is set: the anatomy counts ~4 bytes a
+    token (marked approximate) and tiktoken is never imported — not its ~200 ms, not its memory."""
+    pytester.makeconftest(NO_TIKTOKEN)
+    pytester.makepyfile(mocks=MOCKS, test_app=textwrap.dedent(ANATOMY))
+    pytester.makepyprojecttoml("[tool.tokenbudget]\n")
+    result = pytester.runpytest_subprocess(
+        "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+    assert (pytester.path / "modules.txt").read_text() == ""
+    anatomy = _run(pytester)["anatomy"]
+    heuristic = tokenizer.estimate_request("openai.chat", AGENT_BODY, "gpt-4o-mini", exact=False)
+    assert heuristic.method == "heuristic"
+    assert anatomy["calls"] == 2
+    assert anatomy["approximate_calls"] == 2
+    assert anatomy["tools"] == 2 * heuristic.tools
+    assert anatomy["system"] == 2 * heuristic.system
+    exact = tokenizer.estimate_request("openai.chat", AGENT_BODY, "gpt-4o-mini")
+    assert abs(heuristic.total - exact.total) < 0.5 * exact.total  # the same picture, roughly
+    result.stdout.fnmatch_lines(["where the input goes (estimated, ~* tokens in 2 requests): tools *"])
+
+
+@pytest.mark.parametrize(
+    ("limit", "loaded"), [("max-tool-schema-tokens = 50", True), ('anatomy = "exact"', True)]
+)
+def test_a_part_limit_or_anatomy_exact_counts_with_tiktoken(
+    pytester: pytest.Pytester, limit: str, loaded: bool
+) -> None:
+    pytester.makeconftest(NO_TIKTOKEN)
+    pytester.makepyfile(mocks=MOCKS, test_app=textwrap.dedent(ANATOMY))
+    pytester.makepyprojecttoml(f"[tool.tokenbudget]\n{limit}\n")
+    pytester.runpytest_subprocess("--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider")
+    assert "tiktoken" in (pytester.path / "modules.txt").read_text().split()
+    assert "approximate_calls" not in _run(pytester)["anatomy"]
 
 
 @pytest.mark.parametrize(("estimated", "ret", "status"), [("count", 1, "exceeded"), ("warn-only", 0, "warn")])

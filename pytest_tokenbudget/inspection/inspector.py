@@ -68,6 +68,13 @@ class Inspector:
         # Suites send the same request many times (parametrized tests, replayed cassettes): its
         # anatomy is estimated once, keyed by estimator, model and a digest of the body's bytes.
         self._anatomies: dict[tuple[str, str, bytes], _Anatomy | None] = {}
+        self.exact_anatomy = (
+            settings.anatomy == "exact"
+            or settings.max_tool_schema_tokens is not None
+            or settings.max_system_tokens is not None
+        )
+        """tiktoken counts the anatomy when asked, or when a part limit judges it; otherwise ~4 bytes
+        a token (marked approximate), and a run whose responses all report usage never loads it."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Inspector:
@@ -134,7 +141,7 @@ class Inspector:
         if body is None:
             return
         if target is not None:
-            anatomy = _anatomy_of(target, body, call.model)
+            anatomy = _anatomy_of(target, body, call.model, exact=self.exact_anatomy)
             if key is not None:
                 if len(self._anatomies) >= _ANATOMY_CACHE_SIZE:
                     self._anatomies.clear()
@@ -202,11 +209,11 @@ class _Anatomy:
     approximate: bool  # not counted by tiktoken
 
 
-def _anatomy_of(api: str, body: Mapping[str, Any], model: str) -> _Anatomy | None:
+def _anatomy_of(api: str, body: Mapping[str, Any], model: str, *, exact: bool) -> _Anatomy | None:
     from ..tokens.tokenizer import estimate_request
 
     try:
-        estimate = estimate_request(api, body, model)
+        estimate = estimate_request(api, body, model, exact=exact)
     except ValueError:
         return None
     parts = {"system": estimate.system, "tools": estimate.tools, "overhead": estimate.overhead}

@@ -27,6 +27,11 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
     ("min-tokens", "N", "ignore %% growth of tests below N tokens in baseline thresholds."),
     ("missing-baseline", "note|warn|fail", "a configured baseline that is not found: note, warn or fail."),
     ("stale-cassette", "warn|fail", "a cassette whose request drifted from its recording: warn or fail."),
+    (
+        "anatomy",
+        "approximate|exact",
+        "request anatomy: ~4 bytes a token (default), or tiktoken's exact counts.",
+    ),
 )
 FLAGS: tuple[str, ...] = ("max-increase", "update-baseline", "save-run", "defer-session")
 """Table keys whose options are not in :data:`OPTIONS` (repeatable, or flags)."""

@@ -370,15 +370,16 @@ def heuristic_tokens(text: str) -> int:
 
 
 class _Tokens:
-    """Counts text for one model: tiktoken when loaded, else the heuristic."""
+    """Counts text for one model: tiktoken when loaded (and ``exact`` is asked for), else the
+    heuristic."""
 
-    def __init__(self, model: str | None) -> None:
-        self.encoding_name, exact = encoding_for_model(model)
-        self._encoding = _loader.get(self.encoding_name)
+    def __init__(self, model: str | None, *, exact: bool = True) -> None:
+        self.encoding_name, exact_encoding = encoding_for_model(model)
+        self._encoding = _loader.get(self.encoding_name) if exact else None
         if self._encoding is None:
             self.method = HEURISTIC
         else:
-            self.method = f"{'tiktoken' if exact else 'approx'}:{self.encoding_name}"
+            self.method = f"{'tiktoken' if exact_encoding else 'approx'}:{self.encoding_name}"
 
     def __call__(self, text: str) -> int:
         if not text:
@@ -436,15 +437,17 @@ def detect_api(body: Mapping[str, Any], model: str | None = None) -> str:
     raise ValueError("not a recognised request body: expected 'messages' or 'input'")
 
 
-def estimate_request(api: str, body: Mapping[str, Any], model: str | None = None) -> RequestEstimate:
+def estimate_request(
+    api: str, body: Mapping[str, Any], model: str | None = None, *, exact: bool = True
+) -> RequestEstimate:
     """Estimate the input tokens of ``body`` sent to ``api`` (``openai.chat``, ``openai.responses``,
     ``anthropic.messages``, ``openai.embeddings`` or their short names) for ``model``
-    (default: ``body["model"]``)."""
+    (default: ``body["model"]``); ``exact=False`` counts ~4 bytes a token and never loads tiktoken."""
     kind = _API_ALIASES.get(api.strip().lower())
     if kind is None:
         raise ValueError(f"unknown api {api!r}: expected one of {', '.join(APIS)}")
     model_name = str(model or body.get("model") or "")
-    acc = _Accumulator(_Tokens(model_name))
+    acc = _Accumulator(_Tokens(model_name, exact=exact))
     if kind == "openai.chat":
         _chat(acc, body)
     elif kind == "openai.responses":
