@@ -152,6 +152,20 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         dest="token_budget_no_github",
         help="under GitHub Actions, write neither the job summary nor annotations.",
     )
+    group.addoption(
+        "--token-budget-otel",
+        action="store_true",
+        default=None,
+        dest="token_budget_otel",
+        help="export the run over OTLP (configured by the OTEL_EXPORTER_OTLP_* variables).",
+    )
+    group.addoption(
+        "--token-budget-ingest-otel",
+        action="store_true",
+        default=None,
+        dest="token_budget_ingest_otel",
+        help="count the code under test's gen_ai OpenTelemetry spans as calls (HTTP-captured once).",
+    )
 
 
 def _dest(key: str) -> str:
@@ -204,7 +218,14 @@ def _configured_nowhere(config: pytest.Config) -> bool:
 def _cli_values(config: pytest.Config) -> dict[str, Any]:
     """The command line's settings by table key (None where an option is not given)."""
     cli: dict[str, Any] = {"enabled": config.getoption("token_budget")}
-    for key in [k for k, _, _ in _OPTIONS] + ["max-increase", "update-baseline", "save-run", "defer-session"]:
+    for key in [k for k, _, _ in _OPTIONS] + [
+        "max-increase",
+        "update-baseline",
+        "save-run",
+        "defer-session",
+        "otel",
+        "ingest-otel",
+    ]:
         cli[key] = config.getoption(_dest(key))
     save_baseline = config.getoption("token_budget_save_baseline")
     if save_baseline:  # a path; the bare flag ("") means the configured file, decided later
@@ -318,6 +339,10 @@ def activate(config: pytest.Config) -> TokenBudgetPlugin:
         plugin = TokenBudgetPlugin(config, _settings(config))
         config.stash[_plugin_key] = plugin
         config.pluginmanager.register(plugin, "tokenbudget-session")
+        if plugin.settings.enabled and (plugin.settings.otel or plugin.settings.ingest_otel):
+            from .otel import OtelRole  # OpenTelemetry itself is imported by the role, when used
+
+            config.pluginmanager.register(OtelRole(plugin), "tokenbudget-otel")
     return plugin
 
 
