@@ -167,9 +167,9 @@ class OtelRole:
         stats = output.get("ingest")
         if isinstance(stats, Mapping):
             merged = self.plugin.run.meta.setdefault(
-                "otel_ingest", {"spans": 0, "counted": 0, "counted_at_http": 0, "tests": {}}
+                "otel_ingest", {"spans": 0, "counted": 0, "already_counted": 0, "tests": {}}
             )
-            for key in ("spans", "counted", "counted_at_http"):
+            for key in ("spans", "counted", "already_counted"):
                 merged[key] += int(stats.get(key, 0))
             for nodeid, count in dict(stats.get("tests") or {}).items():
                 merged["tests"][nodeid] = merged["tests"].get(nodeid, 0) + int(count)
@@ -197,7 +197,7 @@ class OtelRole:
             terminalreporter.write_line(
                 f"OpenTelemetry ingest: {count(stats['spans'], 'gen_ai span')} with usage; "
                 f"{count(stats['counted'], 'call')} counted from spans (source otel), "
-                f"{stats['counted_at_http']:,} already counted at the HTTP layer"
+                f"{stats['already_counted']:,} already counted (at the HTTP layer, or by a span inside it)"
             )
         if self.ingest_problem:
             terminalreporter.write_line(

@@ -4,6 +4,7 @@ receiver that decodes it with opentelemetry-proto; the spans and metrics carry t
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import socket
 import subprocess
@@ -262,6 +263,29 @@ def test_a_receiver_that_answers_an_error_is_reported_once(
         ["OpenTelemetry export to * failed: the receiver answered HTTP 503; nothing more*"]
     )
     assert len(otel_env.raw) == 1  # the first request failed: nothing more was sent
+
+
+@pytest.mark.parametrize(
+    ("protocol", "problem"),
+    [
+        ("grpc", "OTEL_EXPORTER_OTLP_PROTOCOL=grpc needs opentelemetry-exporter-otlp-proto-grpc installed"),
+        ("http/json", "OTEL_EXPORTER_OTLP_PROTOCOL='http/json' is not supported (http/protobuf or grpc)"),
+    ],
+)
+def test_a_protocol_that_cannot_be_used_is_one_line(
+    pytester: pytest.Pytester,
+    otel_env: OTLPReceiver,
+    monkeypatch: pytest.MonkeyPatch,
+    protocol: str,
+    problem: str,
+) -> None:
+    if protocol == "grpc" and importlib.util.find_spec("opentelemetry.exporter.otlp.proto.grpc") is not None:
+        pytest.skip("the grpc exporter is installed")
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+    result = _run(pytester, "--token-budget-otel")
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines([f"OpenTelemetry export to * failed: {problem} (the run is not affected)"])
+    assert otel_env.raw == []
 
 
 def test_export_otel_command_sends_a_saved_run_once(

@@ -79,8 +79,9 @@ class SpanIngest:
         self._open: dict[int, _Open] = {}
         self._requests: deque[list[Any]] = deque(maxlen=RECENT_REQUESTS)  # [test, sent at (ns), claimed]
         self.closed = False
-        self.stats: dict[str, Any] = {"spans": 0, "counted": 0, "counted_at_http": 0, "tests": {}}
-        """gen_ai spans with usage seen; counted as calls here; already counted from HTTP; by test."""
+        self.stats: dict[str, Any] = {"spans": 0, "counted": 0, "already_counted": 0, "tests": {}}
+        """gen_ai spans with usage seen; counted as calls here; already counted (at the HTTP layer, or
+        by an inner span); calls counted here by test."""
 
     # -- the span processor ---------------------------------------------------------------------
 
@@ -107,12 +108,12 @@ class SpanIngest:
         start, end = int(span.start_time or 0), int(span.end_time or 0)
         with self._lock:
             self.stats["spans"] += 1
-            counted_at_http = entry.covered or self._claim(entry.owner.nodeid, start, end)
+            already_counted = entry.covered or self._claim(entry.owner.nodeid, start, end)
             parent = self._open.get(entry.parent) if entry.parent is not None else None
             if parent is not None:  # innermost wins: its parent stands for this call too
                 parent.covered = True
-            if counted_at_http:
-                self.stats["counted_at_http"] += 1
+            if already_counted:
+                self.stats["already_counted"] += 1
                 return
             self.stats["counted"] += 1
             tests = self.stats["tests"]
