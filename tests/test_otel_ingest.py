@@ -104,9 +104,16 @@ def receiver() -> Iterator[OTLPReceiver]:
     running.stop()
 
 
+@pytest.fixture(autouse=True)
+def _only_these_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sessions load this plugin (and xdist) alone: the test extra's others cost seconds a process."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+
+
 def _session(pytester: pytest.Pytester, name: str, *args: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    plugins = ["-p", "pytest_tokenbudget.plugin", "-p", "xdist.plugin"]
     result = pytester.runpytest_subprocess(
-        "--token-budget", f"--token-budget-json={name}.json", "-p", "no:cacheprovider", *args
+        *plugins, "--token-budget", f"--token-budget-json={name}.json", "-p", "no:cacheprovider", *args
     )
     return result, json.loads((pytester.path / f"{name}.json").read_text())
 
@@ -287,6 +294,7 @@ def test_ingest_is_opt_in(
     pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LLM_URL", llm_server.url)
+    monkeypatch.delenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD")  # in this process: its plugins as they are
     pytester.makepyfile(
         test_local=LOCAL_MODEL.replace("token_usage.calls == 1 and ", "token_usage.calls == 0 or ")
     )
