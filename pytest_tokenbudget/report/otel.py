@@ -182,6 +182,10 @@ def export_run(
         deadline = float(env.get("OTEL_BSP_EXPORT_TIMEOUT", "")) / 1000
     except ValueError:
         deadline = DEADLINE_S
+    down = _unreachable(env)
+    if down:  # nothing is imported, nothing is made: a receiver that is down costs one connect
+        result.problem = f"cannot reach the receiver ({down})"
+        return result
     try:
         pipeline = _Pipeline(env)
     except _Unusable as exc:
@@ -273,7 +277,7 @@ class _Pipeline:
             )
         )
         try:
-            _emit(provider, run, by_owner, tests, started_ns, ended_ns)
+            _emit(provider, run, by_owner, tests, started_ns, ended_ns, self.receiver)
             provider.force_flush()
         finally:
             provider.shutdown()
@@ -419,8 +423,10 @@ def _emit(
     tests: Mapping[str, tuple[int, int]],
     started_ns: int,
     ended_ns: int,
+    receiver: _Receiver,
 ) -> None:
-    """The session span, a span per entry of ``run.tests`` under it, a span per call under that."""
+    """The session span, a span per entry of ``run.tests`` under it, a span per call under that
+    (no more once the receiver has failed: nothing more would be sent)."""
     from opentelemetry import trace
     from opentelemetry.trace import SpanKind, StatusCode
     from opentelemetry.trace import Status as SpanStatus
@@ -442,6 +448,8 @@ def _emit(
         session.set_status(SpanStatus(StatusCode.ERROR, f"exit status {run.meta['exit_status']}"))
     parent = trace.set_span_in_context(session)
     for nodeid in sorted(run.tests):
+        if receiver.down:
+            break
         entry = run.tests[nodeid]
         start, end = times[nodeid] or (first, last)
         span = tracer.start_span(
@@ -647,14 +655,47 @@ def _resource() -> Any:
     return resource
 
 
+def _endpoint(env: Mapping[str, str]) -> str:
+    """The traces endpoint as configured (or the default of the configured protocol)."""
+    raw = (
+        env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    ).strip()
+    if raw:
+        return raw
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    return "http://localhost:4317" if protocol.strip() == "grpc" else "http://localhost:4318"
+
+
+def _unreachable(env: Mapping[str, str]) -> str:
+    """Why no TCP connection to the traces endpoint can be made ("" when one can, or when a proxy
+    stands between): the OpenTelemetry SDK is then not even imported."""
+    import socket
+    import urllib.request
+
+    raw = _endpoint(env)
+    try:
+        parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+        host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return ""  # the exporter says what is wrong with it
+    if not host or (urllib.request.getproxies() and not urllib.request.proxy_bypass(host)):
+        return ""
+    try:
+        timeout = min(float(env.get("OTEL_EXPORTER_OTLP_TIMEOUT") or 10), 10.0)
+    except ValueError:
+        timeout = 10.0
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return type(exc).__name__
+    return ""
+
+
 def _endpoint_shown(env: Mapping[str, str]) -> str:
     """The traces endpoint for messages: scheme, host, port and path only (no userinfo, no query)."""
-    raw = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
-    if not raw:
-        grpc = (env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "").strip() == "grpc"
-        return "http://localhost:4317" if grpc else "http://localhost:4318"
+    raw = _endpoint(env)
     try:
-        parts = urlsplit(raw.strip())
+        parts = urlsplit(raw)
         host = parts.hostname or ""
         port = f":{parts.port}" if parts.port else ""
     except ValueError:
