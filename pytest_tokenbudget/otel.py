@@ -59,6 +59,9 @@ class OtelRole:
         self.ingest_problem = ""
         self._ingest_wanted = settings.ingest_otel and not plugin.is_controller
         if self.exporting and not plugin.is_controller:
+            from .report.otel import CallRecord  # the standard library and model.py only
+
+            self._record_of = CallRecord.of
             plugin.capture.recorder.observers.append(self._time)
             plugin.ledger.add_listener(self._keep, "the OpenTelemetry export")
         if self._ingest_wanted:
@@ -81,14 +84,12 @@ class OtelRole:
 
     def _keep(self, call: Call) -> None:
         """Ledger listener: one record per call (a call recorded by hand or from a span ended now)."""
-        from .report.otel import CallRecord
-
         timed = self._times.pop(id(call), None)
         if timed is not None and timed[0] is call:
-            record = CallRecord.of(call, timed[1], timed[2], timed[3])
+            record = self._record_of(call, timed[1], timed[2], timed[3])
         else:
             end = time.time_ns()
-            record = CallRecord.of(call, end - int(call.duration_s * 1e9), end)
+            record = self._record_of(call, end - int(call.duration_s * 1e9), end)
         with self._lock:
             self._records.append(record)
 

@@ -74,6 +74,9 @@ class SpanIngest:
     """A span processor (the SDK's ``SpanProcessor`` interface) counting ``gen_ai`` spans."""
 
     def __init__(self, ledger: Ledger) -> None:
+        from opentelemetry import trace
+
+        self._current_span = trace.get_current_span
         self._ledger = ledger
         self._lock = threading.Lock()
         self._open: dict[int, _Open] = {}
@@ -132,9 +135,7 @@ class SpanIngest:
         """A recorder preflight hook: cover the spans open in the context this request leaves in."""
         if self.closed:
             return
-        from opentelemetry import trace
-
-        context = trace.get_current_span().get_span_context()
+        context = self._current_span().get_span_context()
         with self._lock:
             span_id: int | None = context.span_id if context.is_valid else None
             claimed = False
