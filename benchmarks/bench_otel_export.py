@@ -9,6 +9,13 @@ test, and the metrics). Only this plugin is loaded (``PYTEST_DISABLE_PLUGIN_AUTO
 test extra's other plugins' start-up does not dilute the ratio. Medians of the repetitions; each
 ratio also as its range over the repetitions (each run over the plugin-only run next to it).
 
+Whole processes on a shared 2-CPU machine drift by tens of per cent, so the script also measures
+the two parts the export adds to a run whose receiver is down, in this process: the per-call
+bookkeeping (the role's recorder observer and ledger listener, on real openai calls through the
+capture, timed call by call in turns with capture alone, as ``bench_calls.py`` does) and the end
+of the session (:func:`export_run` against the closed port: one refused TCP connect), and states
+the ratio they make for the suite: (suite + calls × per-call cost + end cost) ÷ suite.
+
 Needs the ``[otel]`` extra::
 
     python benchmarks/bench_otel_export.py [--tests 2000] [--reps 5] [--json results/otel-export.json]
@@ -21,15 +28,25 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
+from bench_calls import chat, openai_client
 from bench_suite import compare, make_suite, row
+
+from pytest_tokenbudget.capture import Capture
+from pytest_tokenbudget.ledger import Ledger, Owner
+from pytest_tokenbudget.model import Call, Run, Usage
+from pytest_tokenbudget.otel import OtelRole
+from pytest_tokenbudget.report.otel import export_run
 
 
 class _Discard(BaseHTTPRequestHandler):
@@ -68,10 +85,66 @@ def check_down_run(folder: Path, endpoint: str) -> str:
 PLUGIN = ["-p", "pytest_tokenbudget.plugin", "--token-budget"]
 
 
+def per_call_cost(calls: int) -> dict[str, Any]:
+    """The role's per-call work: real openai calls through the capture alone and through the capture
+    with the role's observer and listener, each call timed alone, the two in turns (alternating
+    order), medians compared."""
+    one = chat(openai_client())
+    sides = []
+    for with_role in (False, True):
+        ledger = Ledger(keep_calls=False)
+        ledger.push_owner(Owner("bench::test", "call"))
+        capture = Capture(ledger)
+        if with_role:
+            settings = SimpleNamespace(otel=True, ingest_otel=False)
+            plugin = SimpleNamespace(
+                settings=settings, is_controller=False, capture=capture, ledger=ledger, run=ledger.run
+            )
+            OtelRole(cast(Any, plugin))  # adds its observer and listener to this capture and ledger
+        sides.append(capture)
+    timings: tuple[list[float], list[float]] = ([], [])
+
+    def timed(side: int) -> None:
+        sides[side].install()
+        start = time.perf_counter()
+        one()
+        timings[side].append(time.perf_counter() - start)
+        sides[side].uninstall()
+
+    for _ in range(200):  # warm-up: imports, caches, the SDK's lazy set-up
+        timed(0)
+        timed(1)
+    del timings[0][:], timings[1][:]
+    for index in range(calls):
+        for side in (0, 1) if index % 2 == 0 else (1, 0):
+            timed(side)
+    plain, observed = (statistics.median(t) for t in timings)
+    return {
+        "per_call_capture_us": round(plain * 1e6, 2),
+        "per_call_capture_and_role_us": round(observed * 1e6, 2),
+        "per_call_role_us": round((observed - plain) * 1e6, 2),
+    }
+
+
+def end_cost_down(tests: int, endpoint: str) -> float:
+    """Seconds :func:`export_run` takes for ``tests`` tests of one call each, the receiver down."""
+    run = Run()
+    call = Call("t", "call", "openai", "openai.chat", "api.openai.com", "gpt-4o-mini", Usage(12, 0, 0, 3, 0))
+    for i in range(tests):
+        run.usage_for(f"test_mocked.py::test_call[{i}]").add_call(call)
+    now = time.time_ns()
+    start = time.perf_counter()
+    result = export_run(run, started_ns=now, ended_ns=now, environ={"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint})
+    seconds = time.perf_counter() - start
+    assert "cannot reach the receiver" in result.problem, result
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tests", type=int, default=2000)
     parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=3000, help="calls each way for the per-call cost")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
     os.environ["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
@@ -96,6 +169,15 @@ def main() -> None:
         }
         times = compare(folder, variants, args.reps, pycache)
     server.shutdown()
+    parts = per_call_cost(args.calls)
+    end = end_cost_down(args.tests, down)
+    suite = statistics.median(t.wall for t in times["plugin"])
+    added = args.tests * parts["per_call_role_us"] / 1e6 + end
+    derived = {
+        "end_of_session_down_s": round(end, 5),
+        **parts,
+        "derived_ratio_down": round((suite + added) / suite, 4),
+    }
     results = [
         row(f"{args.tests} tests, 1 call each: export, receiver down", times["plugin"], times["down"]),
         row(f"{args.tests} tests, 1 call each: export, receiver up", times["plugin"], times["up"]),
@@ -111,8 +193,15 @@ def main() -> None:
             f"{low:>6.3f}–{high:<6.3f}  {r['cpu_ratio']:>8.3f}×"
         )
     print(f"requests the receiver accepted: {_Discard.received}")
+    print(
+        f"in this process: the role's bookkeeping {derived['per_call_role_us']:.2f} µs a call "
+        f"(the call through capture alone: {derived['per_call_capture_us']:.1f} µs); "
+        f"the end of a session with the receiver down {derived['end_of_session_down_s'] * 1000:.2f} ms"
+    )
+    print(f"→ the {args.tests}-test suite with the receiver down: {derived['derived_ratio_down']:.4f}×")
     if args.json:
-        args.json.write_text(json.dumps({"machine": machine, "results": results}, indent=2) + "\n")
+        payload = {"machine": machine, "results": results, "parts": derived}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

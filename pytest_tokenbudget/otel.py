@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
+from .request_body import request_bytes  # the standard library only, as is text.py
+from .text import clean
+
 if TYPE_CHECKING:
     from .capture.otel_spans import SpanIngest
     from .capture.recorder import Exchange
@@ -218,9 +221,6 @@ def _requested(request: Any) -> str:
     if isinstance(request, Mapping):
         model = request.get("model") or request.get("modelId")
         return str(model) if isinstance(model, str) else ""
-    from .request_body import request_bytes
-    from .text import clean
-
     body = request_bytes(request)
     found = _MODEL.search(body) if body else None
     return clean(found.group(1).decode("utf-8", "replace")) if found else ""

@@ -119,3 +119,44 @@ class OTLPReceiver:
                     self.metrics.append(
                         {"name": metric.name, "unit": metric.unit, "kind": kind, "points": points}
                     )
+
+
+class GrpcOTLPReceiver(OTLPReceiver):
+    """The same receiver over OTLP/gRPC (the collector's TraceService and MetricsService)."""
+
+    def __init__(self) -> None:
+        import grpc
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+        super().__init__()
+        receiver = self
+
+        class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver.received("/v1/traces", request.SerializeToString(), {})
+                return trace_service_pb2.ExportTraceServiceResponse()
+
+        class Metrics(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+            def Export(self, request: Any, context: Any) -> Any:
+                receiver.received("/v1/metrics", request.SerializeToString(), {})
+                return metrics_service_pb2.ExportMetricsServiceResponse()
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._grpc = grpc.server(ThreadPoolExecutor(max_workers=2))
+        trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), self._grpc)
+        metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Metrics(), self._grpc)
+        self._port = self._grpc.add_insecure_port("127.0.0.1:0")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> GrpcOTLPReceiver:
+        self._grpc.start()
+        return self
+
+    def stop(self) -> None:
+        self._grpc.stop(grace=None)
+        self._server.server_close()  # the HTTP server of the base class never served

@@ -297,6 +297,30 @@ def test_a_protocol_that_cannot_be_used_is_one_line(
     assert otel_env.raw == []
 
 
+def test_export_over_grpc_when_its_exporter_is_installed(
+    pytester: pytest.Pytester, otel_env: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("opentelemetry.exporter.otlp.proto.grpc")
+    from otlp_receiver import GrpcOTLPReceiver
+
+    grpc_receiver = GrpcOTLPReceiver().start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", grpc_receiver.url)
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        result = _run(pytester, "--token-budget-otel")
+        result.assert_outcomes(passed=3, failed=1)
+        run = json.loads((pytester.path / "run.json").read_text())
+        _check_against_artifact(grpc_receiver, run)
+        assert {m["name"] for m in grpc_receiver.metrics} >= {"gen_ai.client.token.usage", "tokenbudget.cost"}
+        result.stdout.fnmatch_lines(
+            ["OpenTelemetry: 10 spans and the token/cost metrics sent to http://127.0.0.1:*"]
+        )
+    finally:
+        grpc_receiver.stop()
+    assert otel_env.raw == []  # nothing went to the HTTP receiver
+
+
 def test_export_otel_command_sends_a_saved_run_once(
     pytester: pytest.Pytester, otel_env: OTLPReceiver, monkeypatch: pytest.MonkeyPatch
 ) -> None:
