@@ -42,7 +42,10 @@ class OtelRole:
 
     def __init__(self, plugin: TokenBudgetPlugin) -> None:
         settings = plugin.settings
-        for on, flag in ((settings.otel, "--token-budget-otel"), (settings.ingest_otel, "ingest-otel")):
+        for on, flag in (
+            (settings.otel, "--token-budget-otel"),
+            (settings.ingest_otel, "--token-budget-ingest-otel"),
+        ):
             if on and importlib.util.find_spec("opentelemetry.sdk") is None:
                 raise pytest.UsageError(
                     f"pytest-tokenbudget: {flag} needs the OpenTelemetry SDK: "

@@ -135,6 +135,9 @@ def test_an_instrumented_app_counts_each_call_once_with_export_and_ingest_on(
     monkeypatch.setenv("LLM_URL", llm_server.url)
     monkeypatch.setenv("APP_PROVIDER", app_provider)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+    monkeypatch.setenv(
+        "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true"
+    )  # text the instrumentation may record
     pytester.makeconftest(INSTRUMENTED_CONFTEST)
     pytester.makepyfile(test_app=INSTRUMENTED_APP)
     result, http_only = _session(pytester, "http")
@@ -172,6 +175,29 @@ def test_an_instrumented_app_counts_each_call_once_with_export_and_ingest_on(
     assert len(exported_calls) == INSTRUMENTED_CALLS
     assert {s["attributes"]["tokenbudget.source"] for s in exported_calls} == {"live"}
     assert {s["attributes"]["gen_ai.response.model"] for s in exported_calls} >= {CHAT_MODEL}
+    assert b"Where is my order" not in b"".join(receiver.raw)  # ingest counts spans; it never forwards them
+
+
+def test_span_usage_is_read_in_the_plugins_meaning() -> None:
+    """Input includes cached and cache-write tokens, output includes reasoning (as the conventions
+    say); an instrumentation that reports input without the cache (Anthropic's own shape) is
+    added up rather than made negative."""
+    from pytest_tokenbudget.capture.otel_spans import _usage
+    from pytest_tokenbudget.model import Usage
+
+    assert _usage({"gen_ai.operation.name": "chat"}) is None
+    assert _usage({"gen_ai.usage.input_tokens": 1250, "gen_ai.usage.cache_read.input_tokens": 1024}) == Usage(
+        1250, 1024, 0, 0, 0
+    )
+    anthropic_shape = {
+        "gen_ai.usage.input_tokens": 900,
+        "gen_ai.usage.cache_creation.input_tokens": 2048,
+        "gen_ai.usage.output_tokens": 120,
+    }
+    assert _usage(anthropic_shape) == Usage(2948, 0, 2048, 120, 0)
+    legacy = {"gen_ai.usage.prompt_tokens": 12, "gen_ai.usage.completion_tokens": 3.0, "gen_ai.usage.x": "y"}
+    assert _usage(legacy) == Usage(12, 0, 0, 3, 0)
+    assert _usage({"gen_ai.usage.input_tokens": True, "gen_ai.usage.output_tokens": -5}) is None
 
 
 LOCAL_MODEL = """
