@@ -64,8 +64,9 @@ class OpenLLMetry:
         total = 0
         for span in self.exporter.get_finished_spans():
             attributes = span.attributes or {}
-            total += int(attributes.get("gen_ai.usage.input_tokens", 0))
-            total += int(attributes.get("gen_ai.usage.output_tokens", 0))
+            for name in ("gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens"):
+                value = attributes.get(name, 0)
+                total += value if isinstance(value, int) else 0
         return total
 
 

@@ -20,7 +20,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tokenbudget", description="Render, compare and check pytest-tokenbudget run artifacts."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_show, _add_report, _add_compare, _add_estimate, _add_merge, _add_check, _add_history):
+    for add in (
+        _add_show,
+        _add_report,
+        _add_compare,
+        _add_estimate,
+        _add_merge,
+        _add_check,
+        _add_history,
+        _add_export_otel,
+    ):
         add(subparsers)
     for add in (_add_suggest, _add_reprice):  # issue 25
         add(subparsers)
@@ -543,6 +552,24 @@ def _read_table_text(text: str) -> dict[str, Any]:
 
     table = tomllib.loads(text).get("tool", {}).get("tokenbudget", {})
     return table if isinstance(table, dict) else {}
+
+
+def _add_export_otel(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser(
+        "export-otel",
+        help="send a run artifact (a merged sharded run, say) over OTLP, as --token-budget-otel does",
+        description="Configured by the standard OTEL_EXPORTER_OTLP_* / OTEL_SERVICE_NAME / "
+        "OTEL_RESOURCE_ATTRIBUTES variables. A saved run has no per-call times: it is sent as the "
+        "session span and a span per test, without the per-call child spans.",
+    )
+    parser.add_argument("run", metavar="RUN.json")
+    parser.set_defaults(func=_cmd_export_otel)
+
+
+def _cmd_export_otel(args: argparse.Namespace) -> int:
+    from .report.otel import export_otel_command
+
+    return export_otel_command(Path(args.run))
 
 
 if __name__ == "__main__":

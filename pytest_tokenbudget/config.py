@@ -71,6 +71,9 @@ class Settings:
     min_tokens: int = 1000  # below this many tokens a test's % growth is ignored
     save_run: bool = False
     history_dir: Path | None = None
+    # OpenTelemetry (otel.py): export the run over OTLP; count gen_ai spans as calls
+    otel: bool = False
+    ingest_otel: bool = False
     # raw sub-tables and where they came from
     tables: Mapping[str, Any] = field(default_factory=dict)
     source: str = ""  # the pyproject.toml the table came from, for messages
@@ -282,6 +285,8 @@ KEYS: dict[str, tuple[str, Validator]] = {
     "min-tokens": ("min_tokens", non_negative_int),
     "save-run": ("save_run", boolean),
     "history-dir": ("history_dir", output_dir),
+    "otel": ("otel", boolean),
+    "ingest-otel": ("ingest_otel", boolean),
 }
 """Scalar keys of the table (also the command line's ``--token-budget-<key>``)."""
 

@@ -29,7 +29,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
 PROJECT = PYPROJECT["project"]
 HATCH = PYPROJECT["tool"]["hatch"]["build"]["targets"]
 NAME = "pytest_tokenbudget"
-USER_EXTRAS = ("prices", "junit", "tokenizer", "suggest")
+USER_EXTRAS = ("prices", "junit", "tokenizer", "suggest", "otel")
 
 
 def resolve(value: str) -> Any:
@@ -141,6 +141,7 @@ def test_the_extras() -> None:
     assert expanded("junit") == {"junit-xml"}
     assert expanded("tokenizer") == {"tiktoken"}
     assert expanded("suggest") == {"tomlkit"}
+    assert expanded("otel") == {"opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}
     assert expanded("all") == set().union(*(expanded(extra) for extra in USER_EXTRAS))
     assert expanded("all") <= expanded("test"), "the test extra must cover every optional feature"
     assert set(extras) == {*USER_EXTRAS, "all", "test"}

@@ -180,3 +180,46 @@ def test_the_prices_of_a_run_without_calls_are_an_unused_pricers() -> None:
     expected: dict[str, Any] = Pricer(when=datetime.now(tz=UTC)).provenance()
     assert _no_prices_used() == expected
     assert list(_no_prices_used()) == list(expected)  # same key order in the artifact
+
+
+OTEL_PROBE = """
+import json
+import sys
+
+
+def pytest_unconfigure(config):  # after the export and the terminal summary
+    mods = sorted(m for m in sys.modules if m.startswith("opentelemetry") or "otel" in m.split(".")[-1])
+    with open("otel_modules.json", "w") as f:
+        json.dump(mods, f)
+"""
+
+
+@pytest.mark.parametrize("otel", [False, True], ids=["off", "on"])
+def test_opentelemetry_is_imported_only_when_its_export_or_ingest_is_on(
+    pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch, otel: bool
+) -> None:
+    """Off, a session with an LLM call (everything else on: reports, prices, inspection) imports
+    nothing of OpenTelemetry, nor the plugin's modules for it; on, both (the probe sees them)."""
+    pytest.importorskip("opentelemetry.sdk")
+    monkeypatch.setenv("LLM_URL", llm_server.url)
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")  # discard: nothing listens
+    # Only this plugin: langsmith's (of the test extra) imports opentelemetry.sdk itself when installed.
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    pytester.makeconftest(OTEL_PROBE)
+    pytester.makepyfile(test_llm=ONE_LLM_CALL)
+    flags = ["--token-budget-otel", "--token-budget-ingest-otel"] if otel else []
+    result = pytester.runpytest_subprocess(
+        "-p", "pytest_tokenbudget.plugin", "--token-budget", "--token-budget-json=run.json", *flags
+    )
+    result.assert_outcomes(passed=1)
+    loaded = json.loads((pytester.path / "otel_modules.json").read_text())
+    ours = {
+        "pytest_tokenbudget.plugin.otel",
+        "pytest_tokenbudget.report.otel",
+        "pytest_tokenbudget.capture.otel_spans",
+    }
+    if otel:
+        assert ours <= set(loaded)
+        assert "opentelemetry.sdk.trace" in loaded
+    else:
+        assert loaded == []

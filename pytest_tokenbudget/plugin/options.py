@@ -33,7 +33,14 @@ OPTIONS: tuple[tuple[str, str, str], ...] = (
         "request anatomy: ~4 bytes a token (default), or tiktoken's exact counts.",
     ),
 )
-FLAGS: tuple[str, ...] = ("max-increase", "update-baseline", "save-run", "defer-session")
+FLAGS: tuple[str, ...] = (
+    "max-increase",
+    "update-baseline",
+    "save-run",
+    "defer-session",
+    "otel",
+    "ingest-otel",
+)
 """Table keys whose options are not in :data:`OPTIONS` (repeatable, or flags)."""
 
 
@@ -86,6 +93,20 @@ def add_options(parser: pytest.Parser) -> None:
         default=None,
         dest="token_budget_defer_session",
         help="a shard of a larger run: leave session budgets to `tokenbudget check` on the merged run.",
+    )
+    group.addoption(
+        "--token-budget-otel",
+        action="store_true",
+        default=None,
+        dest="token_budget_otel",
+        help="export the run over OTLP (configured by the OTEL_EXPORTER_OTLP_* variables).",
+    )
+    group.addoption(
+        "--token-budget-ingest-otel",
+        action="store_true",
+        default=None,
+        dest="token_budget_ingest_otel",
+        help="count the code under test's gen_ai OpenTelemetry spans as calls (HTTP-captured once).",
     )
     group.addoption(
         "--token-budget-no-github",

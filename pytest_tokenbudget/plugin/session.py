@@ -135,6 +135,10 @@ class Session:
             attribution = Attribution(self)
             roles = [attribution, PerTest(self, attribution)]
             roles += [Worker(self, attribution)] if self.role == "worker" else [Outcomes(self), Finish(self)]
+        if self.settings.enabled and (self.settings.otel or self.settings.ingest_otel):
+            from .otel import OtelRole  # OpenTelemetry itself is imported by the role, when used
+
+            roles.append(OtelRole(self))
         if self.settings.enabled and self.config.get_verbosity() >= 1:  # -v: usage beside each outcome
             from .teststatus import OutcomeUsage
 
