@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 CORPUS = Path(
-    os.environ.get("TOKENBUDGET_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus"
+    os.environ.get("TOKENBUDGET_CORPUS") or Path(__file__).resolve().parents[3] / "shared" / "corpus"
 )
 
 MISSING = (

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "support_assistant"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "support_assistant"
 
 
 def run_example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -24,7 +24,7 @@ import yaml
 
 import pytest_tokenbudget
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text("utf-8"))
 PROJECT = PYPROJECT["project"]
 HATCH = PYPROJECT["tool"]["hatch"]["build"]["targets"]

@@ -22,7 +22,7 @@ import yaml
 from pytest_tokenbudget.cli import build_parser
 from pytest_tokenbudget.report.markdown import MARKER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
 EXAMPLES = WORKFLOWS / "examples"
 FILES = sorted([*WORKFLOWS.rglob("*.yml"), *WORKFLOWS.rglob("*.yaml")])

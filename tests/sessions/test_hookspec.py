@@ -25,7 +25,7 @@ import pytest_tokenbudget.hookspecs
 import pytest_tokenbudget.model
 import pytest_tokenbudget.providers  # imported before pytester's in-process sessions snapshot sys.modules
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "provider_plugin"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "provider_plugin"
 
 WHOLE = {"in": 1200, "out": 300, "cached": 1000}
 STREAMED = {"in": 640, "out": 96, "cached": 0}

@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import OPT_IN_PLUGINS
 from llm_server import LLMServer
+from pytester_session import OPT_IN_PLUGINS
 
 pytest.importorskip("xdist")
 

@@ -34,7 +34,7 @@ import yaml
 
 from pytest_tokenbudget.report.markdown import MARKER
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ACTION = ROOT / "action.yml"
 SCRIPT = ROOT / "action" / "tokenbudget_action.py"
 COMMENT_RECIPE = ROOT / ".github" / "workflows" / "examples" / "tokenbudget-comment.yml"
