@@ -9,11 +9,11 @@ and equal what the same project counts with its imports at the top of the module
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 from llm_server import LLMServer
+from pytester_session import read_artifact, run_session
 
 pytestmark = pytest.mark.slow
 
@@ -168,10 +168,8 @@ def run_fresh(
     monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
     monkeypatch.setenv("PYTEST_ADDOPTS", "")
     pytester.makepyfile(test_late=source)
-    result = pytester.runpytest_subprocess(
-        "-p", "pytest_tokenbudget.plugin", "--token-budget", "--token-budget-json=run.json", *args
-    )
-    run = json.loads((pytester.path / "run.json").read_text())
+    result = run_session(pytester, "-p", "pytest_tokenbudget.plugin", *args, subprocess=True)
+    run = read_artifact(pytester)
     # A library imported half-way through another's import (httpx2 imports urllib.request) is
     # wrapped once that import is done, not while it is half-initialised (an AttributeError).
     assert "internal_errors" not in run["meta"], run["meta"]["internal_errors"]

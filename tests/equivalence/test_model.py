@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
 from pytest_tokenbudget.runs.artifact import (
-    _compact,
-    _money,
+    _compact,  # private: the plain encoder the fast encoders must equal byte for byte
+    _money,  # private: the remembered money text must equal the plain one
     dump_run,
     encode_tally,
     encode_test,

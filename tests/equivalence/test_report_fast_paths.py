@@ -14,6 +14,8 @@ import math
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+# Private names (terminal._tokens, _calls, _cost, _heaviest_row, units._dollars): each fast path
+# is pinned to the plain code it replaced; no public call reaches them one by one.
 from pytest_tokenbudget import units as fmt
 from pytest_tokenbudget.model import Call, Caveats, Run, Tally, TestUsage, Usage
 from pytest_tokenbudget.report import export, terminal

@@ -1,7 +1,7 @@
 """Reports: terminal, JUnit XML, PR markdown, CSV, the JSONL call log, GitHub summary/annotations.
 
-Golden files (tests/golden/) hold each format for one fixed run with hostile test ids; regenerate
-them with ``TOKENBUDGET_REGEN_GOLDEN=1 pytest tests/test_reports.py`` and review the diff.
+Golden files (tests/equivalence/golden/) hold each format for one fixed run with hostile test ids; regenerate
+them with ``TOKENBUDGET_REGEN_GOLDEN=1 pytest tests/equivalence/test_reports.py`` and review the diff.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ XML_EDGES = "ab \t\n\r\x00\x08\x0b\x1b\x1f\x7f\x80\x85é\ud800\udfff\ufffe€\U0
 
 @given(st.text(alphabet=st.sampled_from(XML_EDGES)) | st.text())
 def test_junit_cleans_exactly_what_junit_xml_cleans(text: str) -> None:
-    from junit_xml import _clean_illegal_xml_chars
+    from junit_xml import _clean_illegal_xml_chars  # junit_xml's own (private) rule is the reference
 
     assert junit.without_illegal_chars(text) == _clean_illegal_xml_chars(text)
 

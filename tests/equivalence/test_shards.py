@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytester_session import run_session
 
 from pytest_tokenbudget.check import check_run, load_settings
 from pytest_tokenbudget.cli import main
@@ -138,12 +139,6 @@ def _suite(pytester: pytest.Pytester, pyproject: str = PYPROJECT) -> None:
         pytester.makepyfile(**{name.removesuffix(".py"): textwrap.dedent(body)})
 
 
-def _run(pytester: pytest.Pytester, json_path: str, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(
-        "--token-budget", f"--token-budget-json={json_path}", "-p", "no:cacheprovider", *args
-    )
-
-
 def _section(lines: list[str]) -> list[str]:
     """The token budget section of a pytest run or of `tokenbudget check`."""
     start = next(i for i, line in enumerate(lines) if " token budget " in line and line.startswith("="))
@@ -165,11 +160,9 @@ def _shards(pytester: pytest.Pytester, *, xdist_last: bool = False) -> list[pyte
     for n, group in enumerate(GROUPS, start=1):
         args = (f"--token-budget-json=shards/shard-{n}.json", "--token-budget-defer-session", "-k", group)
         if xdist_last and n == len(GROUPS):
-            results.append(
-                pytester.runpytest_subprocess("--token-budget", "-p", "no:cacheprovider", "-n", "2", *args)
-            )
+            results.append(run_session(pytester, "-n", "2", *args, artifact=None, subprocess=True))
         else:
-            results.append(pytester.runpytest("--token-budget", "-p", "no:cacheprovider", *args))
+            results.append(run_session(pytester, *args, artifact=None))
     return results
 
 
@@ -180,7 +173,7 @@ def test_three_k_shards_merge_and_check_to_the_serial_run(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _suite(pytester)
-    serial = _run(pytester, "serial.json")
+    serial = run_session(pytester, artifact="serial.json")
     serial.assert_outcomes(passed=10, failed=1)  # the marker overrun fails its test
     assert serial.ret == pytest.ExitCode.TESTS_FAILED
     shard_results = _shards(pytester, xdist_last=True)
@@ -265,10 +258,10 @@ def test_merge_does_not_depend_on_the_order_of_the_shards(
 
 def test_an_xdist_run_writes_the_serial_artifact(pytester: pytest.Pytester) -> None:
     _suite(pytester)
-    _run(pytester, "serial.json")
-    pytester.runpytest_subprocess(
-        "--token-budget", "--token-budget-json=xdist.json", "-p", "no:cacheprovider", "-n", "2"
-    ).assert_outcomes(passed=10, failed=1)
+    run_session(pytester, artifact="serial.json")
+    run_session(pytester, "-n", "2", artifact="xdist.json", subprocess=True).assert_outcomes(
+        passed=10, failed=1
+    )
     serial = json.loads((pytester.path / "serial.json").read_text())
     xdist = json.loads((pytester.path / "xdist.json").read_text())
     assert json.dumps(_without_meta(xdist)) == json.dumps(_without_meta(serial))
@@ -308,7 +301,7 @@ def test_shard_options_defer_the_session_verdict(
     pytester.makeconftest(LLM_CONFTEST + SPLIT_CONFTEST)
     pytester.makepyprojecttoml(SESSION_ONLY.format(extra=extra))
     pytester.makepyfile(test_s="def test_a(llm):\n    llm(150, 0)\n")
-    result = _run(pytester, "run.json", *args)
+    result = run_session(pytester, *args, artifact="run.json")
     result.assert_outcomes(passed=1)
     verdicts = json.loads((pytester.path / "run.json").read_text())["verdicts"]
     if deferred:
@@ -404,9 +397,9 @@ def test_an_interrupted_shard_leaves_the_merged_run_partial(
 ) -> None:
     markers = "[tool.pytest.ini_options]\nmarkers = ['agent: agent tests']\n\n"
     _suite(pytester, markers + "[tool.tokenbudget]\nmax-tokens = 100000\n")
-    first = _run(pytester, "s1.json", "--token-budget-defer-session", "-k", "chat", "-x")
+    first = run_session(pytester, "--token-budget-defer-session", "-k", "chat", "-x", artifact="s1.json")
     first.assert_outcomes(passed=1, failed=1)  # the marker overrun stops the shard (-x)
-    _run(pytester, "s2.json", "--token-budget-defer-session", "-k", "agent or embed")
+    run_session(pytester, "--token-budget-defer-session", "-k", "agent or embed", artifact="s2.json")
     capsys.readouterr()
     assert main(["merge", "s1.json", "s2.json", "-o", "m.json"]) == 0
     assert capsys.readouterr().err == (

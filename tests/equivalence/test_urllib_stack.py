@@ -1,7 +1,7 @@
 """Plain ``urllib.request`` calls: counted as the httpx path counts them, and passed through unchanged.
 
 The sessions (pytester, in process) run the same requests through httpx and through urllib against
-the loopback server of tests/llm_server.py and compare the call log line by line; the rest checks
+the loopback server of tests/helpers/llm_server.py and compare the call log line by line; the rest checks
 that the caller of ``urlopen`` sees what it would see without the plugin.
 """
 

@@ -200,7 +200,10 @@ MODES = {
 
 
 class Suite:
-    """The suite in a folder, run in subprocesses (each run once, its results kept for every test)."""
+    """The suite in a folder, run in subprocesses (each run once, its results kept for every test).
+
+    Not pytester_session.run_session: a module-scoped folder shared by every test here, each xdist
+    mode run once and kept, with only this plugin and xdist loaded (no pytester per test)."""
 
     def __init__(self, path: Path, url: str) -> None:
         self.path = path

@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from pytester_session import run_session
 
 from pytest_tokenbudget.cli import main as cli
 from pytest_tokenbudget.config import ConfigError
@@ -33,12 +34,6 @@ def _app(pytester: pytest.Pytester, usage: dict[str, list[int]]) -> None:
     (pytester.path / "usage.json").write_text(json.dumps(usage))
 
 
-def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(
-        "--token-budget", "-p", "no:cacheprovider", "--token-budget-json=run.json", *args
-    )
-
-
 @pytest.fixture
 def app(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     monkeypatch.setenv("COLUMNS", "250")
@@ -53,10 +48,10 @@ def _git(cwd: Path, *args: str) -> None:
 
 
 def test_saved_baseline_is_deterministic_and_holds_no_times(app: pytest.Pytester) -> None:
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     path = app.path / "tokenbudget.baseline.json"
     first = path.read_bytes()
-    _run(app, "--token-budget-save-baseline").stdout.fnmatch_lines(
+    run_session(app, "--token-budget-save-baseline").stdout.fnmatch_lines(
         ["baseline saved: tokenbudget.baseline.json"]
     )
     assert path.read_bytes() == first
@@ -79,7 +74,7 @@ def test_baseline_bytes_do_not_change_with_the_commit_branch_or_plugin_version(
     _git(app.path, "config", "user.name", "t")
     _git(app.path, "add", "-A")
     _git(app.path, "commit", "-q", "-m", "app")
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     path = app.path / "tokenbudget.baseline.json"
     first = path.read_bytes()
     app.makefile(".txt", unrelated="a change that is not about usage\n")
@@ -87,17 +82,17 @@ def test_baseline_bytes_do_not_change_with_the_commit_branch_or_plugin_version(
     _git(app.path, "commit", "-q", "-m", "unrelated")
     _git(app.path, "checkout", "-q", "-b", "feature")
     monkeypatch.setattr("pytest_tokenbudget.__version__", "99.0.0")
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     assert path.read_bytes() == first
     _app(app, {"a": [2001, 100], "b": [1000, 50], "tiny": [40, 2]})
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     assert path.read_bytes() != first  # one token more is a change
 
 
 def test_growth_beyond_the_thresholds_fails_with_the_numbers(app: pytest.Pytester) -> None:
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     _app(app, {"a": [2600, 100], "b": [1000, 50], "tiny": [80, 2], "new": [10, 1]})
-    result = _run(
+    result = run_session(
         app,
         "--token-budget-baseline=tokenbudget.baseline.json",
         "--token-budget-max-increase=total:10%",
@@ -125,15 +120,15 @@ def test_growth_beyond_the_thresholds_fails_with_the_numbers(app: pytest.Pyteste
 
 
 def test_a_failing_run_does_not_become_the_baseline_unless_asked(app: pytest.Pytester) -> None:
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     saved = (app.path / "tokenbudget.baseline.json").read_text()
     _app(app, {"a": [9000, 100], "b": [1000, 50], "tiny": [40, 2]})
     args = ("--token-budget-baseline=tokenbudget.baseline.json", "--token-budget-max-increase=10%")
-    result = _run(app, *args, "--token-budget-save-baseline")
+    result = run_session(app, *args, "--token-budget-save-baseline")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.stdout.fnmatch_lines(["baseline not saved: the run exceeded its budgets or thresholds*"])
     assert (app.path / "tokenbudget.baseline.json").read_text() == saved
-    _run(app, *args, "--token-budget-update-baseline").stdout.fnmatch_lines(["baseline saved: *"])
+    run_session(app, *args, "--token-budget-update-baseline").stdout.fnmatch_lines(["baseline saved: *"])
     data = json.loads((app.path / "tokenbudget.baseline.json").read_text())
     assert data["tests"]["test_app.py::test_llm[a]"]["input_tokens"] == 9000
 
@@ -144,15 +139,15 @@ def test_git_ref_baseline_and_first_adoption(app: pytest.Pytester) -> None:
     _git(app.path, "config", "user.name", "t")
     _git(app.path, "add", "-A")
     _git(app.path, "commit", "-q", "-m", "app")
-    first = _run(app, "--token-budget-baseline=git:main", "--token-budget-max-increase=10%")
+    first = run_session(app, "--token-budget-baseline=git:main", "--token-budget-max-increase=10%")
     assert first.ret == pytest.ExitCode.OK  # no baseline on main yet: a note, not a failure
     first.stdout.fnmatch_lines(["baseline: no baseline found at main:tokenbudget.baseline.json: nothing*"])
-    _run(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
+    run_session(app, "--token-budget-save-baseline").assert_outcomes(passed=3)
     _git(app.path, "add", "tokenbudget.baseline.json")
     _git(app.path, "commit", "-q", "-m", "baseline")
     _git(app.path, "checkout", "-q", "-b", "feature")
     _app(app, {"a": [2000, 100], "b": [1500, 50], "tiny": [40, 2]})
-    result = _run(app, "--token-budget-baseline=git:main", "--token-budget-max-increase=tokens:+1000")
+    result = run_session(app, "--token-budget-baseline=git:main", "--token-budget-max-increase=tokens:+1000")
     assert result.ret == pytest.ExitCode.OK
     result.stdout.fnmatch_lines(
         [
@@ -172,14 +167,14 @@ def test_git_ref_baseline_and_first_adoption(app: pytest.Pytester) -> None:
 )
 def test_a_corrupt_baseline_is_a_usage_error(app: pytest.Pytester, content: str, message: str) -> None:
     (app.path / "broken.json").write_text(content)
-    result = _run(app, "--token-budget-baseline=broken.json")
+    result = run_session(app, "--token-budget-baseline=broken.json")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([f"*pytest-tokenbudget: {message}*"])
     assert "Traceback" not in result.stderr.str()
 
 
 def test_a_bad_threshold_is_a_usage_error(app: pytest.Pytester) -> None:
-    result = _run(app, "--token-budget-baseline=x.json", "--token-budget-max-increase=lots")
+    result = run_session(app, "--token-budget-baseline=x.json", "--token-budget-max-increase=lots")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*max-increase: expected rules like 10%, total:10%*got 'lots'"])
 

@@ -1,6 +1,6 @@
 """Bedrock reached over httpx, httpx2 and requests, not boto3: AnthropicBedrock, LiteLLM's raw POSTs.
 
-Real SDKs against tests/bedrock_server.py (AWS event streams with valid CRCs), routing by the
+Real SDKs against tests/helpers/bedrock_server.py (AWS event streams with valid CRCs), routing by the
 request's path on every host, the corpus's Bedrock cassettes replayed by vcrpy through httpx2 with
 the numbers boto3 gets, and a pytester session pricing both paths alike.
 """

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pytester_session import run_session
 
 from pytest_tokenbudget.judge.budgets import (
     METRICS,
@@ -20,9 +21,9 @@ from pytest_tokenbudget.judge.budgets import (
     Limits,
     Policy,
     Scope,
-    _counted,
-    _measure_counted,
-    _verdict,
+    _counted,  # private: the fast judging path is pinned to the plain oracle below (same verdicts)
+    _measure_counted,  # private: as _counted
+    _verdict,  # private: the oracle builds verdicts the way the judge does
     measure,
 )
 from pytest_tokenbudget.model import Call, Caveats, Run, Status, Tally, TestUsage, Usage, Verdict
@@ -86,12 +87,6 @@ def _messages(pytester: pytest.Pytester) -> list[str]:
     return [v["message"] for v in _verdicts(pytester)]
 
 
-def _run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest(
-        "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider", *args
-    )
-
-
 # -- markers ------------------------------------------------------------------------------------
 
 
@@ -138,7 +133,7 @@ def test_marker_within_budget_passes_and_warns_near_the_limit(pytester: pytest.P
             llm(100, 20)
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=2)
     assert _verdicts(pytester) == [
@@ -191,7 +186,7 @@ def test_marker_every_limit_kind(pytester: pytest.Pytester) -> None:
             llm(10, 10, cost=0.001)
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=4)
     assert _messages(pytester) == [
@@ -230,7 +225,7 @@ def test_marker_on_module_and_class_closest_wins(pytester: pytest.Pytester) -> N
                 llm(40, 20)
         """,
     )
-    result = _run(pytester, "-rf")
+    result = run_session(pytester, "-rf")
     result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines(
         [
@@ -305,7 +300,7 @@ def test_setup_and_teardown_calls_count_toward_the_test(pytester: pytest.Pyteste
             llm(600, 0)
         """,
     )
-    result = _run(pytester, "-rfE")
+    result = run_session(pytester, "-rfE")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1, failed=1, errors=1)
     result.stdout.fnmatch_lines(
@@ -348,7 +343,7 @@ def test_test_already_failing_keeps_its_error_and_gets_a_section(pytester: pytes
             assert 1 == 2
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
@@ -386,7 +381,7 @@ def test_per_test_default_applies_to_unmarked_tests_only(pytester: pytest.Pytest
             llm(2900, 100)
         """,
     )
-    result = _run(pytester, "-rf")
+    result = run_session(pytester, "-rf")
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(
@@ -415,7 +410,7 @@ def test_session_budget_fails_the_run_while_every_test_passes(pytester: pytest.P
             llm(500, 100, model="claude-haiku-4-5", provider="anthropic")
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=2)
     assert _verdicts(pytester) == [
@@ -455,7 +450,7 @@ def test_session_budget_near_its_limit_warns_and_passes(pytester: pytest.Pyteste
             llm(800, 50)
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.OK
     assert _messages(pytester) == [
         "session budget at 85%: 850 tokens of 1,000 (input 800, output 50; gpt-4o-mini ×1)"
@@ -483,7 +478,7 @@ def test_warn_mode_reports_every_overrun_and_keeps_the_exit_status(pytester: pyt
             llm(30, 0); llm(30, 0)
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.OK
     result.assert_outcomes(passed=2)
     assert [(v["status"], v["message"]) for v in _verdicts(pytester)] == [
@@ -649,7 +644,7 @@ def test_unknown_prices_under_each_policy(
             llm(10, 10, model="private-1", provider="acme")
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == ret
     result.assert_outcomes(passed=2)
     assert [(v["status"], v["message"]) for v in _verdicts(pytester)] == [(status, message)]
@@ -669,7 +664,7 @@ def test_known_cost_over_the_limit_fails_whatever_the_unknown_price_policy(pytes
             llm(10, 10, model="private-1", provider="acme")
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     assert _messages(pytester) == [
         "session budget exceeded: ≥$0.02 > $0.01 (input 20, output 20; private-1 ×1, gpt-4o-mini ×1)"
@@ -691,7 +686,7 @@ def test_command_line_beats_pyproject(pytester: pytest.Pytester) -> None:
             llm(600, 0, cost=0.002)
         """,
     )
-    result = _run(
+    result = run_session(
         pytester,
         "--token-budget-max-tokens=1,000",
         "--token-budget-max-cost=$0.01",
@@ -702,7 +697,7 @@ def test_command_line_beats_pyproject(pytester: pytest.Pytester) -> None:
         "session budget at 60%: 600 tokens of 1,000 (input 600, output 0; gpt-4o-mini ×1)",
         "session budget ok: $0.002 of $0.01 (input 600, output 0; gpt-4o-mini ×1)",
     ]
-    result = _run(pytester, "--token-budget-max-tokens=500", "--token-budget-mode=warn")
+    result = run_session(pytester, "--token-budget-max-tokens=500", "--token-budget-mode=warn")
     assert result.ret == pytest.ExitCode.OK
     assert [v["status"] for v in _verdicts(pytester)] == ["warn", "warn"]
 
@@ -726,7 +721,7 @@ def test_defer_session_leaves_session_and_summed_budgets_to_the_merge(pytester: 
             llm(100, 0)
         """,
     )
-    result = _run(pytester, "--token-budget-defer-session")
+    result = run_session(pytester, "--token-budget-defer-session")
     assert result.ret == pytest.ExitCode.OK
     assert [v["name"] for v in _verdicts(pytester)] == ["scope each"]
 
@@ -780,9 +775,7 @@ def test_xdist_controller_collects_marker_and_session_verdicts(pytester: pytest.
             llm(200, 100)
         """,
     )
-    result = pytester.runpytest_subprocess(
-        "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider", "-n", "2"
-    )
+    result = run_session(pytester, "-n", "2", subprocess=True)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=2, failed=1)
     assert sorted((v["name"], v["status"], v["actual"]) for v in _verdicts(pytester)) == [
@@ -825,7 +818,7 @@ def test_a_module_or_session_fixture_is_budgeted_by_name(pytester: pytest.Pytest
             pass
         """,
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.TESTS_FAILED
     result.assert_outcomes(passed=1)
     assert sorted(_messages(pytester)) == [
@@ -848,7 +841,7 @@ def test_a_fixture_budget_cannot_also_choose_tests(pytester: pytest.Pytester) ->
         """,
         test_x="def test_x():\n    pass\n",
     )
-    result = _run(pytester)
+    result = run_session(pytester)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         ["*budgets]] #1 (path=tests/* fixture=corpus_index): 'fixture' chooses fixtures*"]

@@ -15,6 +15,7 @@ import pytest
 import vcr  # noqa: F401 - before pytester's in-process runs: a second import of pyyaml's C loader breaks it
 import yaml  # noqa: F401
 from llm_server import LLMServer
+from pytester_session import read_artifact
 
 import pytest_tokenbudget.capture
 import pytest_tokenbudget.ledger
@@ -63,10 +64,6 @@ def env(pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.Mo
     return pytester
 
 
-def artifact(pytester: pytest.Pytester, name: str = "run.json") -> dict[str, Any]:
-    return json.loads((pytester.path / name).read_text())
-
-
 def numbers(run: dict[str, Any]) -> dict[str, tuple[int, int]]:
     """(calls, total_tokens) of every test and fixture entry."""
     return {key: (t["calls"], t.get("total_tokens", 0)) for key, t in run["tests"].items()}
@@ -96,7 +93,7 @@ def test_runs_clean_under_pytest_switches(env: pytest.Pytester, args: tuple[str,
     out = result.stdout.str()
     assert "warning" not in out.lower().replace("token budget", "")  # not one warning, ours or any
     assert result.stderr.str() == ""
-    run = artifact(env)
+    run = read_artifact(env)
     assert numbers(run) == {
         "test_sync.py::test_chat": (1, 1346),
         "test_sync.py::test_responses": (1, 700),
@@ -167,7 +164,7 @@ def test_pytest_asyncio_calls_counted_in_their_test(
     result = env.runpytest_subprocess("--token-budget", "--token-budget-json=run.json", "-W", "error")
     result.assert_outcomes(passed=3)
     result.stdout.fnmatch_lines(["plugins: *asyncio-*"])  # 3 passed: the coroutines really ran
-    run = artifact(env)
+    run = read_artifact(env)
     assert numbers(run) == {
         "test_async.py::test_async_chat": (3, 8 + 1346 + 700),
         "test_async.py::test_async_gather": (3, 2100),
@@ -210,7 +207,7 @@ def test_anyio_asyncio_backend(env: pytest.Pytester) -> None:
     env.makepyfile(test_anyio=ANYIO)
     result = env.runpytest_subprocess("--token-budget", "--token-budget-json=run.json", "-W", "error")
     result.assert_outcomes(passed=1)
-    run = artifact(env)
+    run = read_artifact(env)
     assert numbers(run) == {"test_anyio.py::test_anyio_chat": (2, 1354)}
     entry = run["tests"]["test_anyio.py::test_anyio_chat"]
     assert (entry["input_tokens"], entry["cached_input_tokens"], entry["output_tokens"]) == (1258, 1024, 96)
@@ -244,7 +241,7 @@ def test_pytest_recording_record_then_replay(env: pytest.Pytester, llm_server: L
     ).assert_outcomes(passed=2)
     assert llm_server.requests - before == 3
     assert (env.path / "cassettes" / "test_vcr" / "test_recorded.yaml").exists()
-    once = artifact(env, "once.json")["tests"]["test_vcr.py::test_recorded"]
+    once = read_artifact(env, "once.json")["tests"]["test_vcr.py::test_recorded"]
     assert (once["calls"], once["total_tokens"], once["live_calls"], once["replayed_calls"]) == (
         2,
         2046,
@@ -257,7 +254,7 @@ def test_pytest_recording_record_then_replay(env: pytest.Pytester, llm_server: L
         "--token-budget", "--token-budget-json=none.json", "--record-mode=none", "-W", "error"
     ).assert_outcomes(passed=2)
     assert llm_server.requests - before == 1  # only test_live, which has no cassette
-    run = artifact(env, "none.json")
+    run = read_artifact(env, "none.json")
     replayed = run["tests"]["test_vcr.py::test_recorded"]
     assert (
         replayed["calls"],
@@ -348,7 +345,7 @@ def test_rerunfailures_counts_every_attempt_on_the_one_test(
     failed attempt's setup, call and teardown calls included, phase by phase: they were really
     spent), with the outcome of the last attempt. The call log lists every attempt's calls."""
     assert rerun.parseoutcomes() == {"passed": 3, "rerun": 2}
-    run = artifact(env)
+    run = read_artifact(env)
     assert numbers(run) == {
         "test_rerun.py::test_flaky": (6, 2 * (8 + 1346 + 700)),
         "test_rerun.py::test_flaky_marked": (2, 2692),
@@ -372,7 +369,7 @@ def test_rerunfailures_counts_every_attempt_on_the_one_test(
 
 def test_rerunfailures_one_verdict_per_test(env: pytest.Pytester, rerun: pytest.RunResult) -> None:
     assert rerun.parseoutcomes() == {"passed": 3, "rerun": 2}
-    names = [v["name"] for v in artifact(env)["verdicts"]]
+    names = [v["name"] for v in read_artifact(env)["verdicts"]]
     assert names.count("marker test_rerun.py::test_flaky_marked") == 1
 
 
@@ -405,7 +402,7 @@ def test_randomly_two_seeds_give_the_same_artifact(
         orders.append(re.findall(r"^(test_\w\.py::\w+) (?:PASSED|FAILED)", result.stdout.str(), re.MULTILINE))
     assert orders[0] != orders[1]  # really shuffled
     assert sorted(orders[0]) == sorted(orders[1])
-    one, two = artifact(env, "seed1.json"), artifact(env, "seed2.json")
+    one, two = read_artifact(env, "seed1.json"), read_artifact(env, "seed2.json")
     assert json.dumps(without_times(one)) == json.dumps(without_times(two))
     for suffix in ("md", "csv", "xml"):
         assert (env.path / f"seed1.{suffix}").read_text() == (env.path / f"seed2.{suffix}").read_text()

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from typing import Any
 
 import pytest
 import tiktoken
+from pytester_session import read_artifact, run_session
 
 import pytest_tokenbudget.capture
 import pytest_tokenbudget.inspection.inspector
@@ -66,11 +66,7 @@ AGENT_BODY: dict[str, Any] = {
 def _session(pytester: pytest.Pytester, tests: str, pyproject: str = "") -> pytest.RunResult:
     pytester.makepyfile(mocks=MOCKS, test_app=textwrap.dedent(tests))
     pytester.makepyprojecttoml("[tool.tokenbudget]\n" + textwrap.dedent(pyproject))
-    return pytester.runpytest("--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider")
-
-
-def _run(pytester: pytest.Pytester) -> dict[str, Any]:
-    return json.loads((pytester.path / "run.json").read_text())
+    return run_session(pytester)
 
 
 ONE_ESTIMATED = """
@@ -93,7 +89,7 @@ def test_estimated_calls_are_marked_in_the_artifact_and_the_terminal(pytester: p
             "~ estimated: 1 call reported no usage or only part of it; counted by tokenizer",
         ]
     )
-    run = _run(pytester)
+    run = read_artifact(pytester)
     test = run["tests"]["test_app.py::test_chat"]
     assert (test["estimated_calls"], test["input_tokens"], test["output_tokens"]) == (1, 13, 5)
     assert run["totals"]["estimated_calls"] == 1
@@ -114,7 +110,7 @@ def test_estimated_numbers_fail_a_budget_only_when_counted(
     )
     result = _session(pytester, tests, f'estimated = "{estimated}"\n')
     result.assert_outcomes(**{outcome: 1})
-    verdicts = _run(pytester)["verdicts"]
+    verdicts = read_artifact(pytester)["verdicts"]
     assert [(v["kind"], v["status"], v["actual"]) for v in verdicts] == [("marker", status, 18.0)]
     message = "token budget exceeded: 18 tokens > 10 (input 13, output 5; gpt-4o-mini ×1)"
     if estimated == "warn-only":
@@ -147,7 +143,7 @@ def test_unmetered_calls_are_named_once_per_run(
     )
     result.stdout.fnmatch_lines([message])
     assert result.stdout.str().count("unmetered call (") == 1
-    run = _run(pytester)
+    run = read_artifact(pytester)
     assert run["totals"]["unmetered_calls"] == 1
     assert [(v["kind"], v["status"], v["actual"], v["message"]) for v in run["verdicts"]] == [
         ("unmetered", status, 1.0, message)
@@ -158,7 +154,7 @@ def test_unmetered_ignore_says_nothing(pytester: pytest.Pytester) -> None:
     result = _session(pytester, UNMETERED, 'unmetered = "ignore"\n')
     assert result.ret == 0
     assert "unmetered call (" not in result.stdout.str()
-    assert _run(pytester)["verdicts"] == []
+    assert read_artifact(pytester)["verdicts"] == []
 
 
 ANATOMY = f"""
@@ -192,7 +188,7 @@ def test_where_the_input_goes_per_test_and_in_total(pytester: pytest.Pytester) -
         "system": 22,
         "tools": 166,
     }
-    run = _run(pytester)
+    run = read_artifact(pytester)
     assert run["tests"]["test_app.py::test_agent"]["anatomy"] == anatomy
     assert run["anatomy"] == anatomy
     result.stdout.fnmatch_lines(
@@ -215,7 +211,8 @@ def test_a_tool_schema_limit_judges_the_largest_request(
     result.assert_outcomes(passed=1)
     assert result.ret == ret
     verdicts = [
-        (v["name"], v["status"], v["limit"], v["actual"], v["message"]) for v in _run(pytester)["verdicts"]
+        (v["name"], v["status"], v["limit"], v["actual"], v["message"])
+        for v in read_artifact(pytester)["verdicts"]
     ]
     note = " (estimated = warn-only)" if estimated == "warn-only" else ""
     assert verdicts == [
@@ -243,12 +240,10 @@ def test_anatomy_and_estimates_cross_xdist_workers(pytester: pytest.Pytester) ->
     tests = ANATOMY + ONE_ESTIMATED.replace("from mocks import post\n", "")
     pytester.makepyfile(mocks=MOCKS, test_app=textwrap.dedent(tests))
     pytester.makepyprojecttoml("[tool.tokenbudget]\nmax-tool-schema-tokens = 50\n")
-    result = pytester.runpytest_subprocess(
-        "--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider", "-n", "2"
-    )
+    result = run_session(pytester, "-n", "2", subprocess=True)
     result.assert_outcomes(passed=2)
     assert result.ret == 1  # the tool-schema limit, judged on the controller over the workers' data
-    run = _run(pytester)
+    run = read_artifact(pytester)
     assert run["tests"]["test_app.py::test_agent"]["anatomy"]["peak:tools"] == 83
     assert run["anatomy"]["tools"] == 166
     assert run["totals"]["estimated_calls"] == 1

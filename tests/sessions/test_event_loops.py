@@ -10,11 +10,11 @@ name, and the tallies stay complete.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
 from llm_server import LLMServer
+from pytester_session import read_artifact, read_calls, run_session
 
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Usage
@@ -81,20 +81,9 @@ def run_suite(
     monkeypatch.setenv("LLM_URL", llm_server.url)
     pytester.makeconftest(CONFTEST)
     pytester.makepyfile(test_async=SUITE)
-    result = pytester.runpytest_subprocess(
-        "-p",
-        "asyncio",
-        "--asyncio-mode=auto",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-        "--token-budget",
-        "--token-budget-json=run.json",
-        "--token-budget-calls=calls.jsonl",
-        *args,
-    )
-    run = json.loads((pytester.path / "run.json").read_text())
-    lines = (pytester.path / "calls.jsonl").read_text().splitlines()
-    return result, run, [json.loads(line) for line in lines]
+    asyncio = ("-p", "asyncio", "--asyncio-mode=auto", "-o", "asyncio_default_fixture_loop_scope=function")
+    result = run_session(pytester, *asyncio, *args, calls="calls.jsonl", subprocess=True)
+    return result, read_artifact(pytester), read_calls(pytester)
 
 
 @pytest.mark.slow

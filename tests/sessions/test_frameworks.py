@@ -93,7 +93,7 @@ def test_pydantic_ai_agent_usage_matches_ours(server: ProviderServer, calls: lis
     assert (ours.input_tokens, ours.output_tokens) == (theirs.input_tokens, theirs.output_tokens)
 
 
-# Anthropic goes to conftest's llm_server (tests/llm_server.py speaks ``/v1/messages``: JSON, and SSE
+# Anthropic goes to conftest's llm_server (tests/helpers/llm_server.py speaks ``/v1/messages``: JSON, and SSE
 # with usage); the OpenAI-shaped tests above keep this module's ProviderServer.
 def chat_anthropic(llm_server: LLMServer) -> Any:
     langchain_anthropic = pytest.importorskip("langchain_anthropic")

@@ -7,6 +7,7 @@ import xml.etree.ElementTree as ET
 from datetime import UTC, datetime
 
 import pytest
+from pytester_session import run_session
 
 from pytest_tokenbudget.cli import main as cli
 
@@ -52,7 +53,7 @@ def _session(
 ) -> pytest.RunResult:
     monkeypatch.setenv("GITHUB_SHA", commit)
     (pytester.path / "usage.json").write_text(json.dumps(usage))
-    return pytester.runpytest("--token-budget", "-p", "no:cacheprovider", "--token-budget-save-run")
+    return run_session(pytester, "--token-budget-save-run", artifact=None)
 
 
 # -- sessions keep runs; the CLI prints the trend -------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pytester_session import read_artifact, read_calls, run_session
 
 import pytest_tokenbudget.hookspecs
 import pytest_tokenbudget.model
@@ -129,12 +130,8 @@ def acme_env(pytester: pytest.Pytester, acme_url: str, monkeypatch: pytest.Monke
 def _run(
     pytester: pytest.Pytester, *args: str
 ) -> tuple[pytest.RunResult, dict[str, Any], list[dict[str, Any]]]:
-    result = pytester.runpytest(
-        *args, "--token-budget", "--token-budget-json=run.json", "--token-budget-calls=calls.jsonl"
-    )
-    run = json.loads((pytester.path / "run.json").read_text(encoding="utf-8"))
-    calls_log = (pytester.path / "calls.jsonl").read_text(encoding="utf-8").splitlines()
-    return result, run, [json.loads(line) for line in calls_log]
+    result = run_session(pytester, *args, calls="calls.jsonl")
+    return result, read_artifact(pytester), read_calls(pytester)
 
 
 def _counts(entry: dict[str, Any]) -> tuple[int, int, int, int]:

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from pytester_session import run_session
 
 from pytest_tokenbudget.runs.artifact import write_atomic
 
@@ -33,8 +34,8 @@ OUTPUTS = (
 
 def run_suite(pytester: pytest.Pytester, stop: str, *args: str) -> tuple[pytest.RunResult, dict]:
     pytester.makepyfile(test_suite=SUITE.format(stop=stop))
-    run = pytester.runpytest_subprocess if stop.startswith("raise KeyboardInterrupt") else pytester.runpytest
-    result = run("--token-budget", *OUTPUTS, *args)
+    in_a_fresh_process = stop.startswith("raise KeyboardInterrupt")
+    result = run_session(pytester, *OUTPUTS, *args, artifact=None, subprocess=in_a_fresh_process)
     out = pytester.path / "out"
     assert sorted(p.name for p in out.iterdir()) == ["pr.md", "run.json", "tb.xml"]  # no temp files
     return result, json.loads((out / "run.json").read_text())

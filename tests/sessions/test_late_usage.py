@@ -1,4 +1,4 @@
-"""Billed usage that is late or nested, through the real SDKs against tests/late_server.py.
+"""Billed usage that is late or nested, through the real SDKs against tests/helpers/late_server.py.
 
 * OpenAI Responses in background mode: the POST answers ``queued`` with no usage; the usage comes
   with a poll (``responses.retrieve``) or the resumed stream. It is counted once, as one call, from
@@ -30,7 +30,7 @@ from pytest_tokenbudget.providers import route
 from pytest_tokenbudget.providers.anthropic import Messages
 
 RESPONSES = Usage(input_tokens=520, cached_input_tokens=256, output_tokens=180, reasoning_tokens=128)
-# tests/late_server.py ITERATIONS: compaction + two executor steps at the response's model …
+# tests/helpers/late_server.py ITERATIONS: compaction + two executor steps at the response's model …
 EXECUTOR = Usage(input_tokens=52200 + 2120 + 109, cached_input_tokens=3000, output_tokens=95)
 # … and the advisor's step at its own model.
 ADVISOR = Usage(input_tokens=2800, cache_write_tokens=300, output_tokens=40)

@@ -1,8 +1,8 @@
 """LiteLLM's Bedrock provider (it signs with boto3 and sends with httpx), end to end, in its own interpreter.
 
-As tests/test_litellm.py: a real pytest session in the LiteLLM environment named by
+As tests/sessions/test_litellm.py: a real pytest session in the LiteLLM environment named by
 ``TOKENBUDGET_LITELLM_PYTHON`` (it needs boto3 there too: ``.ci/run`` installs it), the plugin on,
-against tests/bedrock_server.py. Converse, ConverseStream, InvokeModel and its stream, sync and
+against tests/helpers/bedrock_server.py. Converse, ConverseStream, InvokeModel and its stream, sync and
 async: each counted once, with Bedrock's numbers (InvokeModel's token headers, the invocation
 metrics), under the model id of the path.
 """

@@ -2,7 +2,7 @@
 and one word per call state in every report.
 
 * Ollama omits ``prompt_eval_count`` for a cached prompt: the input is estimated and marked, a
-  reported 0 stays 0 (the ollama SDK against tests/provider_server.py).
+  reported 0 stays 0 (the ollama SDK against tests/helpers/provider_server.py).
 * An event stream served as ``application/json`` (a recording replayed with the wrong content type)
   is sniffed and read, read whole or as a stream (httpx, requests, the openai SDK).
 * The terminal, the markdown, JUnit, GitHub annotations and the artifact name a call state by its
@@ -11,7 +11,6 @@ and one word per call state in every report.
 
 from __future__ import annotations
 
-import json
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Any
 
 import pytest
 from provider_server import CHAT_USAGE, OLLAMA_CACHED_MODEL, SSE_AS_JSON_MODEL, ProviderServer
+from pytester_session import read_artifact, read_calls, run_session
 
 import pytest_tokenbudget.capture
 import pytest_tokenbudget.inspection.inspector
@@ -27,7 +27,7 @@ from pytest_tokenbudget.providers.ollama import Native
 from pytest_tokenbudget.report import github, junit, markdown, terminal
 from pytest_tokenbudget.tokens import estimates
 
-# Shared with in-process pytester runs (see tests/test_estimates_session.py).
+# Shared with in-process pytester runs (see tests/sessions/test_estimates_session.py).
 _SHARED = (pytest_tokenbudget.capture, pytest_tokenbudget.inspection.inspector)
 
 
@@ -48,17 +48,13 @@ def session(pytester: pytest.Pytester, server: ProviderServer, monkeypatch: pyte
     ) -> tuple[pytest.RunResult, dict[str, Any], list[dict[str, Any]], str]:
         pytester.makepyfile(test_app=textwrap.dedent(tests))
         pytester.makepyprojecttoml("[tool.tokenbudget]\n" + textwrap.dedent(pyproject))
-        result = pytester.runpytest(
-            "--token-budget",
-            "--token-budget-json=run.json",
-            "--token-budget-calls=calls.jsonl",
-            "--token-budget-markdown=report.md",
-            "-p",
-            "no:cacheprovider",
+        result = run_session(pytester, "--token-budget-markdown=report.md", calls="calls.jsonl")
+        return (
+            result,
+            read_artifact(pytester),
+            read_calls(pytester),
+            (pytester.path / "report.md").read_text(),
         )
-        run = json.loads((pytester.path / "run.json").read_text())
-        calls = [json.loads(line) for line in (pytester.path / "calls.jsonl").read_text().splitlines()]
-        return result, run, calls, (pytester.path / "report.md").read_text()
 
     return run
 

@@ -1,6 +1,6 @@
 """The real openai (3.x, on httpx2) and anthropic (2.x) SDKs: sync, async, streamed and not.
 
-Against a real HTTP server on 127.0.0.1 (tests/llm_server.py), through vcrpy cassettes, and with
+Against a real HTTP server on 127.0.0.1 (tests/helpers/llm_server.py), through vcrpy cassettes, and with
 the plain ``httpx`` package, respx, pytest-httpx and a MockTransport. Each asserts the exact numbers
 in the plugin's meaning (input includes cached and cache-write input, output includes reasoning),
 and that each call is counted once.

@@ -1,6 +1,6 @@
 """requests, aiohttp and the SDKs built on them or on httpx: Gemini, Ollama, Cohere, Mistral, Azure.
 
-Real SDKs and real HTTP on 127.0.0.1 (tests/provider_server.py); each asserts exact numbers in
+Real SDKs and real HTTP on 127.0.0.1 (tests/helpers/provider_server.py); each asserts exact numbers in
 the plugin's meaning and that each call is counted once.
 """
 

@@ -1,7 +1,7 @@
 """A vcrpy cassette that still replays after the prompt changed is flagged stale, naming cassette and test.
 
 Cassettes are recorded with the real openai SDK from a loopback server whose usage is tiktoken's
-count (tests/echo_server.py); the code's prompt is then edited and the cassette replayed with a
+count (tests/helpers/echo_server.py); the code's prompt is then edited and the cassette replayed with a
 ``match_on`` that ignores the body (vcrpy's default does too), as happens in real suites.
 """
 

@@ -16,7 +16,9 @@ from typing import Any
 
 import pytest
 from llm_server import LLMServer
+from pytester_session import run_session
 
+# private, plugin.py (being split into plugin/; left as is): pins that it equals an unused Pricer's
 from pytest_tokenbudget.plugin import _no_prices_used
 from pytest_tokenbudget.pricing.prices import Pricer
 
@@ -92,13 +94,8 @@ def _deferred(loaded: list[str]) -> list[str]:
 def _session(pytester: pytest.Pytester, **tests: str) -> tuple[pytest.RunResult, dict[str, list[str]]]:
     pytester.makeconftest(LOADED_PROBE)
     pytester.makepyfile(**tests)
-    result = pytester.runpytest_subprocess(
-        "--token-budget",
-        "--token-budget-json=run.json",
-        "--token-budget-markdown=report.md",
-        "--token-budget-junit=report.xml",
-        "-p",
-        "no:cacheprovider",
+    result = run_session(
+        pytester, "--token-budget-markdown=report.md", "--token-budget-junit=report.xml", subprocess=True
     )
     loaded = {
         moment: json.loads((pytester.path / f"at_{moment}.json").read_text())

@@ -17,7 +17,7 @@ from pytest_tokenbudget.cli import main as cli
 from pytest_tokenbudget.model import Run
 from pytest_tokenbudget.runs.history import (
     Entry,
-    _ticks,
+    _ticks,  # private: pins the chart's axis rule, which the SVG only shows as drawn lines
     load_history,
     run_name,
     save_run,

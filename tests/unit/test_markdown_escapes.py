@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+# private: the one cell-escaping function every report table uses, judged cell by cell here
 from pytest_tokenbudget.report.markdown import _text
 from pytest_tokenbudget.units import count
 

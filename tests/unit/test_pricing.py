@@ -15,6 +15,8 @@ import pytest
 
 from pytest_tokenbudget.config import ConfigError, resolve
 from pytest_tokenbudget.model import Call, Usage
+
+# _genai_quote (private): the one genai-prices lookup, cross-checked against genai-prices' calc_price
 from pytest_tokenbudget.pricing.prices import Pricer, Rates, _genai_quote, input_cost, merge_provenance
 
 genai_prices = pytest.importorskip("genai_prices")

@@ -516,7 +516,7 @@ def test_missing_tiktoken_falls_back_with_install_hint(monkeypatch: pytest.Monke
 
 def test_concurrent_first_use_loads_each_encoding_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    real_load = tokenizer._load
+    real_load = tokenizer._load  # private: counts encoding loads, the invariant under test
 
     def counting_load(name: str) -> Any:
         calls.append(name)
