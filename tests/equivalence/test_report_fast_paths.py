@@ -11,6 +11,7 @@ import csv
 import io
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -170,6 +171,7 @@ def plain_csv(run: Run) -> str:
 names = st.text(alphabet=st.sampled_from('ab ,"\r\n\t|`ü日🚀'), max_size=12)
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     tests=st.lists(

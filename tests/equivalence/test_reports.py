@@ -369,6 +369,7 @@ def test_session_writes_every_report_and_talks_to_github(
     assert [r["total_tokens"] for r in rows] == ["1700", "960", "110"]
 
 
+@pytest.mark.slow
 def test_call_log_under_xdist_equals_the_serial_one(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     pytester.makepyprojecttoml("[tool.tokenbudget]\nenabled = true\ncalls = 'calls.jsonl'\n")

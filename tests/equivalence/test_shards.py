@@ -169,6 +169,7 @@ def _shards(pytester: pytest.Pytester, *, xdist_last: bool = False) -> list[pyte
 # -- the merged run equals the serial run --------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_three_k_shards_merge_and_check_to_the_serial_run(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -237,6 +238,7 @@ def test_three_k_shards_merge_and_check_to_the_serial_run(
     assert _section(checked_out) == _section(serial.outlines)
 
 
+@pytest.mark.slow
 def test_merge_does_not_depend_on_the_order_of_the_shards(
     pytester: pytest.Pytester, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -256,6 +258,7 @@ def test_merge_does_not_depend_on_the_order_of_the_shards(
     ]
 
 
+@pytest.mark.slow
 def test_an_xdist_run_writes_the_serial_artifact(pytester: pytest.Pytester) -> None:
     _suite(pytester)
     run_session(pytester, artifact="serial.json")

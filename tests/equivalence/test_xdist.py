@@ -25,6 +25,7 @@ from llm_server import LLMServer
 from pytester_session import OPT_IN_PLUGINS
 
 pytest.importorskip("xdist")
+pytestmark = pytest.mark.slow  # every test reads the suite's xdist runs (subprocesses)
 
 CONFTEST = """
 import os

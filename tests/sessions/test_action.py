@@ -61,6 +61,7 @@ def action_module() -> ModuleType:
 # -- action.yml, read ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_is_a_composite_action_valid_for_github() -> None:
     action = load_action()
     assert action["runs"]["using"] == "composite"
@@ -140,6 +141,7 @@ def test_the_script_passes_only_real_plugin_options(pytester: pytest.Pytester) -
     assert used <= known, used - known
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("zizmor") is None, reason="zizmor is not installed")
 def test_check_workflows_finds_nothing() -> None:
     script = ROOT / ".ci" / "check-workflows"
@@ -428,6 +430,7 @@ def pull_request_event(tmp: Path, number: int = 7) -> str:
 # -- the action, run -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_the_action_reports_a_regression_in_the_summary_and_one_comment(
     checkout: Path, tmp_path: Path, github_api: FakeGitHub
 ) -> None:
@@ -500,6 +503,7 @@ def test_the_action_reports_a_regression_in_the_summary_and_one_comment(
     assert not (tmp_path / "summary.md").exists()  # neither the step nor the plugin wrote it
 
 
+@pytest.mark.slow
 def test_outside_a_pull_request_there_is_no_baseline_and_no_comment(
     checkout: Path, tmp_path: Path, github_api: FakeGitHub
 ) -> None:
@@ -514,6 +518,7 @@ def test_outside_a_pull_request_there_is_no_baseline_and_no_comment(
     assert summary.startswith(MARKER + "\n### ℹ️ Token budget: no budgets")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ref", ["main:x", "-main", "two words", "a..b", "main\nx"])
 def test_a_baseline_ref_that_is_no_branch_name_is_refused(ref: str, tmp_path: Path) -> None:
     env = base_env(tmp_path, INPUT_BASELINE_REF=ref, GITHUB_OUTPUT=str(tmp_path / "out"))
@@ -523,6 +528,7 @@ def test_a_baseline_ref_that_is_no_branch_name_is_refused(ref: str, tmp_path: Pa
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_unbalanced_pytest_args_are_an_error(tmp_path: Path) -> None:
     env = base_env(tmp_path, INPUT_PYTEST_ARGS="-k 'open", GITHUB_OUTPUT=str(tmp_path / "out"))
     done = run_step("pytest", env, tmp_path)
@@ -530,12 +536,14 @@ def test_unbalanced_pytest_args_are_an_error(tmp_path: Path) -> None:
     assert "::error::pytest-tokenbudget action: input pytest-args" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_flag_input_must_be_true_or_false(tmp_path: Path) -> None:
     done = run_step("summary", base_env(tmp_path, INPUT_JOB_SUMMARY="yes"), tmp_path)
     assert done.returncode == 1
     assert "input job-summary: expected true or false" in done.stdout
 
 
+@pytest.mark.slow
 def test_the_exit_step_needs_pytests_status(tmp_path: Path) -> None:
     assert run_step("exit", base_env(tmp_path, PYTEST_EXIT_CODE="5"), tmp_path).returncode == 5
     missing = run_step("exit", base_env(tmp_path, PYTEST_EXIT_CODE=""), tmp_path)
@@ -543,6 +551,7 @@ def test_the_exit_step_needs_pytests_status(tmp_path: Path) -> None:
     assert "pytest did not run" in missing.stdout
 
 
+@pytest.mark.slow
 def test_the_token_reaches_git_only_for_githubs_remote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -578,6 +587,7 @@ def comment_env(tmp: Path, api: FakeGitHub, **extra: str) -> dict[str, str]:
     return base_env(tmp, **{**settings, **extra})
 
 
+@pytest.mark.slow
 def test_the_comment_is_found_on_a_later_page(tmp_path: Path, github_api: FakeGitHub) -> None:
     github_api.per_page_cap = 30
     for index in range(70):
@@ -590,6 +600,7 @@ def test_the_comment_is_found_on_a_later_page(tmp_path: Path, github_api: FakeGi
     assert len(github_api.comments) == 71
 
 
+@pytest.mark.slow
 def test_comment_author_narrows_the_choice(tmp_path: Path, github_api: FakeGitHub) -> None:
     forged = github_api.add("mallory", f"{MARKER}\nnot the report")
     ours = github_api.add("tokenbudget-app[bot]", f"{MARKER}\nold report")
@@ -600,6 +611,7 @@ def test_comment_author_narrows_the_choice(tmp_path: Path, github_api: FakeGitHu
     assert "### ✅" in ours["body"]
 
 
+@pytest.mark.slow
 def test_a_comment_it_may_not_edit_gets_a_new_one(tmp_path: Path, github_api: FakeGitHub) -> None:
     github_api.add("mallory", f"{MARKER}\nnot the report")
     github_api.refuse["PATCH"] = 403
@@ -611,6 +623,7 @@ def test_a_comment_it_may_not_edit_gets_a_new_one(tmp_path: Path, github_api: Fa
     ]
 
 
+@pytest.mark.slow
 def test_a_read_only_token_is_a_warning(tmp_path: Path, github_api: FakeGitHub) -> None:
     """A pull request from a fork: GITHUB_TOKEN cannot write; the job does not fail for it."""
     github_api.refuse["POST"] = 403
@@ -620,6 +633,7 @@ def test_a_read_only_token_is_a_warning(tmp_path: Path, github_api: FakeGitHub) 
     assert "workflow_run" in done.stdout
 
 
+@pytest.mark.slow
 def test_a_server_error_fails_the_step(tmp_path: Path, github_api: FakeGitHub) -> None:
     github_api.refuse["GET"] = 502
     done = run_step("comment", comment_env(tmp_path, github_api), tmp_path)
@@ -627,6 +641,7 @@ def test_a_server_error_fails_the_step(tmp_path: Path, github_api: FakeGitHub) -
     assert "::error::pytest-tokenbudget action: GitHub API: 502" in done.stdout
 
 
+@pytest.mark.slow
 def test_comment_false_sends_nothing(tmp_path: Path, github_api: FakeGitHub) -> None:
     done = run_step("comment", comment_env(tmp_path, github_api, INPUT_COMMENT="false"), tmp_path)
     assert done.returncode == 0
@@ -723,6 +738,7 @@ def run_recipe_script(tmp: Path, comments: list[dict[str, Any]], **state: Any) -
     return json.loads(done.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("existing", "chosen"), CASES)
 def test_the_recipe_chooses_the_same_comment(
     existing: list[tuple[str, str]], chosen: int | None, tmp_path: Path
@@ -741,12 +757,14 @@ def test_the_recipe_chooses_the_same_comment(
         assert params["comment_id"] == 10 + chosen
 
 
+@pytest.mark.slow
 def test_the_recipe_posts_anew_when_it_may_not_edit(tmp_path: Path) -> None:
     comments = [{"id": 1, "user": {"login": "mallory"}, "body": f"{MARKER}\nforged"}]
     calls = run_recipe_script(tmp_path, comments, refuse={"updateComment": 403})
     assert [call[0] for call in calls] == ["listComments", "updateComment", "warning", "createComment"]
 
 
+@pytest.mark.slow
 def test_the_recipe_posts_nothing_for_a_stale_head(tmp_path: Path) -> None:
     calls = run_recipe_script(tmp_path, [], head_sha="newer")
     assert [call[0] for call in calls] == ["notice"]
@@ -772,6 +790,7 @@ def test_forged_inside(token_usage, case):
 """
 
 
+@pytest.mark.slow
 def test_no_test_id_or_model_name_writes_the_marker(pytester: pytest.Pytester) -> None:
     """A parametrize id (and a model name) holding the marker reaches every report table: the
     markdown holds the marker once, as its first line, and still shows the id as typed."""

@@ -64,6 +64,7 @@ def test_saved_baseline_is_deterministic_and_holds_no_times(app: pytest.Pytester
     assert first.endswith(b"}\n")
 
 
+@pytest.mark.slow
 def test_baseline_bytes_do_not_change_with_the_commit_branch_or_plugin_version(
     app: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -133,6 +134,7 @@ def test_a_failing_run_does_not_become_the_baseline_unless_asked(app: pytest.Pyt
     assert data["tests"]["test_app.py::test_llm[a]"]["input_tokens"] == 9000
 
 
+@pytest.mark.slow
 def test_git_ref_baseline_and_first_adoption(app: pytest.Pytester) -> None:
     _git(app.path, "init", "-q", "-b", "main")
     _git(app.path, "config", "user.email", "t@example.com")

@@ -748,6 +748,7 @@ def test_budgets_without_the_flag_leave_only_markers(pytester: pytest.Pytester) 
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.slow
 def test_xdist_controller_collects_marker_and_session_verdicts(pytester: pytest.Pytester) -> None:
     _setup(
         pytester,
@@ -1015,6 +1016,7 @@ def _plain_evaluation(budgets: Budgets, run: Run) -> list[Verdict]:
     return verdicts
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(
     recorded_calls=st.lists(budget_calls, max_size=14),

@@ -77,6 +77,7 @@ def without_times(run: dict[str, Any]) -> dict[str, Any]:
 # -- pytest's own switches -----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args",
     [
@@ -152,6 +153,7 @@ def test_sync_between():
 )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("mode", "mark"), [("strict", "@pytest.mark.asyncio"), ("auto", "")], ids=["strict", "auto"]
 )
@@ -203,6 +205,7 @@ async def test_anyio_chat():
 )
 
 
+@pytest.mark.slow
 def test_anyio_asyncio_backend(env: pytest.Pytester) -> None:
     env.makepyfile(test_anyio=ANYIO)
     result = env.runpytest_subprocess("--token-budget", "--token-budget-json=run.json", "-W", "error")
@@ -376,6 +379,7 @@ def test_rerunfailures_one_verdict_per_test(env: pytest.Pytester, rerun: pytest.
 # -- pytest-randomly -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_randomly_two_seeds_give_the_same_artifact(
     env: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:

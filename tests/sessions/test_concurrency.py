@@ -63,6 +63,7 @@ def test_after(token_usage):
 """
 
 
+@pytest.mark.slow
 def test_threads_and_tasks_all_recorded_none_misattributed(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_load=SUITE)
     result = pytester.runpytest("--token-budget", "--token-budget-json=run.json", "-p", "no:cacheprovider")

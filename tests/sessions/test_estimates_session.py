@@ -235,6 +235,7 @@ def test_a_tool_schema_limit_judges_the_largest_request(
     ]
 
 
+@pytest.mark.slow
 def test_anatomy_and_estimates_cross_xdist_workers(pytester: pytest.Pytester) -> None:
     pytest.importorskip("xdist")
     tests = ANATOMY + ONE_ESTIMATED.replace("from mocks import post\n", "")

@@ -31,6 +31,7 @@ def run_example(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.slow
 def test_example_suite_replays_with_exact_totals(tmp_path: Path) -> None:
     result = run_example(tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -60,6 +61,7 @@ def test_example_suite_replays_with_exact_totals(tmp_path: Path) -> None:
     assert (tmp_path / "pr.md").read_text().startswith("<!-- pytest-tokenbudget -->")
 
 
+@pytest.mark.slow
 def test_example_budget_trips_when_tightened(tmp_path: Path) -> None:
     result = run_example(tmp_path, "--token-budget-max-tokens=3000")
     assert result.returncode == 1

@@ -65,6 +65,7 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+@pytest.mark.slow
 def test_every_report_and_the_baseline_honour_the_umask(pytester: pytest.Pytester, umask: int) -> None:
     pytester.makepyfile(test_app=SUITE)
     args = [f"{flag}={path}" for flag, path in OUTPUTS.items()]
@@ -77,6 +78,7 @@ def test_every_report_and_the_baseline_honour_the_umask(pytester: pytest.Pyteste
     assert leftovers == []  # no temporary or part file left beside them
 
 
+@pytest.mark.slow
 def test_merged_runs_and_their_call_logs_honour_the_umask(pytester: pytest.Pytester, umask: int) -> None:
     pytester.makepyfile(test_one=SUITE, test_two=SUITE)
     for shard in ("one", "two"):

@@ -364,6 +364,7 @@ def test_estimate_on_deeply_nested_json_never_tracebacks(
 # -- a crashed xdist worker ------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_crashed_worker_is_listed_once(pytester: pytest.Pytester) -> None:
     """xdist calls pytest_testnodedown before it reports the crash: one entry, naming the test."""
     pytest.importorskip("xdist")

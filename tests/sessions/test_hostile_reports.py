@@ -57,6 +57,7 @@ OUTPUTS = (
 )
 
 
+@pytest.mark.slow
 def test_a_hostile_model_name_loses_no_report_and_forges_no_line(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -147,6 +148,7 @@ junit.render = explode
 """
 
 
+@pytest.mark.slow
 def test_a_report_that_fails_at_the_end_is_said_and_the_others_are_written(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         broken_junit=BROKEN_JUNIT,
@@ -181,6 +183,7 @@ inspector.Inspector._inspect = explode
 """
 
 
+@pytest.mark.slow
 def test_an_inspector_failure_is_reported_by_name_and_costs_no_count(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(broken_inspector=BROKEN_INSPECTOR, test_hostile=SUITE.format(model="gpt-4o"))
     result = pytester.runpytest_subprocess(

@@ -41,6 +41,7 @@ def run_suite(pytester: pytest.Pytester, stop: str, *args: str) -> tuple[pytest.
     return result, json.loads((out / "run.json").read_text())
 
 
+@pytest.mark.slow
 def test_keyboard_interrupt_leaves_a_partial_artifact(pytester: pytest.Pytester) -> None:
     result, run = run_suite(pytester, "raise KeyboardInterrupt")
     assert result.ret == pytest.ExitCode.INTERRUPTED

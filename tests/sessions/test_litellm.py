@@ -71,6 +71,7 @@ def server() -> Iterator[ProviderServer]:
     running.stop()
 
 
+@pytest.mark.slow
 def test_litellm_sync_async_and_streams_are_each_counted_once(server: ProviderServer, tmp_path: Path) -> None:
     prompt, completion = CHAT_USAGE["prompt_tokens"], CHAT_USAGE["completion_tokens"]
     (tmp_path / "test_litellm_app.py").write_text(

@@ -76,6 +76,7 @@ def server() -> Iterator[BedrockServer]:
     running.stop()
 
 
+@pytest.mark.slow
 def test_litellm_bedrock_calls_are_each_counted_once(server: BedrockServer, tmp_path: Path) -> None:
     check = subprocess.run([PYTHON, "-c", "import boto3"], capture_output=True, check=False)
     if check.returncode:

@@ -169,6 +169,7 @@ def test_terminal_summary(suite: pytest.Pytester) -> None:
     )
 
 
+@pytest.mark.slow
 def test_artifact_is_versioned_complete_and_holds_no_secret_or_text(suite: pytest.Pytester) -> None:
     suite.run("git", "init", "-q", "-b", "feature/tokens")
     suite.run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x")
@@ -283,6 +284,7 @@ def test_settings_never_read():
 """
 
 
+@pytest.mark.slow
 def test_off_by_default_patches_and_imports_nothing(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_probe=DISABLED_PROBE, test_settings=NOTHING_READ_PROBE)
     result = pytester.runpytest_subprocess()
@@ -290,6 +292,7 @@ def test_off_by_default_patches_and_imports_nothing(pytester: pytest.Pytester) -
     assert "token budget" not in result.stdout.str()
 
 
+@pytest.mark.slow
 def test_a_pyproject_without_a_tokenbudget_table_is_not_parsed_but_a_typo_in_one_is_an_error(
     pytester: pytest.Pytester,
 ) -> None:
@@ -303,6 +306,7 @@ def test_a_pyproject_without_a_tokenbudget_table_is_not_parsed_but_a_typo_in_one
     result.stderr.fnmatch_lines(["*pyproject.toml*unknown key 'max-tokenz'*did you mean 'max-tokens'*"])
 
 
+@pytest.mark.slow
 def test_enabled_false_in_pyproject_beats_nothing_but_the_option(pytester: pytest.Pytester) -> None:
     pytester.makepyprojecttoml("[tool.tokenbudget]\nenabled = false\n")
     pytester.makepyfile(test_probe=DISABLED_PROBE)
@@ -312,6 +316,7 @@ def test_enabled_false_in_pyproject_beats_nothing_but_the_option(pytester: pytes
     result.assert_outcomes(failed=1)  # the option turns it on: send is wrapped now
 
 
+@pytest.mark.slow
 def test_in_process_pytester_sessions_in_a_row_are_all_counted(
     pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -113,6 +113,7 @@ def test_a_bad_price_table_is_a_usage_error(pytester: pytest.Pytester) -> None:
     assert "Traceback" not in result.stderr.str()
 
 
+@pytest.mark.slow
 def test_genai_prices_is_not_imported_until_a_call_needs_a_price(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(
         test_lazy="""

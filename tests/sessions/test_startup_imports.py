@@ -104,6 +104,7 @@ def _session(pytester: pytest.Pytester, **tests: str) -> tuple[pytest.RunResult,
     return result, loaded
 
 
+@pytest.mark.slow
 def test_a_suite_without_llm_calls_never_imports_what_reads_a_response(pytester: pytest.Pytester) -> None:
     result, loaded = _session(pytester, test_no_llm=NO_LLM_CALLS)
     result.assert_outcomes(passed=2)
@@ -119,6 +120,7 @@ def test_a_suite_without_llm_calls_never_imports_what_reads_a_response(pytester:
     assert (pytester.path / "report.xml").is_file()
 
 
+@pytest.mark.slow
 def test_other_http_requests_import_the_routing_only(pytester: pytest.Pytester) -> None:
     """A request to anything but an LLM API is routed (providers), nothing more: no call to price,
     inspect or estimate."""
@@ -129,6 +131,7 @@ def test_other_http_requests_import_the_routing_only(pytester: pytest.Pytester) 
     assert [m for m in _deferred(loaded["sessionfinish"]) if not m.startswith(routing)] == []
 
 
+@pytest.mark.slow
 def test_the_first_llm_call_imports_the_readers_and_is_counted(
     pytester: pytest.Pytester, llm_server: LLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -371,6 +371,7 @@ def test_bedrock_token_headers_never_raise(headers: dict[str, str]) -> None:
         _sane(usage)
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     events=st.lists(
@@ -440,6 +441,7 @@ nested_usage = st.recursive(
 """Something holding a ``usage`` key below the top level (vLLM's prompt_logprobs and the like)."""
 
 
+@pytest.mark.slow
 @FUZZ
 @given(
     real=st.fixed_dictionaries(

@@ -93,6 +93,7 @@ def test_the_workflows_exist() -> None:
     } <= names
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.relative_to(WORKFLOWS).as_posix())
 def test_workflow_is_valid(path: Path) -> None:
     workflow = load(path)
@@ -208,6 +209,7 @@ class TestPullRequestRecipe:
         assert number["if"] == "always()"
         assert number["env"]["PR_NUMBER"] == "${{ github.event.number }}"
 
+    @pytest.mark.slow
     def test_a_missing_base_branch_baseline_is_a_note(self, pytester: pytest.Pytester) -> None:
         """First adoption: the base branch has no tokenbudget.baseline.json yet, the run passes."""
         git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "commit.gpgsign=false"]
