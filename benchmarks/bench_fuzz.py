@@ -1,4 +1,4 @@
-"""The long fuzz run: tests/test_fuzz_parsers.py with enough examples for ≥ 100,000 generated inputs.
+"""The long fuzz run: tests/unit/test_fuzz_parsers.py with enough examples for ≥ 100,000 generated inputs.
 
 The test suite runs the same properties with 300 examples each; this raises the count through
 ``TOKENBUDGET_FUZZ_EXAMPLES``, counts the examples Hypothesis actually ran (its statistics), and
@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-TESTS = ROOT / "tests" / "test_fuzz_parsers.py"
+TESTS = ROOT / "tests" / "unit" / "test_fuzz_parsers.py"
 PASSING = re.compile(r"(\d+) passing, \d+ failing")
 
 

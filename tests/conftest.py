@@ -1,4 +1,8 @@
-"""Shared fixtures for the project's own tests."""
+"""Shared fixtures for the project's own tests (every folder: unit/, sessions/, equivalence/).
+
+The modules of tests/helpers/ (loopback servers, the session helper) are on ``sys.path`` through
+pytest's ``pythonpath`` setting in pyproject.toml.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import httpcore  # noqa: F401  (see below)
 import httpcore2  # noqa: F401
 import pytest
 from llm_server import LLMServer
+from pytester_session import OPT_IN_PLUGINS
 
 # httpx and httpx2 import their httpcore lazily and cache its exception classes on first use. A
 # pytester in-process session that happens to import httpcore first drops it from sys.modules when
@@ -47,11 +52,6 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     _saved_tiktoken_env.clear()
 
 
-OPT_IN_PLUGINS = "-p no:randomly -p no:asyncio -p no:rerunfailures"
-"""Plugins of the test extra that change any session they load in (random order, asyncio config
-warnings): off in every pytester session; test_compat.py switches them on where it tests them."""
-
-
 @pytest.fixture(autouse=True)
 def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
     if "pytester" in request.fixturenames:
@@ -61,7 +61,7 @@ def _opt_in_plugins(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
 
 @pytest.fixture(scope="session")
 def llm_server() -> Iterator[LLMServer]:
-    """The loopback OpenAI/Anthropic server of tests/llm_server.py, one per process (per xdist
+    """The loopback OpenAI/Anthropic server of tests/helpers/llm_server.py, one per process (per xdist
     worker). Shared safely: replies are steered per request by headers, and its only state, the
     ``requests`` counter, is read as a before/after difference inside one test or fixture."""
     running = LLMServer().start()

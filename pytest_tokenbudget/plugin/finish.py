@@ -259,7 +259,7 @@ class Finish:
 
 def no_prices_used() -> dict[str, Any]:
     """What :meth:`Pricer.provenance` says when no call was priced, without importing pricing
-    (a suite without LLM calls never needs it); tests/test_startup_imports.py keeps the two equal.
+    (a suite without LLM calls never needs it); tests/sessions/test_startup_imports.py keeps the two equal.
     Prices or aliases in pyproject.toml make the pricer at start-up: overrides and aliases are 0."""
     from datetime import UTC, datetime
     from importlib.metadata import PackageNotFoundError, version

@@ -31,7 +31,7 @@ def clip(text: str) -> str:
 # without a definition), table pipes, strikethrough, a backslash; an underscore only where it can
 # open or close emphasis (not inside a word: test_a_b stays as it is); a heading or list mark only
 # at the start and followed by a space (0.2.3 stays as it is); ``<``, ``>`` and ``&`` become
-# entities. Checked against cmark-gfm in tests/test_markdown_escapes.py.
+# entities. Checked against cmark-gfm in tests/unit/test_markdown_escapes.py.
 _SPECIAL = re.compile(
     r"[\\`*|~]|\](?=[(\[])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])"
     r"|^(?:#{1,6}|[+\-])(?=\s|$)|^\d{1,9}(?=[.)](?:\s|$))|^[=\-]+\s*$"

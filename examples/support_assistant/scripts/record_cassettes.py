@@ -2,7 +2,7 @@
 
     python scripts/record_cassettes.py
 
-Starts tests/llm_server.py of the pytest-tokenbudget repository on 127.0.0.1, points the SDKs at
+Starts tests/helpers/llm_server.py of the pytest-tokenbudget repository on 127.0.0.1, points the SDKs at
 it (OPENAI_BASE_URL, ANTHROPIC_BASE_URL), and runs this suite with ``--record-mode=rewrite``; the
 conftest rewrites the recorded host to the provider's public one and drops credential headers.
 To record against the real APIs instead, run ``pytest --record-mode=rewrite`` with real keys.
@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(HERE.parents[1] / "tests"))
+sys.path.insert(0, str(HERE.parents[1] / "tests" / "helpers"))
 
 from llm_server import LLMServer  # noqa: E402
 
