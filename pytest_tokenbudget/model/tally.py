@@ -1,0 +1,386 @@
+"""Running sums over calls: a :class:`Tally` (tokens, cost, the counts that qualify them) and
+everything one test used (:class:`TestUsage`, a tally in total, per phase and per model)."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, ClassVar, Final
+
+from .fields import amount_of, count_of, mapping_of, money
+from .usage import CAVEAT_FIELDS, ZERO, Call, CallState, Caveats, Usage
+
+_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+@dataclass(slots=True)
+class Tally:
+    """A running sum over calls: tokens, cost, and the counts that qualify them.
+
+    Compact because a run holds a few per test (20,000 tests …): token sums are plain ints, not a
+    :class:`Usage`, and the rarely non-zero counts live in ``caveats``, made on first need.
+    """
+
+    calls: int = 0
+    input_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+    output_tokens: int = 0
+    reasoning_tokens: int = 0
+    cost_usd: float = 0.0  # sum over priced calls only
+    live_calls: int = 0
+    live_cost_usd: float = 0.0
+    replayed_calls: int = 0
+    caveats: Caveats | None = None
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            self.input_tokens,
+            self.cached_input_tokens,
+            self.cache_write_tokens,
+            self.output_tokens,
+            self.reasoning_tokens,
+        )
+
+    @property
+    def unpriced_calls(self) -> int:
+        return self.caveats.unpriced_calls if self.caveats else 0
+
+    @property
+    def manual_calls(self) -> int:
+        return self.caveats.manual_calls if self.caveats else 0
+
+    @property
+    def estimated_calls(self) -> int:
+        return self.caveats.estimated_calls if self.caveats else 0
+
+    @property
+    def unparsed_calls(self) -> int:
+        return self.caveats.unparsed_calls if self.caveats else 0
+
+    @property
+    def failed_calls(self) -> int:
+        return self.caveats.failed_calls if self.caveats else 0
+
+    @property
+    def unmetered_calls(self) -> int:
+        return self.caveats.unmetered_calls if self.caveats else 0
+
+    def _caveats(self) -> Caveats:
+        if self.caveats is None:
+            self.caveats = Caveats()
+        return self.caveats
+
+    def add_call(self, call: Call) -> None:
+        if call.part:
+            self._add_part(call)
+            return
+        self.calls += 1
+        usage = call.usage
+        if usage is not ZERO:
+            self.input_tokens += usage.input_tokens
+            self.cached_input_tokens += usage.cached_input_tokens
+            self.cache_write_tokens += usage.cache_write_tokens
+            self.output_tokens += usage.output_tokens
+            self.reasoning_tokens += usage.reasoning_tokens
+        if call.cost_usd is None:
+            if call.usage:
+                self._caveats().unpriced_calls += 1
+        else:
+            self.cost_usd += call.cost_usd
+        if call.source == "live":
+            self.live_calls += 1
+            if call.cost_usd is not None:
+                self.live_cost_usd += call.cost_usd
+        elif call.source == "replayed":
+            self.replayed_calls += 1
+        elif call.source == "manual":
+            self._caveats().manual_calls += 1
+        if call.estimated:
+            self._caveats().estimated_calls += 1
+        if call.state == CallState.UNPARSED:
+            self._caveats().unparsed_calls += 1
+        elif call.state == CallState.UNMETERED:
+            self._caveats().unmetered_calls += 1
+        elif call.state == CallState.FAILED:
+            self._caveats().failed_calls += 1
+
+    def _add_part(self, call: Call) -> None:
+        """Tokens and cost of a :attr:`Call.part`, which is not a call of its own."""
+        usage = call.usage
+        self.input_tokens += usage.input_tokens
+        self.cached_input_tokens += usage.cached_input_tokens
+        self.cache_write_tokens += usage.cache_write_tokens
+        self.output_tokens += usage.output_tokens
+        self.reasoning_tokens += usage.reasoning_tokens
+        if call.cost_usd is None:
+            if usage:
+                self._caveats().unpriced_calls += 1  # the cost is a lower bound
+            return
+        self.cost_usd += call.cost_usd
+        if call.source == "live":
+            self.live_cost_usd += call.cost_usd
+
+    def merge(self, other: Tally) -> None:
+        self.calls += other.calls
+        self.input_tokens += other.input_tokens
+        self.cached_input_tokens += other.cached_input_tokens
+        self.cache_write_tokens += other.cache_write_tokens
+        self.output_tokens += other.output_tokens
+        self.reasoning_tokens += other.reasoning_tokens
+        self.cost_usd += other.cost_usd
+        self.live_calls += other.live_calls
+        self.live_cost_usd += other.live_cost_usd
+        self.replayed_calls += other.replayed_calls
+        if other.caveats:
+            self._caveats().merge(other.caveats)
+
+    def copy(self) -> Tally:
+        """An independent copy (its own caveats)."""
+        return dataclasses.replace(self, caveats=dataclasses.replace(self.caveats) if self.caveats else None)
+
+    @property
+    def cost_known(self) -> bool:
+        """False when any call with tokens had no price: the cost is then a lower bound."""
+        return self.unpriced_calls == 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "input_tokens": self.input_tokens,
+            "cached_input_tokens": self.cached_input_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "output_tokens": self.output_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.input_tokens + self.output_tokens,
+            "cost_usd": money(self.cost_usd),
+            "cost_known": self.cost_known,
+            "unpriced_calls": self.unpriced_calls,
+            "live_calls": self.live_calls,
+            "live_cost_usd": money(self.live_cost_usd),
+            "replayed_calls": self.replayed_calls,
+            "replayed_cost_usd": money(self.cost_usd - self.live_cost_usd),  # replayed + mocked
+            "manual_calls": self.manual_calls,
+            "estimated_calls": self.estimated_calls,
+            "unparsed_calls": self.unparsed_calls,
+            "failed_calls": self.failed_calls,
+            "unmetered_calls": self.unmetered_calls,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Tally:
+        caveats = Caveats(*(count_of(data, name) for name in CAVEAT_FIELDS))
+        return cls(
+            calls=count_of(data, "calls"),
+            input_tokens=count_of(data, "input_tokens"),
+            cached_input_tokens=count_of(data, "cached_input_tokens"),
+            cache_write_tokens=count_of(data, "cache_write_tokens"),
+            output_tokens=count_of(data, "output_tokens"),
+            reasoning_tokens=count_of(data, "reasoning_tokens"),
+            cost_usd=amount_of(data, "cost_usd"),
+            live_calls=count_of(data, "live_calls"),
+            live_cost_usd=amount_of(data, "live_cost_usd"),
+            replayed_calls=count_of(data, "replayed_calls"),
+            caveats=caveats if caveats != _NO_CAVEATS else None,
+        )
+
+    @classmethod
+    def of(cls, calls: Iterable[Call]) -> Tally:
+        tally = cls()
+        for call in calls:
+            tally.add_call(call)
+        return tally
+
+
+_NO_CAVEATS: Final = Caveats()
+
+
+_KEYS: dict[str, str] = {}
+
+
+def model_key(provider: str, model: str) -> str:
+    """The key of a per-model breakdown: ``provider/model`` (one string object per key, shared by
+    every test's breakdown: a run holds few models and many tests)."""
+    key = f"{provider}/{model}"
+    return _KEYS.setdefault(key, key)
+
+
+@dataclass(slots=True)
+class TestUsage:
+    """Everything one test (or one fixture / the session, for calls outside tests) used."""
+
+    __test__: ClassVar[bool] = False  # pytest: not a test class, whatever its name
+
+    nodeid: str
+    kind: str = "test"  # test | fixture | session
+    path: str = ""  # file of the test, relative to rootdir, when known
+    line: int | None = None  # 1-based line of the test function, when known
+    outcome: str = ""  # passed | failed | skipped | error (pytest's word), when known
+    total: Tally = field(default_factory=Tally)
+    # Per phase: while every call came from one phase (most tests), that phase's name is in
+    # ``phase`` and its tally is ``total`` itself; ``phases`` holds tallies once there are two.
+    phase: str = ""
+    phases: Mapping[str, Tally] = field(default_factory=lambda: _NOTHING)
+    models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
+    markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
+    # Request inspection (inspector.py), estimated from request bodies; empty when not measured.
+    # Shared empty placeholders until written through own_anatomy() / own_context() / own_stale():
+    # most tests never get any, and three empty containers a test add up over 20,000 tests.
+    anatomy: Mapping[str, int] = field(default_factory=lambda: _NOTHING)  # input tokens by part
+    context: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)  # largest context share
+    stale: Sequence[dict[str, Any]] = ()  # stale cassettes this test replayed
+
+    def own_anatomy(self) -> dict[str, int]:
+        if not isinstance(self.anatomy, dict):
+            self.anatomy = {}
+        return self.anatomy
+
+    def own_context(self) -> dict[str, Any]:
+        if not isinstance(self.context, dict):
+            self.context = {}
+        return self.context
+
+    def own_stale(self) -> list[dict[str, Any]]:
+        if not isinstance(self.stale, list):
+            self.stale = []
+        return self.stale
+
+    def phase_tallies(self) -> Mapping[str, Tally]:
+        """Tallies by phase (setup / call / teardown)."""
+        return {self.phase: self.total} if self.phase else self.phases
+
+    def add_call(self, call: Call) -> None:
+        """Tally ``call``. While a test has used one phase (or one model), that breakdown is the
+        very ``total`` object — most tests use one of each: a tally and a dict saved per test —
+        and it gets its own copy when a second phase (model) appears."""
+        total = self.total
+        if call.phase != self.phase:
+            if not total.calls and not self.phases:
+                self.phase = call.phase
+            else:
+                phases = self._own_phases()
+                phase = phases.get(call.phase)
+                if phase is None:
+                    phase = phases[call.phase] = Tally()
+                phase.add_call(call)
+        key = model_key(call.provider, call.model)
+        per_model = self.models.get(key)
+        if per_model is None:
+            per_model = self._new_part(self.models, key)
+        total.add_call(call)
+        if per_model is not total:
+            per_model.add_call(call)
+
+    def _own_phases(self) -> dict[str, Tally]:
+        """``phases`` as a dict of its own, holding a copy of ``total`` for the one phase so far."""
+        if not isinstance(self.phases, dict):
+            self.phases = {self.phase: self.total.copy()} if self.phase else {}
+            self.phase = ""
+        return self.phases
+
+    def _new_part(self, breakdown: dict[str, Tally], name: str) -> Tally:
+        total = self.total
+        if not breakdown and not total.calls:
+            breakdown[name] = total
+            return total
+        for other, tally in breakdown.items():
+            if tally is total:
+                breakdown[other] = total.copy()
+        tally = breakdown[name] = Tally()
+        return tally
+
+    def _unshare(self) -> None:
+        """Give the model breakdown its own tallies (see :meth:`add_call`)."""
+        total = self.total
+        for name, tally in self.models.items():
+            if tally is total:
+                self.models[name] = total.copy()
+
+    def merge(self, other: TestUsage) -> None:
+        self._unshare()
+        other_phases = other.phase_tallies()
+        if self.phase and other_phases.keys() <= {self.phase}:
+            pass  # still one phase: ``total`` holds it
+        elif not self.total.calls and not self.phases and len(other_phases) == 1:
+            self.phase = next(iter(other_phases))
+        elif other_phases:
+            phases = self._own_phases()
+            for name, tally in other_phases.items():
+                phases.setdefault(name, Tally()).merge(tally)
+        self.total.merge(other.total)
+        for key, tally in other.models.items():
+            self.models.setdefault(key, Tally()).merge(tally)
+        self.outcome = other.outcome or self.outcome
+        self.path = self.path or other.path
+        self.line = self.line if self.line is not None else other.line
+        self.markers = self.markers or other.markers
+        if other.anatomy:
+            self.anatomy = merge_anatomy(self.anatomy, other.anatomy)
+        if other.context.get("max", -1.0) > self.context.get("max", -1.0):
+            warned = self.context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
+            self.context = {**other.context, "warned_calls": warned}
+        elif other.context:
+            context = self.own_context()
+            context["warned_calls"] = context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
+        if other.stale:
+            stale = self.own_stale()
+            stale.extend(s for s in other.stale if s not in stale)
+
+    def to_dict(self) -> dict[str, Any]:
+        head: dict[str, Any] = {
+            "kind": self.kind,
+            "path": self.path,
+            "line": self.line,
+            "outcome": self.outcome,
+        }
+        if self.markers:
+            head["markers"] = list(self.markers)
+        if not self.total.calls:
+            return {**head, "calls": 0}  # compact: most tests of a suite call no LLM
+        return {
+            **head,
+            **self.total.to_dict(),
+            "phases": {name: tally.to_dict() for name, tally in sorted(self.phase_tallies().items())},
+            "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
+            **({"anatomy": dict(sorted(self.anatomy.items()))} if self.anatomy else {}),
+            **({"context": dict(self.context)} if self.context else {}),
+            **({"stale": list(self.stale)} if self.stale else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, nodeid: str, data: Mapping[str, Any]) -> TestUsage:
+        anatomy = mapping_of(data, "anatomy")
+        total = Tally.from_dict(data)
+        phases = {str(k): Tally.from_dict(v) for k, v in mapping_of(data, "phases").items()}
+        single = len(phases) == 1 and next(iter(phases.values())) == total  # kept compact
+        return cls(
+            nodeid=nodeid,
+            kind=str(data.get("kind", "test")),
+            path=str(data.get("path") or ""),
+            line=data.get("line") if isinstance(data.get("line"), int) else None,
+            outcome=str(data.get("outcome") or ""),
+            total=total,
+            phase=next(iter(phases)) if single else "",
+            phases=_NOTHING if single or not phases else phases,
+            models={k: Tally.from_dict(v) for k, v in mapping_of(data, "models").items()},
+            markers=tuple(str(m) for m in data.get("markers") or ()),
+            anatomy={str(k): count_of(anatomy, k) for k in anatomy} or _NOTHING,
+            context=dict(mapping_of(data, "context")) or _NOTHING,
+            stale=[dict(s) for s in data.get("stale") or ()] or (),
+        )
+
+
+def merge_anatomy(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
+    """Add two anatomies: counts add up, ``peak:<part>`` (largest single request) keeps the max."""
+    merged = dict(a)
+    for key, value in b.items():
+        before = merged.get(key, 0)
+        merged[key] = max(before, value) if key.startswith("peak:") else before + value
+    return merged
