@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gc
 import heapq
+import operator
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Final, TypedDict
 
-from .fields import SCHEMA_VERSION, ArtifactError, count_of, list_of, mapping_of, shown
+from .fields import SCHEMA_VERSION, VERDICT_FIELDS, ArtifactError, count_of, list_of, mapping_of, shown
 from .tally import Tally, TestUsage, merge_anatomy
 
 
@@ -47,18 +48,8 @@ class Verdict:
         return (self.actual - self.limit) / self.limit if self.limit else None
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "kind": self.kind,
-            "metric": self.metric,
-            "limit": self.limit,
-            "actual": self.actual,
-            "status": self.status,
-            "message": self.message,
-            "nodeid": self.nodeid,
-            "path": self.path,
-            "line": self.line,
-        }
+        """The verdict as the artifact writes it (:data:`~.fields.VERDICT_FIELDS`)."""
+        return dict(zip(VERDICT_FIELDS, _VERDICT_VALUES(self), strict=True))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
@@ -75,6 +66,9 @@ class Verdict:
             path=str(data.get("path", "")),
             line=line if isinstance(line, int) else None,
         )
+
+
+_VERDICT_VALUES: Final = operator.attrgetter(*VERDICT_FIELDS)
 
 
 class _Aggregates(TypedDict, total=False):

@@ -4,12 +4,13 @@ everything one test used (:class:`TestUsage`, a tally in total, per phase and pe
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
-from .fields import amount_of, count_of, mapping_of, money
+from .fields import TALLY_FIELDS, TEST_HEAD_FIELDS, Kind, amount_of, count_of, mapping_of, money
 from .usage import CAVEAT_FIELDS, ZERO, Call, CallState, Caveats, Usage
 
 _NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
@@ -151,45 +152,23 @@ class Tally:
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
+    @property
+    def replayed_cost_usd(self) -> float:
+        """Cost of the calls that were not live (replayed and mocked)."""
+        return self.cost_usd - self.live_cost_usd
+
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "calls": self.calls,
-            "input_tokens": self.input_tokens,
-            "cached_input_tokens": self.cached_input_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "output_tokens": self.output_tokens,
-            "reasoning_tokens": self.reasoning_tokens,
-            "total_tokens": self.input_tokens + self.output_tokens,
-            "cost_usd": money(self.cost_usd),
-            "cost_known": self.cost_known,
-            "unpriced_calls": self.unpriced_calls,
-            "live_calls": self.live_calls,
-            "live_cost_usd": money(self.live_cost_usd),
-            "replayed_calls": self.replayed_calls,
-            "replayed_cost_usd": money(self.cost_usd - self.live_cost_usd),  # replayed + mocked
-            "manual_calls": self.manual_calls,
-            "estimated_calls": self.estimated_calls,
-            "unparsed_calls": self.unparsed_calls,
-            "failed_calls": self.failed_calls,
-            "unmetered_calls": self.unmetered_calls,
-        }
+        """The tally as the artifact writes it (:data:`~.fields.TALLY_FIELDS`)."""
+        row = list(_TALLY_VALUES(self))
+        for index in _TALLY_MONEY_AT:
+            row[index] = money(row[index])
+        return dict(zip(_TALLY_NAMES, row, strict=True))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Tally:
         caveats = Caveats(*(count_of(data, name) for name in CAVEAT_FIELDS))
-        return cls(
-            calls=count_of(data, "calls"),
-            input_tokens=count_of(data, "input_tokens"),
-            cached_input_tokens=count_of(data, "cached_input_tokens"),
-            cache_write_tokens=count_of(data, "cache_write_tokens"),
-            output_tokens=count_of(data, "output_tokens"),
-            reasoning_tokens=count_of(data, "reasoning_tokens"),
-            cost_usd=amount_of(data, "cost_usd"),
-            live_calls=count_of(data, "live_calls"),
-            live_cost_usd=amount_of(data, "live_cost_usd"),
-            replayed_calls=count_of(data, "replayed_calls"),
-            caveats=caveats if caveats != _NO_CAVEATS else None,
-        )
+        stored: dict[str, Any] = {name: read(data, name) for name, read in _TALLY_READ_BACK}
+        return cls(**stored, caveats=caveats if caveats != _NO_CAVEATS else None)
 
     @classmethod
     def of(cls, calls: Iterable[Call]) -> Tally:
@@ -200,6 +179,15 @@ class Tally:
 
 
 _NO_CAVEATS: Final = Caveats()
+_TALLY_NAMES: Final = tuple(f.name for f in TALLY_FIELDS)
+_TALLY_VALUES: Final = operator.attrgetter(*_TALLY_NAMES)
+_TALLY_MONEY_AT: Final = tuple(i for i, f in enumerate(TALLY_FIELDS) if f.kind is Kind.MONEY)
+_TALLY_READ_BACK: Final = tuple(
+    (f.name, amount_of if f.kind is Kind.MONEY else count_of)
+    for f in TALLY_FIELDS
+    if f.name in {own.name for own in dataclasses.fields(Tally)}
+)
+"""The fields a tally keeps (the others are computed from them, or kept in its caveats)."""
 
 
 _KEYS: dict[str, str] = {}
@@ -334,12 +322,7 @@ class TestUsage:
             stale.extend(s for s in other.stale if s not in stale)
 
     def to_dict(self) -> dict[str, Any]:
-        head: dict[str, Any] = {
-            "kind": self.kind,
-            "path": self.path,
-            "line": self.line,
-            "outcome": self.outcome,
-        }
+        head: dict[str, Any] = dict(zip(TEST_HEAD_FIELDS, _TEST_HEAD_VALUES(self), strict=True))
         if self.markers:
             head["markers"] = list(self.markers)
         if not self.total.calls:
@@ -375,6 +358,9 @@ class TestUsage:
             context=dict(mapping_of(data, "context")) or _NOTHING,
             stale=[dict(s) for s in data.get("stale") or ()] or (),
         )
+
+
+_TEST_HEAD_VALUES: Final = operator.attrgetter(*TEST_HEAD_FIELDS)
 
 
 def merge_anatomy(a: Mapping[str, int], b: Mapping[str, int]) -> dict[str, int]:
