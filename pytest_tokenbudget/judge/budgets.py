@@ -231,19 +231,6 @@ class Scope:
             total.merge(tally)
         return total, chosen
 
-    def counted_parts(self, entry: TestUsage) -> list[Tally] | None:
-        """The tallies that :meth:`usage_of` would merge, in its order; None when every model
-        counts (its usage is then ``entry.total``)."""
-        if not self.models and not self.providers:
-            return None
-        models, counted = entry.models, self._models_counted
-        # Dict lookups, not a call of counts() per model: 0.01 of this method's 0.03 s at 20,000 tests.
-        if not counted.keys() >= models.keys():  # a model not seen yet: answer for it once
-            for key in models:
-                self.counts(key)
-        parts = [tally for key, tally in models.items() if counted[key]]
-        return None if len(parts) == len(models) else parts
-
     @property
     def chooses_every_entry(self) -> bool:
         """Whether :meth:`selects` is true of every entry (no path, marker or fixture filter)."""
@@ -378,56 +365,46 @@ class Budgets:
 
     def _per_test_scope(self, scope: Scope, run: Run) -> list[Verdict]:
         """Each non-ok test gets its verdict; when all are ok, one verdict names the largest."""
-        verdicts: list[Verdict] = []
+        name, subject = f"scope {scope.name}", f"budget {scope.name!r}"
         entries = run.tests.values() if scope.fixtures else run.iter_tests()
-        # Each test's usage is judged from its counted parts (None: from ``entry.total``); a tally of
-        # its own is merged only for a verdict that is shown. Merging one for every test took about
-        # half of this scope's 0.1 s at 20,000 tests of three models, two of them counted.
-        used: list[tuple[TestUsage, list[Tally] | None]] = []
-        for entry in entries:
-            if scope.selects(entry):
-                parts = scope.counted_parts(entry)
-                if _counted(entry, parts, "calls"):
-                    used.append((entry, parts))
-        used.sort(key=lambda entry_parts: entry_parts[0].nodeid)  # stable: as if sorted, then filtered
-
-        def verdict(entry: TestUsage) -> Verdict:
-            subject = f"budget {scope.name!r} ({entry.nodeid})"
-            tally, models = scope.usage_of(entry)
-            return _verdict(
-                f"scope {scope.name}", "scope", subject, metric, limit, tally, models, self.policy,
-                nodeid=entry.nodeid, path=entry.path, line=entry.line,
-            )  # fmt: skip
-
+        used = [
+            (entry, *scope.usage_of(entry)) for entry in sorted(entries, key=_nodeid) if scope.selects(entry)
+        ]
+        verdicts: list[Verdict] = []
         for metric, limit in scope.limits.items():
-            flagged: list[Verdict] = []
-            largest: tuple[float, TestUsage] | None = None
-            for entry, parts in used:  # a verdict (and its sentence) only when it is shown
-                actual = _measure_counted(entry, parts, metric)
-                unpriced = _counted(entry, parts, "unpriced_calls") if metric == "cost_usd" else 0
-                if _plainly_ok(metric, limit, actual, unpriced, self.policy):
-                    if largest is None or actual > largest[0]:
-                        largest = (actual, entry)
-                else:
-                    flagged.append(verdict(entry))
+            judged = [
+                _verdict(
+                    name,
+                    "scope",
+                    f"{subject} ({entry.nodeid})",
+                    metric,
+                    limit,
+                    tally,
+                    models,
+                    self.policy,
+                    nodeid=entry.nodeid,
+                    path=entry.path,
+                    line=entry.line,
+                )
+                for entry, tally, models in used
+                if tally.calls
+            ]
+            flagged = [verdict for verdict in judged if verdict.status != Status.OK]
             if flagged:
                 verdicts.extend(flagged)
-            elif largest is not None:
-                verdicts.append(verdict(largest[1]))
+            elif judged:
+                verdicts.append(max(judged, key=_actual))  # the first of the largest
             else:
-                verdicts.append(
-                    _verdict(
-                        f"scope {scope.name}",
-                        "scope",
-                        f"budget {scope.name!r}",
-                        metric,
-                        limit,
-                        Tally(),
-                        {},
-                        self.policy,
-                    )
-                )
+                verdicts.append(_verdict(name, "scope", subject, metric, limit, Tally(), {}, self.policy))
         return verdicts
+
+
+def _nodeid(entry: TestUsage) -> str:
+    return entry.nodeid
+
+
+def _actual(verdict: Verdict) -> float:
+    return verdict.actual
 
 
 def _models_summed(scope: Scope, run: Run) -> dict[str, Tally]:
@@ -539,33 +516,6 @@ def measure(tally: Tally, metric: str) -> float:
         return round(tally.cost_usd, 10)
     value: float = getattr(tally, metric)  # calls, or a token count
     return value
-
-
-def _counted(entry: TestUsage, parts: list[Tally] | None, name: str) -> float:
-    """Field ``name`` of the entry's usage as a scope counts it (see :meth:`Scope.counted_parts`)."""
-    if parts is None:
-        total: float = getattr(entry.total, name)
-        return total
-    # As merging the parts into a new Tally would: the same additions from the same zero, in the
-    # same order (a sum of costs depends on its order).
-    value = 0.0 if name == "cost_usd" else 0
-    for part in parts:
-        value += getattr(part, name)
-    return value
-
-
-def _measure_counted(entry: TestUsage, parts: list[Tally] | None, metric: str) -> float:
-    """:func:`measure` of the entry's usage as a scope counts it."""
-    value = _counted(entry, parts, metric)
-    return round(value, 10) if metric == "cost_usd" else value
-
-
-def _plainly_ok(metric: str, limit: float, actual: float, unpriced_calls: float, policy: Policy) -> bool:
-    """Whether :func:`_verdict` would say "ok" of a tally with this measurement and this many calls
-    without a price (cheap: no verdict, no sentence)."""
-    if _status(actual, limit, policy.warn_at) != Status.OK:
-        return False
-    return not (metric == "cost_usd" and unpriced_calls and policy.unknown_price != "ignore")
 
 
 def _status(actual: float, limit: float, warn_at: float) -> str:
