@@ -1,4 +1,4 @@
-"""The compact per-test tallies (one phase and one model share the test's total) add up exactly.
+"""A test's tallies (its total, each phase, each model) add up exactly.
 
 However calls are split — recorded in one place, spread over xdist workers and merged, written to
 an artifact and read back — a test's totals, phases and models come out the same.
@@ -83,18 +83,23 @@ def test_split_merged_and_reread_tallies_equal_one_recording(sequence: list[Call
         assert expected["input_tokens"] == sum(call.usage.input_tokens for call in sequence)
 
 
-def test_a_second_phase_gets_its_own_tally() -> None:
+def test_each_phase_and_model_has_a_tally_of_its_own() -> None:
     usage = TestUsage("t.py::test_x")
     setup = Call("t", "setup", "openai", "openai.chat", "h", "m", Usage(input_tokens=10, output_tokens=1))
     call = Call("t", "call", "openai", "openai.chat", "h", "m", Usage(input_tokens=20, output_tokens=2))
     usage.add_call(setup)
-    assert (usage.phase, dict(usage.phases)) == ("setup", {})  # no dict while there is one phase
+    assert (usage.phases, usage.models) == ({"setup": usage.total}, {"openai/m": usage.total})
+    assert usage.phases["setup"] is not usage.total is not usage.models["openai/m"]
     usage.add_call(call)
-    assert usage.phase == ""
     assert {name: t.total_tokens for name, t in usage.phases.items()} == {"setup": 11, "call": 22}
+    assert usage.models["openai/m"] == usage.total
     assert usage.total.total_tokens == 33
     assert usage.total.usage == Usage(input_tokens=30, output_tokens=3)
     assert Tally.from_dict(usage.total.to_dict()) == usage.total
+    snapshot = TestUsage("t.py::test_x")
+    snapshot.merge(usage)
+    snapshot.add_call(call)  # the snapshot's tallies are its own: the entry it copied is unchanged
+    assert (usage.total.calls, usage.phases["call"].calls, usage.models["openai/m"].calls) == (2, 1, 2)
 
 
 # -- the artifact's fast encoder writes exactly what json.dumps would ---------------------------
@@ -141,12 +146,23 @@ def test_the_fast_test_encoder_writes_what_json_dumps_would(
     entry.markers = tuple(markers)
     entry.outcome, entry.path, entry.line = head
     if extras:
-        entry.own_anatomy().update({"system": 3, "messages.user": 9})
-        entry.own_context().update({"max": 0.5, "model": "gpt-4o"})
-        entry.own_stale().append({"cassette": "c.yaml", "drift": 1.0})
+        entry.anatomy.update({"system": 3, "messages.user": 9})
+        entry.context.update({"max": 0.5, "model": "gpt-4o"})
+        entry.stale.append({"cassette": "c.yaml", "drift": 1.0})
     assert encode_test(entry) == _compact(entry.to_dict())
-    for tally in [entry.total, *entry.models.values(), *entry.phase_tallies().values()]:
+    for tally in [entry.total, *entry.models.values(), *entry.phases.values()]:
         assert encode_tally(tally) == _compact(tally.to_dict())
+
+
+@pytest.mark.parametrize("amount", [-0.0, 1, float("nan"), 0.1 + 0.2])
+def test_a_breakdown_equal_to_the_total_but_written_apart_is_written_as_itself(amount: float) -> None:
+    """The encoder writes a breakdown equal to its test's total with the total's text; -0.0 and 1
+    equal 0.0 and 1.0 but are written differently (and NaN equals nothing)."""
+    total = Tally(calls=1, cost_usd=float(amount) if amount == amount else 0.0)
+    entry = TestUsage("t.py::test_x", total=total)
+    entry.phases["call"] = Tally(calls=1, cost_usd=amount)
+    entry.models["openai/m"] = Tally(calls=1, live_cost_usd=amount, cost_usd=total.cost_usd)
+    assert encode_test(entry) == _compact(entry.to_dict())
 
 
 @given(
@@ -302,9 +318,9 @@ def _rich_run() -> Run:
     run.usage_for("t.py::test_no_llm").outcome = "passed"
     entry = run.tests["t.py::test_plain"]
     entry.markers, entry.path, entry.line, entry.outcome = ("slow", "n\u00e4me"), "t.py", 3, "passed"
-    entry.own_anatomy().update({"system": 40, "messages.user": 80, "peak:system": 40})
-    entry.own_context().update({"max": 0.25, "model": "gpt-4o", "warned_calls": 0})
-    entry.own_stale().append({"cassette": "c.yaml", "drift": 1.5})
+    entry.anatomy.update({"system": 40, "messages.user": 80, "peak:system": 40})
+    entry.context.update({"max": 0.25, "model": "gpt-4o", "warned_calls": 0})
+    entry.stale.append({"cassette": "c.yaml", "drift": 1.5})
     run.issues.append(dict.fromkeys(("test", "phase", "provider", "api", "model", "state", "detail"), "x"))
     run.verdicts += [
         Verdict("session", "session", "total_tokens", 1000.0, 1517.0, "exceeded", "over", "", "", None),
@@ -349,7 +365,7 @@ def test_the_fast_artifact_is_the_plain_data_byte_for_byte(tmp_path: Path) -> No
     byte for byte, ``run.to_dict()`` written by ``json`` in the artifact's layout."""
     run = _rich_run()
     assert run.tests["t.py::test_caveats"].total.caveats is not None  # the long template is used
-    assert len(run.tests['t.py::test_many[a|"b"]'].phase_tallies()) == 3
+    assert len(run.tests['t.py::test_many[a|"b"]'].phases) == 3
     write_run(tmp_path / "run.json", run)
     assert (tmp_path / "run.json").read_text(encoding="utf-8") == _plain_artifact(run)
     reread = load_run(tmp_path / "run.json")

@@ -148,7 +148,7 @@ class Inspector:
         used = self.windows.utilisation(call.provider, call.model, call.usage.input_tokens)
         if used is None:
             return
-        context = entry.own_context()
+        context = entry.context
         warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
         if used.fraction > context.get("max", -1.0):
             context.update(
@@ -171,7 +171,7 @@ class Inspector:
         cassette = display_path(path, self.settings.root)
         finding = check(call, body, _raw(request), cassette, recorded_body)
         if finding is not None:
-            entry.own_stale().append(finding.to_dict())
+            entry.stale.append(finding.to_dict())
 
     # -- the session verdicts ---------------------------------------------------------------------
 
@@ -219,7 +219,7 @@ def _add_anatomy(entry: TestUsage, estimate: _Anatomy | None) -> None:
     if estimate is None:
         return
     parts = estimate.parts
-    anatomy = entry.own_anatomy()
+    anatomy = entry.anatomy
     for name, tokens in parts.items():
         if tokens:
             anatomy[name] = anatomy.get(name, 0) + tokens

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
 from typing import Any, ClassVar, Final
 
 from .fields import TALLY_FIELDS, TEST_HEAD_FIELDS, Kind, amount_of, count_of, mapping_of, money
 from .usage import CAVEAT_FIELDS, ZERO, Call, CallState, Caveats, Usage
-
-_NOTHING: Final[Mapping[str, Any]] = MappingProxyType({})
 
 
 @dataclass(slots=True)
@@ -212,97 +209,31 @@ class TestUsage:
     line: int | None = None  # 1-based line of the test function, when known
     outcome: str = ""  # passed | failed | skipped | error (pytest's word), when known
     total: Tally = field(default_factory=Tally)
-    # Per phase: while every call came from one phase (most tests), that phase's name is in
-    # ``phase`` and its tally is ``total`` itself; ``phases`` holds tallies once there are two.
-    phase: str = ""
-    phases: Mapping[str, Tally] = field(default_factory=lambda: _NOTHING)
+    phases: dict[str, Tally] = field(default_factory=dict)  # setup | call | teardown (or session)
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
     markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
-    # Request inspection (inspector.py), estimated from request bodies; empty when not measured.
-    # Shared empty placeholders until written through own_anatomy() / own_context() / own_stale():
-    # most tests never get any, and three empty containers a test add up over 20,000 tests.
-    anatomy: Mapping[str, int] = field(default_factory=lambda: _NOTHING)  # input tokens by part
-    context: Mapping[str, Any] = field(default_factory=lambda: _NOTHING)  # largest context share
-    stale: Sequence[dict[str, Any]] = ()  # stale cassettes this test replayed
-
-    def own_anatomy(self) -> dict[str, int]:
-        if not isinstance(self.anatomy, dict):
-            self.anatomy = {}
-        return self.anatomy
-
-    def own_context(self) -> dict[str, Any]:
-        if not isinstance(self.context, dict):
-            self.context = {}
-        return self.context
-
-    def own_stale(self) -> list[dict[str, Any]]:
-        if not isinstance(self.stale, list):
-            self.stale = []
-        return self.stale
-
-    def phase_tallies(self) -> Mapping[str, Tally]:
-        """Tallies by phase (setup / call / teardown)."""
-        return {self.phase: self.total} if self.phase else self.phases
+    # Request inspection (inspection/), estimated from request bodies; empty when not measured.
+    anatomy: dict[str, int] = field(default_factory=dict)  # input tokens by part
+    context: dict[str, Any] = field(default_factory=dict)  # largest context-window share
+    stale: list[dict[str, Any]] = field(default_factory=list)  # stale cassettes this test replayed
 
     def add_call(self, call: Call) -> None:
-        """Tally ``call``. While a test has used one phase (or one model), that breakdown is the
-        very ``total`` object — most tests use one of each: a tally and a dict saved per test —
-        and it gets its own copy when a second phase (model) appears."""
-        total = self.total
-        if call.phase != self.phase:
-            if not total.calls and not self.phases:
-                self.phase = call.phase
-            else:
-                phases = self._own_phases()
-                phase = phases.get(call.phase)
-                if phase is None:
-                    phase = phases[call.phase] = Tally()
-                phase.add_call(call)
+        """Tally ``call`` in the test's total, its phase and its model."""
+        self.total.add_call(call)
+        phase = self.phases.get(call.phase)
+        if phase is None:
+            phase = self.phases[call.phase] = Tally()
+        phase.add_call(call)
         key = model_key(call.provider, call.model)
         per_model = self.models.get(key)
         if per_model is None:
-            per_model = self._new_part(self.models, key)
-        total.add_call(call)
-        if per_model is not total:
-            per_model.add_call(call)
-
-    def _own_phases(self) -> dict[str, Tally]:
-        """``phases`` as a dict of its own, holding a copy of ``total`` for the one phase so far."""
-        if not isinstance(self.phases, dict):
-            self.phases = {self.phase: self.total.copy()} if self.phase else {}
-            self.phase = ""
-        return self.phases
-
-    def _new_part(self, breakdown: dict[str, Tally], name: str) -> Tally:
-        total = self.total
-        if not breakdown and not total.calls:
-            breakdown[name] = total
-            return total
-        for other, tally in breakdown.items():
-            if tally is total:
-                breakdown[other] = total.copy()
-        tally = breakdown[name] = Tally()
-        return tally
-
-    def _unshare(self) -> None:
-        """Give the model breakdown its own tallies (see :meth:`add_call`)."""
-        total = self.total
-        for name, tally in self.models.items():
-            if tally is total:
-                self.models[name] = total.copy()
+            per_model = self.models[key] = Tally()
+        per_model.add_call(call)
 
     def merge(self, other: TestUsage) -> None:
-        self._unshare()
-        other_phases = other.phase_tallies()
-        if self.phase and other_phases.keys() <= {self.phase}:
-            pass  # still one phase: ``total`` holds it
-        elif not self.total.calls and not self.phases and len(other_phases) == 1:
-            self.phase = next(iter(other_phases))
-        elif other_phases:
-            phases = self._own_phases()
-            for name, tally in other_phases.items():
-                phases.setdefault(name, Tally()).merge(tally)
         self.total.merge(other.total)
+        for name, tally in other.phases.items():
+            self.phases.setdefault(name, Tally()).merge(tally)
         for key, tally in other.models.items():
             self.models.setdefault(key, Tally()).merge(tally)
         self.outcome = other.outcome or self.outcome
@@ -315,11 +246,10 @@ class TestUsage:
             warned = self.context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
             self.context = {**other.context, "warned_calls": warned}
         elif other.context:
-            context = self.own_context()
-            context["warned_calls"] = context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
-        if other.stale:
-            stale = self.own_stale()
-            stale.extend(s for s in other.stale if s not in stale)
+            self.context["warned_calls"] = self.context.get("warned_calls", 0) + other.context.get(
+                "warned_calls", 0
+            )
+        self.stale.extend(s for s in other.stale if s not in self.stale)
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = dict(zip(TEST_HEAD_FIELDS, _TEST_HEAD_VALUES(self), strict=True))
@@ -330,7 +260,7 @@ class TestUsage:
         return {
             **head,
             **self.total.to_dict(),
-            "phases": {name: tally.to_dict() for name, tally in sorted(self.phase_tallies().items())},
+            "phases": {name: self.phases[name].to_dict() for name in sorted(self.phases)},
             "models": {key: self.models[key].to_dict() for key in sorted(self.models)},
             **({"anatomy": dict(sorted(self.anatomy.items()))} if self.anatomy else {}),
             **({"context": dict(self.context)} if self.context else {}),
@@ -340,23 +270,19 @@ class TestUsage:
     @classmethod
     def from_dict(cls, nodeid: str, data: Mapping[str, Any]) -> TestUsage:
         anatomy = mapping_of(data, "anatomy")
-        total = Tally.from_dict(data)
-        phases = {str(k): Tally.from_dict(v) for k, v in mapping_of(data, "phases").items()}
-        single = len(phases) == 1 and next(iter(phases.values())) == total  # kept compact
         return cls(
             nodeid=nodeid,
             kind=str(data.get("kind", "test")),
             path=str(data.get("path") or ""),
             line=data.get("line") if isinstance(data.get("line"), int) else None,
             outcome=str(data.get("outcome") or ""),
-            total=total,
-            phase=next(iter(phases)) if single else "",
-            phases=_NOTHING if single or not phases else phases,
+            total=Tally.from_dict(data),
+            phases={str(k): Tally.from_dict(v) for k, v in mapping_of(data, "phases").items()},
             models={k: Tally.from_dict(v) for k, v in mapping_of(data, "models").items()},
             markers=tuple(str(m) for m in data.get("markers") or ()),
-            anatomy={str(k): count_of(anatomy, k) for k in anatomy} or _NOTHING,
-            context=dict(mapping_of(data, "context")) or _NOTHING,
-            stale=[dict(s) for s in data.get("stale") or ()] or (),
+            anatomy={str(k): count_of(anatomy, k) for k in anatomy},
+            context=dict(mapping_of(data, "context")),
+            stale=[dict(s) for s in data.get("stale") or ()],
         )
 
 

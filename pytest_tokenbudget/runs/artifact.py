@@ -181,7 +181,7 @@ _TEST_HEAD_VALUES: Final = operator.attrgetter(*TEST_HEAD_FIELDS)
 
 
 def encode_test(entry: TestUsage) -> str:
-    """``_compact(entry.to_dict())``, fast: a breakdown that is the test's total itself (one phase,
+    """``_compact(entry.to_dict())``, fast: a breakdown written as the test's total is (one phase,
     one model: most tests) reuses the total's text."""
     total = entry.total
     if not total.calls:
@@ -190,14 +190,14 @@ def encode_test(entry: TestUsage) -> str:
     head = _TEST_HEAD_JSON % tuple(map(_scalar, _TEST_HEAD_VALUES(entry)))
     if entry.markers:
         head += ',"markers":' + _compact(list(entry.markers))
-    phases, models = _breakdown(entry.phase_tallies(), total, whole), _breakdown(entry.models, total, whole)
+    phases, models = _breakdown(entry.phases, total, whole), _breakdown(entry.models, total, whole)
     text = f'{head},{whole[1:-1]},"phases":{phases},"models":{models}'
     if entry.anatomy:
         text += ',"anatomy":' + _compact(dict(sorted(entry.anatomy.items())))
     if entry.context:
-        text += ',"context":' + _compact(dict(entry.context))
+        text += ',"context":' + _compact(entry.context)
     if entry.stale:
-        text += ',"stale":' + _compact(list(entry.stale))
+        text += ',"stale":' + _compact(entry.stale)
     return text + "}"
 
 
@@ -218,7 +218,18 @@ def _part(name: str, tally: Tally, total: Tally, whole: str) -> str:
         key = _compact(name)
         if len(_KEYS) < 10_000:
             _KEYS[name] = key
-    return f"{key}:{whole if tally is total else encode_tally(tally)}"
+    return f"{key}:{whole if _written_alike(tally, total) else encode_tally(tally)}"
+
+
+def _written_alike(tally: Tally, total: Tally) -> bool:
+    """Whether ``tally`` is written exactly as ``total`` is: equal, and with amounts written alike
+    (``==`` holds between 0.0 and -0.0, and 1 and 1.0, whose texts differ). Comparing is cheaper
+    than encoding."""
+    return (
+        tally == total
+        and _money(tally.cost_usd) == _money(total.cost_usd)
+        and _money(tally.live_cost_usd) == _money(total.live_cost_usd)
+    )
 
 
 _VERDICT_JSON: Final = "{" + ",".join(f"{_compact(name)}:%s" for name in VERDICT_FIELDS) + "}"
