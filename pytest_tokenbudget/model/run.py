@@ -94,12 +94,12 @@ class Run:
     def finished(self) -> Iterator[Run]:
         """A block in which the tallies do not change (judging a finished run, writing its reports):
         :meth:`totals` and :meth:`models` are computed once in it, not once per report — each is a
-        pass over every test (0.1 s at 100,000 calls).
+        pass over every test.
 
         Python's cyclic garbage collector is held off in it: the reports make a few objects per
         test and hold none in cycles (reference counting frees them), yet each full collection
-        they set off scans the session's whole heap — 0.2–0.28 s of the 1.3 s after the loop at
-        20,000 tests. It runs again, as before, when the block ends.
+        they set off scans the session's whole heap, a good part of the time after the loop in a
+        large suite. It runs again, as before, when the block ends.
         """
         if self._aggregates is not None:  # nested: the outer block does both
             yield self
@@ -165,7 +165,7 @@ class Run:
     def heaviest(self, n: int) -> list[TestUsage]:
         """The ``n`` entries with the most tokens (ties broken by node id, so output is stable)."""
         used = (t for t in self.tests.values() if t.total.calls)
-        if n < 100:  # the top few of 20,000 tests: a heap, not a sort (same order: keys are unique)
+        if n < 100:  # the top few of many tests: a heap, not a sort (same order: keys are unique)
             return heapq.nsmallest(n, used, key=_weight)
         return sorted(used, key=_weight)[:n]
 

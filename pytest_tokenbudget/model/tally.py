@@ -17,7 +17,7 @@ from .usage import CAVEAT_FIELDS, ZERO, Call, CallState, Caveats, Usage
 class Tally:
     """A running sum over calls: tokens, cost, and the counts that qualify them.
 
-    Compact because a run holds a few per test (20,000 tests …): token sums are plain ints, not a
+    Compact because a run holds a few per test: token sums are plain ints, not a
     :class:`Usage`, and the rarely non-zero counts live in ``caveats``, made on first need.
     """
 

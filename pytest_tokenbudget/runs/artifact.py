@@ -65,8 +65,8 @@ def dump_run(run: Run) -> str:
 
 def iter_run(run: Run) -> Iterator[str]:
     """The artifact's JSON text in pieces, to write as they come: small sections indented, big
-    collections one entry per line (the text of a 100k-call run is ~50 MB; it is never whole in
-    memory when written with :func:`write_run`)."""
+    collections one entry per line (the text of a large run is tens of megabytes; it is never
+    whole in memory when written with :func:`write_run`)."""
     yield "{\n"
     data = run.to_dict(tests=False)
     last = len(data) - 1
@@ -105,8 +105,8 @@ def _compact(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
-# The encoders below write the records the artifact holds many of (a 100k-call run has ~100k
-# tallies) by one ``%`` each into a template made here, once, from the model's declaration of their
+# The encoders below write the records the artifact holds many of (a few tallies per test) by
+# one ``%`` each into a template made here, once, from the model's declaration of their
 # fields (model/fields.py): cheaper than building each record's dict and encoding it, and the same
 # bytes (tests/test_model.py holds them equal to ``_compact(x.to_dict())``).
 
