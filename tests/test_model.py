@@ -34,7 +34,7 @@ from pytest_tokenbudget.runs.artifact import (
     write_run,
 )
 
-CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
+CALL_STATES = list(CallState)
 
 calls = st.builds(
     lambda phase, model, tokens, cost: Call(

@@ -17,7 +17,7 @@ from contextvars import ContextVar, Token
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..ledger import Ledger, Owner, in_event_loop
-from ..model import Call, CallState, Usage
+from ..model import Call, CallState, Source, Usage
 from ..units import clean
 from . import replay
 
@@ -95,7 +95,7 @@ class Exchange:
         self.route = route
         self.owner = owner
         self.started = time.perf_counter()
-        self.source = "live"
+        self.source: Source = "live"
         self.request = request  # held by reference; parsed only when an estimate needs it
         self.replay: tuple[Any, Any] | None = None  # (cassette, recorded response) under vcrpy
 
@@ -157,7 +157,7 @@ class Recorder:
         finally:
             leave_capture(token)
 
-    def start(self, route: Route, request: Any = None, source: str = "live") -> Exchange:
+    def start(self, route: Route, request: Any = None, source: Source = "live") -> Exchange:
         """A request is about to leave: note who sends it and run the preflight hooks.
 
         ``source`` is "mocked" when the client's transport is known to answer in-process.
@@ -215,7 +215,7 @@ class Recorder:
         extracted: Extracted,
         *,
         streamed: bool = False,
-        state: str = CallState.COMPLETE,
+        state: CallState = CallState.COMPLETE,
     ) -> None:
         """Usage a client library already parsed (botocore); ``state`` says how a stream ended."""
         exchange.note_replay()
@@ -254,7 +254,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted,
-        state: str,
+        state: CallState,
         streamed: bool = False,
         payload: Payload = None,
     ) -> None:
@@ -267,7 +267,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted | None,
-        state: str,
+        state: CallState,
         detail: str,
         streamed: bool = False,
         payload: Payload = None,
@@ -293,7 +293,7 @@ class Recorder:
         return self._late
 
     def _record_parts(
-        self, exchange: Exchange, status_code: int, extracted: Extracted, state: str, streamed: bool
+        self, exchange: Exchange, status_code: int, extracted: Extracted, state: CallState, streamed: bool
     ) -> None:
         """The shares of one response billed on other models: tokens and cost, not calls."""
         route = exchange.route
@@ -320,7 +320,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted | None,
-        state: str,
+        state: CallState,
         detail: str,
         streamed: bool,
         payload: Payload,
@@ -530,7 +530,7 @@ class StreamTap:
 
         self._recorder.ledger.stream_opened(self._exchange.owner.nodeid, self._token, settle_and_clean_up)
 
-    def _finish(self, state: str) -> None:
+    def _finish(self, state: CallState) -> None:
         with self._lock:
             if self._settled:
                 return

@@ -18,7 +18,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .. import units as fmt
 from ..config import (
@@ -27,7 +27,10 @@ from ..config import (
     TABLE,
     ConfigError,
     Context,
+    EstimatedPolicy,
+    Mode,
     Settings,
+    Severity,
     money,
     non_negative_int,
     shown,
@@ -45,7 +48,8 @@ METRICS: dict[str, str] = {
 }
 """Limit field (marker keyword; ``max-*`` key with ``_``) → the metric it limits."""
 
-PER = ("test", "total")
+Per = Literal["test", "total"]
+PER: tuple[Per, ...] = get_args(Per)
 SCOPE_MATCHERS = ("path", "model", "provider", "marker", "fixture")
 _SCOPE_KEYS = ("name", "per", *SCOPE_MATCHERS)
 _LIMIT_KEYS = tuple(name.replace("_", "-") for name in METRICS)
@@ -173,7 +177,7 @@ class Scope:
 
     name: str
     limits: Limits
-    per: str = "total"  # test: each matching test on its own; total: summed over them
+    per: Per = "total"  # test: each matching test on its own; total: summed over them
     paths: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
@@ -250,9 +254,9 @@ class Policy:
     """How a measurement becomes a status."""
 
     warn_at: float = 0.8
-    mode: str = "fail"  # fail | warn
-    unknown_price: str = "warn"  # ignore | warn | fail
-    estimated: str = "count"  # count | warn-only: an overrun that includes estimated calls only warns
+    mode: Mode = "fail"
+    unknown_price: Severity = "warn"
+    estimated: EstimatedPolicy = "count"  # warn-only: an overrun that includes estimated calls only warns
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .fields import MAX_ARTIFACT_COUNT, MAX_ARTIFACT_USD, SCHEMA_VERSION, ArtifactError
 from .run import INSPECTION_KINDS, Run, Status, Verdict
 from .tally import Tally, TestUsage, merge_anatomy, model_key
-from .usage import CAVEAT_FIELDS, PHASES, USAGE_FIELDS, ZERO, Call, CallState, Caveats, Usage
+from .usage import CAVEAT_FIELDS, PHASES, USAGE_FIELDS, ZERO, Call, CallState, Caveats, Source, Usage
 
 __all__ = [
     "CAVEAT_FIELDS",
@@ -26,6 +26,7 @@ __all__ = [
     "CallState",
     "Caveats",
     "Run",
+    "Source",
     "Status",
     "Tally",
     "TestUsage",

@@ -8,14 +8,15 @@ import operator
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Final, TypedDict
 
 from .fields import SCHEMA_VERSION, VERDICT_FIELDS, ArtifactError, count_of, list_of, mapping_of, shown
 from .tally import Tally, TestUsage, merge_anatomy
 
 
-class Status:
-    """A verdict's status (plain strings in the artifact)."""
+class Status(StrEnum):
+    """A verdict's status (its value is what the artifact holds)."""
 
     OK = "ok"
     WARN = "warn"  # approaching the limit (>= warn-at), or exceeded in warn mode

@@ -14,7 +14,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, Literal
 
 from .fields import count_of
 
@@ -79,9 +80,13 @@ class Usage:
 
 ZERO: Final = Usage()
 
+Source = Literal["live", "replayed", "mocked", "manual"]
+"""Where a call's response came from: the network, a vcr cassette, an in-process mock
+(MockTransport, pytest-httpx, respx), or ``token_usage.record`` (counted by hand)."""
 
-class CallState:
-    """How a call ended, as far as the plugin could see (plain strings in the artifact)."""
+
+class CallState(StrEnum):
+    """How a call ended, as far as the plugin could see (its value is what the artifact holds)."""
 
     COMPLETE = "complete"  # usage found (a stream saw its terminal event)
     CLOSED_EARLY = "closed-early"  # the caller closed a stream before its terminal event
@@ -106,9 +111,9 @@ class Call:
     usage: Usage = ZERO
     streamed: bool = False
     status_code: int = 0
-    source: str = "live"  # live | replayed (a vcr cassette) | mocked (MockTransport, pytest-httpx)
+    source: Source = "live"
     duration_s: float = 0.0
-    state: str = CallState.COMPLETE
+    state: CallState = CallState.COMPLETE
     estimated: bool = False
     cost_usd: float | None = None  # None: price unknown (never shown as $0)
     detail: str = ""  # why unparsed / failed; never request or response text

@@ -10,8 +10,8 @@ from functools import lru_cache
 from .. import units as fmt
 from ..model import INSPECTION_KINDS, Run, Status, Tally, TestUsage, Verdict
 
-_STATUS_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
-_STATUS_MARKUP = {
+_STATUS_ORDER: dict[str, int] = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
+_STATUS_MARKUP: dict[str, dict[str, bool]] = {
     Status.EXCEEDED: {"red": True, "bold": True},
     Status.WARN: {"yellow": True},
     Status.UNKNOWN: {"yellow": True},

@@ -243,9 +243,9 @@ def encode_verdict(verdict: Verdict) -> str:
 
 def _scalar(value: Any) -> str:
     """``_compact(value)``, fast for a string, a finite number and None."""
-    kind = type(value)
-    if kind is str:
+    if isinstance(value, str):  # a StrEnum's value too
         return encode_basestring(value)
+    kind = type(value)
     if kind is int or (kind is float and value - value == 0.0):  # not NaN or infinite
         return repr(value)
     return "null" if value is None else _compact(value)
