@@ -18,7 +18,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, NamedTuple, get_args
 
 from .. import units as fmt
 from ..config import (
@@ -374,30 +374,28 @@ class Budgets:
         used = [
             (entry, *scope.usage_of(entry)) for entry in sorted(entries, key=_nodeid) if scope.selects(entry)
         ]
+        used = [(entry, tally, models) for entry, tally, models in used if tally.calls]
+
+        def verdict(entry: TestUsage, tally: Tally, models: dict[str, Tally]) -> Verdict:
+            return _verdict(
+                name, "scope", f"{subject} ({entry.nodeid})", metric, limit, tally, models, self.policy,
+                nodeid=entry.nodeid, path=entry.path, line=entry.line,
+            )  # fmt: skip
+
         verdicts: list[Verdict] = []
         for metric, limit in scope.limits.items():
-            judged = [
-                _verdict(
-                    name,
-                    "scope",
-                    f"{subject} ({entry.nodeid})",
-                    metric,
-                    limit,
-                    tally,
-                    models,
-                    self.policy,
-                    nodeid=entry.nodeid,
-                    path=entry.path,
-                    line=entry.line,
-                )
-                for entry, tally, models in used
-                if tally.calls
-            ]
-            flagged = [verdict for verdict in judged if verdict.status != Status.OK]
+            flagged: list[Verdict] = []
+            largest: tuple[float, TestUsage, Tally, dict[str, Tally]] | None = None
+            for entry, tally, models in used:  # a verdict (and its sentence) only when it is shown
+                judged = judge(metric, limit, tally, self.policy)
+                if judged.status != Status.OK:
+                    flagged.append(verdict(entry, tally, models))
+                elif largest is None or judged.actual > largest[0]:  # the first of the largest
+                    largest = (judged.actual, entry, tally, models)
             if flagged:
                 verdicts.extend(flagged)
-            elif judged:
-                verdicts.append(max(judged, key=_actual))  # the first of the largest
+            elif largest is not None:
+                verdicts.append(verdict(*largest[1:]))
             else:
                 verdicts.append(_verdict(name, "scope", subject, metric, limit, Tally(), {}, self.policy))
         return verdicts
@@ -405,10 +403,6 @@ class Budgets:
 
 def _nodeid(entry: TestUsage) -> str:
     return entry.nodeid
-
-
-def _actual(verdict: Verdict) -> float:
-    return verdict.actual
 
 
 def _models_summed(scope: Scope, run: Run) -> dict[str, Tally]:
@@ -522,12 +516,39 @@ def measure(tally: Tally, metric: str) -> float:
     return value
 
 
-def _status(actual: float, limit: float, warn_at: float) -> str:
+def _status(actual: float, limit: float, warn_at: float) -> Status:
     if actual > limit:
         return Status.EXCEEDED
     if limit and actual >= warn_at * limit:
         return Status.WARN
     return Status.OK
+
+
+class Judgement(NamedTuple):
+    """How a measurement against a limit is judged under a policy (before any sentence is written)."""
+
+    actual: float
+    measured: Status  # of the measurement alone: ok, warn (at warn-at) or exceeded
+    unpriced: bool  # a cost over calls without a price, and unknown-price is not "ignore"
+    estimated: bool  # over the limit with estimated calls in it, and estimated is "warn-only"
+    status: Status  # the verdict's
+
+
+def judge(metric: str, limit: float, tally: Tally, policy: Policy) -> Judgement:
+    """The one place a status is decided: every verdict's, and the per-test scopes' choice of the
+    verdicts they show."""
+    actual = measure(tally, metric)
+    measured = _status(actual, limit, policy.warn_at)
+    unpriced = metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore"
+    estimated = actual > limit and policy.estimated == "warn-only" and tally.estimated_calls > 0
+    status = measured
+    if unpriced and measured != Status.EXCEEDED:
+        status = Status.EXCEEDED if policy.unknown_price == "fail" else Status.UNKNOWN
+    if estimated:
+        status = Status.WARN
+    if status == Status.EXCEEDED and policy.mode == "warn":
+        status = Status.WARN
+    return Judgement(actual, measured, unpriced, estimated, status)
 
 
 def _verdict(
@@ -544,43 +565,37 @@ def _verdict(
     path: str = "",
     line: int | None = None,
 ) -> Verdict:
-    actual = measure(tally, metric)
-    status = _status(actual, limit, policy.warn_at)
+    """:func:`judge`'s judgement as a verdict, with the sentence that says it."""
+    judged = judge(metric, limit, tally, policy)
+    actual = judged.actual
     detail = _detail(tally, models)
     amount, of = _amount(metric, actual, tally), _amount(metric, limit)
-    unpriced = metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore"
-    warn_mode = policy.mode == "warn"
-    exceeded = "exceeded (mode warn)" if warn_mode else "exceeded"
-    if unpriced and status != Status.EXCEEDED:
+    exceeded = "exceeded (mode warn)" if policy.mode == "warn" else "exceeded"
+    if judged.unpriced and judged.measured != Status.EXCEEDED:
         calls = f"{tally.unpriced_calls} call" + ("" if tally.unpriced_calls == 1 else "s")
         if policy.unknown_price == "fail":
-            status = Status.EXCEEDED
             message = (
                 f"{subject} {exceeded}: cost unknown, {calls} without a price "
                 f"(unknown-price = fail); {amount} of {of} ({detail})"
             )
         else:
-            status = Status.UNKNOWN
             message = f"{subject} unknown: {calls} without a price; {amount} of {of} ({detail})"
-    elif status == Status.EXCEEDED:
+    elif judged.measured == Status.EXCEEDED:
         message = f"{subject} {exceeded}: {amount} > {of} ({detail})"
-    elif status == Status.WARN:
+    elif judged.measured == Status.WARN:
         message = f"{subject} at {fmt.percent(actual, limit)}: {amount} of {of} ({detail})"
     else:
         message = f"{subject} ok: {amount} of {of} ({detail})"
-    if actual > limit and policy.estimated == "warn-only" and tally.estimated_calls:
+    if judged.estimated:
         calls = f"{tally.estimated_calls} estimated call" + ("" if tally.estimated_calls == 1 else "s")
         message += f"; includes {calls} (estimated = warn-only)"
-        status = Status.WARN
-    if status == Status.EXCEEDED and warn_mode:
-        status = Status.WARN
     return Verdict(
         name=name,
         kind=kind,
         metric=metric,
         limit=float(limit),
         actual=float(actual),
-        status=status,
+        status=judged.status,
         message=message,
         nodeid=nodeid,
         path=path,
