@@ -146,9 +146,9 @@ def test_the_fast_test_encoder_writes_what_json_dumps_would(
     entry.markers = tuple(markers)
     entry.outcome, entry.path, entry.line = head
     if extras:
-        entry.anatomy.update({"system": 3, "messages.user": 9})
-        entry.context.update({"max": 0.5, "model": "gpt-4o"})
-        entry.stale.append({"cassette": "c.yaml", "drift": 1.0})
+        entry.anatomy = {"system": 3, "messages.user": 9}
+        entry.context = {"max": 0.5, "model": "gpt-4o"}
+        entry.stale = [{"cassette": "c.yaml", "drift": 1.0}]
     assert encode_test(entry) == _compact(entry.to_dict())
     for tally in [entry.total, *entry.models.values(), *entry.phases.values()]:
         assert encode_tally(tally) == _compact(tally.to_dict())
@@ -318,9 +318,9 @@ def _rich_run() -> Run:
     run.usage_for("t.py::test_no_llm").outcome = "passed"
     entry = run.tests["t.py::test_plain"]
     entry.markers, entry.path, entry.line, entry.outcome = ("slow", "n\u00e4me"), "t.py", 3, "passed"
-    entry.anatomy.update({"system": 40, "messages.user": 80, "peak:system": 40})
-    entry.context.update({"max": 0.25, "model": "gpt-4o", "warned_calls": 0})
-    entry.stale.append({"cassette": "c.yaml", "drift": 1.5})
+    entry.anatomy = {"system": 40, "messages.user": 80, "peak:system": 40}
+    entry.context = {"max": 0.25, "model": "gpt-4o", "warned_calls": 0}
+    entry.stale = [{"cassette": "c.yaml", "drift": 1.5}]
     run.issues.append(dict.fromkeys(("test", "phase", "provider", "api", "model", "state", "detail"), "x"))
     run.verdicts += [
         Verdict("session", "session", "total_tokens", 1000.0, 1517.0, "exceeded", "over", "", "", None),

@@ -149,6 +149,8 @@ class Inspector:
         if used is None:
             return
         context = entry.context
+        if context is None:
+            context = entry.context = {}
         warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
         if used.fraction > context.get("max", -1.0):
             context.update(
@@ -171,6 +173,8 @@ class Inspector:
         cassette = display_path(path, self.settings.root)
         finding = check(call, body, _raw(request), cassette, recorded_body)
         if finding is not None:
+            if entry.stale is None:
+                entry.stale = []
             entry.stale.append(finding.to_dict())
 
     # -- the session verdicts ---------------------------------------------------------------------
@@ -220,6 +224,8 @@ def _add_anatomy(entry: TestUsage, estimate: _Anatomy | None) -> None:
         return
     parts = estimate.parts
     anatomy = entry.anatomy
+    if anatomy is None:
+        anatomy = entry.anatomy = {}
     for name, tokens in parts.items():
         if tokens:
             anatomy[name] = anatomy.get(name, 0) + tokens
@@ -321,7 +327,7 @@ def part_verdicts(run: Run, settings: Settings) -> list[Verdict]:
         metric = PART_LIMITS[part]
         peak, where = 0, None
         for entry in sorted(run.tests.values(), key=lambda e: e.nodeid):
-            value = entry.anatomy.get(f"peak:{part}", 0)
+            value = entry.anatomy.get(f"peak:{part}", 0) if entry.anatomy else 0
             if value > peak:
                 peak, where = value, entry
         label = "tool schemas" if part == "tools" else "system prompt"
@@ -394,10 +400,10 @@ def summary_lines(run: Run, *, top: int = 5) -> list[Line]:
         lines.append(
             Line(f"where the input goes (estimated, ~{fmt.tokens(total)} tokens in {requests}): {shown}")
         )
-    shares = (e for e in run.tests.values() if e.context)  # ties: the first node id, in any order
-    peak = min(shares, key=lambda e: (-e.context["max"], e.nodeid), default=None)
-    if peak is not None:
-        context = peak.context
+    shares = ((e, e.context) for e in run.tests.values() if e.context)  # ties: the first node id
+    found = min(shares, key=lambda share: (-share[1]["max"], share[0].nodeid), default=None)
+    if found is not None:
+        peak, context = found
         lines.append(
             Line(
                 f"context window: at most {_share(context['max'])} ({context['model']}, "

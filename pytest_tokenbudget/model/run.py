@@ -160,7 +160,8 @@ class Run:
         """Where the input goes, over the whole run (see :func:`merge_anatomy`)."""
         total: dict[str, int] = {}
         for entry in self.tests.values():
-            total = merge_anatomy(total, entry.anatomy)
+            if entry.anatomy:
+                total = merge_anatomy(total, entry.anatomy)
         return total
 
     def heaviest(self, n: int) -> list[TestUsage]:

@@ -212,10 +212,11 @@ class TestUsage:
     phases: dict[str, Tally] = field(default_factory=dict)  # setup | call | teardown (or session)
     models: dict[str, Tally] = field(default_factory=dict)  # keyed by model_key()
     markers: tuple[str, ...] = ()  # marker names on the test, for marker-scoped budgets
-    # Request inspection (inspection/), estimated from request bodies; empty when not measured.
-    anatomy: dict[str, int] = field(default_factory=dict)  # input tokens by part
-    context: dict[str, Any] = field(default_factory=dict)  # largest context-window share
-    stale: list[dict[str, Any]] = field(default_factory=list)  # stale cassettes this test replayed
+    # Request inspection (inspection/), estimated from request bodies; None until measured (most
+    # tests never are, and a run holds an entry per test).
+    anatomy: dict[str, int] | None = None  # input tokens by part
+    context: dict[str, Any] | None = None  # largest context-window share
+    stale: list[dict[str, Any]] | None = None  # stale cassettes this test replayed
 
     def add_call(self, call: Call) -> None:
         """Tally ``call`` in the test's total, its phase and its model."""
@@ -241,15 +242,19 @@ class TestUsage:
         self.line = self.line if self.line is not None else other.line
         self.markers = self.markers or other.markers
         if other.anatomy:
-            self.anatomy = merge_anatomy(self.anatomy, other.anatomy)
-        if other.context.get("max", -1.0) > self.context.get("max", -1.0):
-            warned = self.context.get("warned_calls", 0) + other.context.get("warned_calls", 0)
-            self.context = {**other.context, "warned_calls": warned}
-        elif other.context:
-            self.context["warned_calls"] = self.context.get("warned_calls", 0) + other.context.get(
-                "warned_calls", 0
-            )
-        self.stale.extend(s for s in other.stale if s not in self.stale)
+            self.anatomy = merge_anatomy(self.anatomy or {}, other.anatomy)
+        if other.context:
+            mine = self.context if self.context is not None else {}
+            warned = mine.get("warned_calls", 0) + other.context.get("warned_calls", 0)
+            if other.context.get("max", -1.0) > mine.get("max", -1.0):
+                self.context = {**other.context, "warned_calls": warned}
+            else:
+                mine["warned_calls"] = warned
+                self.context = mine
+        if other.stale:
+            stale = self.stale if self.stale is not None else []
+            stale.extend(s for s in other.stale if s not in stale)
+            self.stale = stale
 
     def to_dict(self) -> dict[str, Any]:
         head: dict[str, Any] = dict(zip(TEST_HEAD_FIELDS, _TEST_HEAD_VALUES(self), strict=True))
@@ -280,9 +285,9 @@ class TestUsage:
             phases={str(k): Tally.from_dict(v) for k, v in mapping_of(data, "phases").items()},
             models={k: Tally.from_dict(v) for k, v in mapping_of(data, "models").items()},
             markers=tuple(str(m) for m in data.get("markers") or ()),
-            anatomy={str(k): count_of(anatomy, k) for k in anatomy},
-            context=dict(mapping_of(data, "context")),
-            stale=[dict(s) for s in data.get("stale") or ()],
+            anatomy={str(k): count_of(anatomy, k) for k in anatomy} or None,
+            context=dict(mapping_of(data, "context")) or None,
+            stale=[dict(s) for s in data.get("stale") or ()] or None,
         )
 
 
