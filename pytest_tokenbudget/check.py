@@ -69,7 +69,7 @@ class CheckResult:
 
 
 def _verdict_line(verdicts: Sequence[Verdict], exit_status: int) -> str:
-    counts = dict.fromkeys((Status.EXCEEDED, Status.WARN, Status.UNKNOWN, Status.OK), 0)
+    counts: dict[str, int] = dict.fromkeys((Status.EXCEEDED, Status.WARN, Status.UNKNOWN, Status.OK), 0)
     for verdict in verdicts:
         counts[verdict.status] = counts.get(verdict.status, 0) + 1
     shown = ", ".join(f"{n:,} {status}" for status, n in counts.items() if n) or "no budgets"

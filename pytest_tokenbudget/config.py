@@ -13,13 +13,22 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 TABLE = "tool.tokenbudget"
 
 
 class ConfigError(ValueError):
     """A setting that cannot be used; the message names where it came from."""
+
+
+Mode = Literal["fail", "warn"]
+"""``fail``: an overrun fails the run; ``warn``: everything is reported, the exit status left alone."""
+Severity = Literal["ignore", "warn", "fail"]
+"""What a doubtful number does to its verdict (``unknown-price``, ``unmetered``)."""
+EstimatedPolicy = Literal["count", "warn-only"]
+StalePolicy = Literal["warn", "fail"]
+MissingBaselinePolicy = Literal["note", "warn", "fail"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,7 +41,7 @@ class Settings:
     """
 
     enabled: bool = False
-    mode: str = "fail"  # fail | warn: warn reports everything and leaves the exit status alone
+    mode: Mode = "fail"
     top: int = 5
     # reports (report/)
     json_path: Path | None = None
@@ -53,11 +62,11 @@ class Settings:
     hard_max_cost: float | None = None
     defer_session: bool = False
     # prices and estimates (pricing.py, tokenizer.py)
-    unknown_price: str = "warn"  # ignore | warn | fail
-    estimated: str = "count"  # count | warn-only
-    unmetered: str = "warn"  # ignore | warn | fail
+    unknown_price: Severity = "warn"
+    estimated: EstimatedPolicy = "count"
+    unmetered: Severity = "warn"
     context_warn_at: float = 0.9
-    stale_cassette: str = "warn"  # warn | fail (stale.py)
+    stale_cassette: StalePolicy = "warn"  # (stale.py)
     max_tool_schema_tokens: int | None = None  # per request, estimated (inspector.py)
     anatomy: str = "approximate"  # approximate | exact: how the request anatomy counts tokens
     max_system_tokens: int | None = None
@@ -67,7 +76,7 @@ class Settings:
     save_baseline: Path | None = None  # set: write the baseline after the verdict
     update_baseline: bool = False  # save even when the run fails its budgets/thresholds
     max_increase: tuple[str, ...] = ()  # "10%", "total:10%", "test:25%", "cost:5%", "tokens:+5000"
-    missing_baseline: str = "note"  # note | warn | fail: a configured baseline that is not there
+    missing_baseline: MissingBaselinePolicy = "note"  # a configured baseline that is not there
     min_tokens: int = 1000  # below this many tokens a test's % growth is ignored
     save_run: bool = False
     history_dir: Path | None = None

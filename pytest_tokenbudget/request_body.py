@@ -2,7 +2,7 @@
 
 The one reader of request bodies: the recorder (a model the response leaves out), the estimates,
 the hard cap and the inspector all come here. It sits at the bottom of the package beside
-``model.py`` and imports only the standard library, so every stage, ``capture/`` included, can
+``model/`` and imports only the standard library, so every stage, ``capture/`` included, can
 import it without importing upward.
 
 The shapes the stacks hand over: an httpx/httpx2 ``Request`` (whose ``content`` property raises

@@ -20,8 +20,8 @@ def money(value: float | None, *, known: bool = True) -> str:
     return text if known else f"≥{text}"
 
 
-# Remembered: a report formats one amount per test (20,000 at scale) and amounts repeat (tests
-# replaying the same cassettes); a hit is half the time of formatting (0.28 µs against 0.6 µs).
+# Remembered: a report formats one amount per test and amounts repeat (tests replaying the same
+# cassettes); a hit is cheaper than formatting.
 # Equal values always give equal text here (fixed decimals; 0 and -0.0 both give "$0"), so the
 # cache cannot mix up 1 and 1.0 the way it could for ``tokens``.
 @lru_cache(maxsize=4096)

@@ -180,7 +180,7 @@ class _EventTap:
     def _settle_unclosed(self) -> None:
         self._finish(CallState.UNCLOSED)
 
-    def _finish(self, state: str) -> None:
+    def _finish(self, state: CallState) -> None:
         if self._settled:
             return
         self._settled = True

@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from ..providers.base import Extracted
     from .recorder import Exchange
 
-Record = Callable[["Exchange", int, "Extracted | None", str, str, bool], None]
+Record = Callable[["Exchange", int, "Extracted | None", CallState, str, bool], None]
 """Records a call: (exchange, status code, extracted, state, detail, streamed)."""
 
 MAX_KEYS_PER_OWNER = 10_000
@@ -59,7 +59,12 @@ class LateUsage:
         self._by_owner: dict[str, dict[str, None]] = {}  # owner -> its ids, oldest first
 
     def resolve(
-        self, exchange: Exchange, status_code: int, extracted: Extracted | None, state: str, streamed: bool
+        self,
+        exchange: Exchange,
+        status_code: int,
+        extracted: Extracted | None,
+        state: CallState,
+        streamed: bool,
     ) -> Exchange | None:
         """The exchange to charge a call to now, or None when nothing is to be recorded now."""
         key = extracted.key if extracted is not None else None

@@ -9,25 +9,22 @@ Nothing here raises into the code under test: a response the plugin cannot read 
 from __future__ import annotations
 
 import itertools
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..ledger import Ledger, Owner, in_event_loop
-from ..model import Call, CallState, Usage
+from ..model import Call, CallState, Source, Usage
 from ..units import clean
 from . import replay
 
 if TYPE_CHECKING:
     from ..providers import Route
-    from ..providers import route as builtin_route
-    from ..providers.base import ApiParser, Extracted, ParseError, StreamAccumulator
-    from ..providers.framing import Decoder, Framer, decoder_for, framing_of, make_framer, sniff_framing
+    from ..providers.base import ApiParser, EventSink, Extracted, ParseError, StreamAccumulator
+    from ..providers.framing import Decoder, Framer
     from .late import LateUsage
 
 PreflightHook = Callable[["Exchange", Any], None]
@@ -45,21 +42,27 @@ MAX_BUFFERED_BODY = 64 * 1024 * 1024
 
 _capturing: ContextVar[bool] = ContextVar("tokenbudget_capturing", default=False)
 
-# What reads a response (provider routing and parsers, stream framing) is imported at the first
-# request a wrapped client sends, not at start-up: a suite without LLM calls never needs it. The
-# names are bound in this module by _load_readers(), once per copy of the providers package (an
-# in-process pytester session drops the modules it imported: a later one binds its own copies).
-_providers: ModuleType | None = None
+
+class Readers(NamedTuple):
+    """What reads a response: provider routing, the parsers' error, stream framing. Imported at a
+    recorder's first request, not at start-up: a suite without LLM calls never needs it. Each
+    recorder imports its own (an in-process pytester session drops the modules it imported: a
+    later session's recorder gets fresh copies)."""
+
+    route: Callable[[str, str, str], Route | None]
+    parse_error: type[ParseError]
+    decoder_for: Callable[[str], Decoder | None]
+    framing_of: Callable[[str], str | None]
+    sniff_framing: Callable[[bytes], str | None]
+    make_framer: Callable[[EventSink, str | None], Framer]
 
 
-def _load_readers() -> None:
-    global _providers, builtin_route, ParseError, make_framer  # noqa: PLW0603
-    global decoder_for, framing_of, sniff_framing  # noqa: PLW0603
-    from ..providers import route as builtin_route
+def _load_readers() -> Readers:
+    from ..providers import route
     from ..providers.base import ParseError
     from ..providers.framing import decoder_for, framing_of, make_framer, sniff_framing
 
-    _providers = sys.modules[builtin_route.__module__]  # not `from .. import`: a stale attribute
+    return Readers(route, ParseError, decoder_for, framing_of, sniff_framing, make_framer)
 
 
 def inside_capture() -> bool:
@@ -92,7 +95,7 @@ class Exchange:
         self.route = route
         self.owner = owner
         self.started = time.perf_counter()
-        self.source = "live"
+        self.source: Source = "live"
         self.request = request  # held by reference; parsed only when an estimate needs it
         self.replay: tuple[Any, Any] | None = None  # (cassette, recorded response) under vcrpy
 
@@ -111,25 +114,31 @@ class Recorder:
         self.observers: list[Observer] = []
         self.route: Callable[[str, str, str], Route | None] = self._route_first
         """Recognise a request (method, host, path); replaced when plugins add providers."""
-        self._reading = False  # the readers are bound (at this recorder's first request)
+        self._readers: Readers | None = None  # loaded at this recorder's first request
         self._tokens = itertools.count()
         self.internal_errors = 0
         """Calls the plugin failed to record because of its own bug (reported, never raised)."""
         self.first_errors: list[str] = []
         self._late: LateUsage | None = None  # made at the first response with an id to remember
 
+    @property
+    def readers(self) -> Readers:
+        """What reads a response (see :class:`Readers`), imported at the first need."""
+        if self._readers is None:
+            self._readers = _load_readers()
+        return self._readers
+
     def bind_readers(self) -> None:
-        """Import what reads a response at this recorder's first request (see _load_readers)."""
-        if _providers is None or sys.modules.get(_providers.__name__) is not _providers:
-            _load_readers()
-        self._reading = True
+        """Import what reads a response now (before an event loop runs), not at the first need."""
+        if self._readers is None:
+            self._readers = _load_readers()
 
     def _route_first(self, method: str, host: str, path: str) -> Route | None:
         """The built-in routing, bound at the first request: later ones go straight to it."""
-        self.bind_readers()
+        route = self.readers.route
         if self.route == self._route_first:  # unless a plugin's route replaced it meanwhile
-            self.route = builtin_route
-        return builtin_route(method, host, path)
+            self.route = route
+        return route(method, host, path)
 
     def note_internal_error(self, exc: Exception, source: str = "") -> None:
         """Keep count (and the first few messages) of an error while recording: ours, or in
@@ -148,13 +157,12 @@ class Recorder:
         finally:
             leave_capture(token)
 
-    def start(self, route: Route, request: Any = None, source: str = "live") -> Exchange:
+    def start(self, route: Route, request: Any = None, source: Source = "live") -> Exchange:
         """A request is about to leave: note who sends it and run the preflight hooks.
 
         ``source`` is "mocked" when the client's transport is known to answer in-process.
         """
-        if not self._reading:  # a route from a plugin's hook (or a test) rather than ours
-            self.bind_readers()
+        self.bind_readers()  # a route from a plugin's hook (or a test) rather than ours
         replay.ensure_installed()  # vcrpy may have been imported since the last request
         exchange = Exchange(route, self.ledger.owner, request)
         exchange.source = source
@@ -177,11 +185,14 @@ class Recorder:
             self._record(exchange, status_code, None, CallState.FAILED, f"HTTP {status_code}")
             return
         parser = exchange.route.parser
+        readers = self.readers
         try:
-            framing = _fixed_framing(parser) or framing_of(content_type) or sniff_framing(body[:64])
+            framing = (
+                _fixed_framing(parser) or readers.framing_of(content_type) or readers.sniff_framing(body[:64])
+            )
             if framing is not None:
                 accumulator = parser.stream()
-                framer = make_framer(accumulator, framing)
+                framer = readers.make_framer(accumulator, framing)
                 framer.feed(body)
                 framer.finish()
                 extracted = accumulator.result()
@@ -189,7 +200,7 @@ class Recorder:
                 self._record_extracted(exchange, status_code, extracted, CallState.COMPLETE, True, payload)
                 return
             extracted = _parse(parser, body, headers)
-        except ParseError as exc:
+        except readers.parse_error as exc:
             self._record(exchange, status_code, None, CallState.UNPARSED, str(exc))
             return
         except Exception as exc:  # a bug in a parser must not fail the user's test
@@ -204,7 +215,7 @@ class Recorder:
         extracted: Extracted,
         *,
         streamed: bool = False,
-        state: str = CallState.COMPLETE,
+        state: CallState = CallState.COMPLETE,
     ) -> None:
         """Usage a client library already parsed (botocore); ``state`` says how a stream ended."""
         exchange.note_replay()
@@ -213,7 +224,7 @@ class Recorder:
     def unparsed(self, exchange: Exchange, status_code: int, exc: Exception, streamed: bool = False) -> None:
         """A response a client library handed over that the plugin failed to read: listed, not raised."""
         exchange.note_replay()
-        detail = str(exc) if isinstance(exc, ParseError) else _internal(exc)
+        detail = str(exc) if isinstance(exc, self.readers.parse_error) else _internal(exc)
         self._record(exchange, status_code, None, CallState.UNPARSED, detail, streamed)
 
     def failed(self, exchange: Exchange, exc: BaseException) -> None:
@@ -243,7 +254,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted,
-        state: str,
+        state: CallState,
         streamed: bool = False,
         payload: Payload = None,
     ) -> None:
@@ -256,7 +267,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted | None,
-        state: str,
+        state: CallState,
         detail: str,
         streamed: bool = False,
         payload: Payload = None,
@@ -282,7 +293,7 @@ class Recorder:
         return self._late
 
     def _record_parts(
-        self, exchange: Exchange, status_code: int, extracted: Extracted, state: str, streamed: bool
+        self, exchange: Exchange, status_code: int, extracted: Extracted, state: CallState, streamed: bool
     ) -> None:
         """The shares of one response billed on other models: tokens and cost, not calls."""
         route = exchange.route
@@ -309,7 +320,7 @@ class Recorder:
         exchange: Exchange,
         status_code: int,
         extracted: Extracted | None,
-        state: str,
+        state: CallState,
         detail: str,
         streamed: bool,
         payload: Payload,
@@ -381,6 +392,7 @@ class StreamTap:
         "_kept",
         "_kept_bytes",
         "_lock",
+        "_readers",
         "_recorder",
         "_settled",
         "_status",
@@ -398,6 +410,7 @@ class StreamTap:
         headers: Any = None,
     ) -> None:
         self._recorder = recorder
+        self._readers = readers = recorder.readers
         self._headers = headers
         self._exchange = exchange
         self._status = status_code
@@ -417,11 +430,11 @@ class StreamTap:
             self._error = f"HTTP {status_code}"  # not read: stops feed(); _finish records it as failed
             return
         try:
-            self._decode = decoder_for(content_encoding)
-        except ParseError as exc:
+            self._decode = readers.decoder_for(content_encoding)
+        except readers.parse_error as exc:
             self._error = str(exc)
             return
-        framing = _fixed_framing(exchange.route.parser) or framing_of(content_type)
+        framing = _fixed_framing(exchange.route.parser) or readers.framing_of(content_type)
         if framing is not None:
             self._start_framing(framing)
         # else (JSON or no type): decided from the first bytes; recorders strip headers, and a
@@ -430,13 +443,13 @@ class StreamTap:
     def set_content_encoding(self, content_encoding: str) -> None:
         """Decode what follows (a caller reading raw, still-encoded bytes)."""
         try:
-            self._decode = decoder_for(content_encoding)
-        except ParseError as exc:
+            self._decode = self._readers.decoder_for(content_encoding)
+        except self._readers.parse_error as exc:
             self._error = str(exc)
 
     def _start_framing(self, framing: str | None = None) -> None:
         self._accumulator = self._exchange.route.parser.stream()
-        self._framer = make_framer(self._accumulator, framing)
+        self._framer = self._readers.make_framer(self._accumulator, framing)
         self._framing = framing or self._accumulator.framing
         self._kept = []
 
@@ -468,12 +481,12 @@ class StreamTap:
                     return
                 self._decide(head)
         except Exception as exc:  # bad compression or a parser bug: report, never raise
-            self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
+            self._error = _internal(exc) if not isinstance(exc, self._readers.parse_error) else str(exc)
 
     def _decide(self, head: bytes) -> None:
         """Frame or buffer the body from its first bytes (the headers did not say SSE)."""
         self._head = b""
-        if sniff_framing(head[:64]) is not None:
+        if self._readers.sniff_framing(head[:64]) is not None:
             self._start_framing("sse")
             self._kept.append(head)  # type: ignore[union-attr]
             self._kept_bytes += len(head)
@@ -517,7 +530,7 @@ class StreamTap:
 
         self._recorder.ledger.stream_opened(self._exchange.owner.nodeid, self._token, settle_and_clean_up)
 
-    def _finish(self, state: str) -> None:
+    def _finish(self, state: CallState) -> None:
         with self._lock:
             if self._settled:
                 return
@@ -526,7 +539,7 @@ class StreamTap:
             try:
                 self._decide(self._head)
             except Exception as exc:
-                self._error = _internal(exc) if not isinstance(exc, ParseError) else str(exc)
+                self._error = _internal(exc) if not isinstance(exc, self._readers.parse_error) else str(exc)
         recorder = self._recorder
         exchange = self._exchange
         recorder.ledger.stream_closed(exchange.owner.nodeid, self._token)
@@ -554,7 +567,7 @@ class StreamTap:
                 return
             body = bytes(self._buffer)
             extracted = _parse(exchange.route.parser, body, self._headers)
-        except ParseError as exc:
+        except self._readers.parse_error as exc:
             recorder._record(exchange, self._status, None, CallState.UNPARSED, str(exc), True)
             return
         except Exception as exc:

@@ -154,7 +154,9 @@ class Inspector:
         used = self.windows.utilisation(call.provider, call.model, call.usage.input_tokens)
         if used is None:
             return
-        context = entry.own_context()
+        context = entry.context
+        if context is None:
+            context = entry.context = {}
         warned = context.get("warned_calls", 0) + (used.fraction >= self.settings.context_warn_at)
         if used.fraction > context.get("max", -1.0):
             context.update(
@@ -177,7 +179,9 @@ class Inspector:
         cassette = display_path(path, self.settings.root)
         finding = check(call, body, _raw(request), cassette, recorded_body)
         if finding is not None:
-            entry.own_stale().append(finding.to_dict())
+            if entry.stale is None:
+                entry.stale = []
+            entry.stale.append(finding.to_dict())
 
     # -- the session verdicts ---------------------------------------------------------------------
 
@@ -225,7 +229,9 @@ def _add_anatomy(entry: TestUsage, estimate: _Anatomy | None) -> None:
     if estimate is None:
         return
     parts = estimate.parts
-    anatomy = entry.own_anatomy()
+    anatomy = entry.anatomy
+    if anatomy is None:
+        anatomy = entry.anatomy = {}
     for name, tokens in parts.items():
         if tokens:
             anatomy[name] = anatomy.get(name, 0) + tokens
@@ -327,7 +333,7 @@ def part_verdicts(run: Run, settings: Settings) -> list[Verdict]:
         metric = PART_LIMITS[part]
         peak, where = 0, None
         for entry in sorted(run.tests.values(), key=lambda e: e.nodeid):
-            value = entry.anatomy.get(f"peak:{part}", 0)
+            value = entry.anatomy.get(f"peak:{part}", 0) if entry.anatomy else 0
             if value > peak:
                 peak, where = value, entry
         label = "tool schemas" if part == "tools" else "system prompt"

@@ -106,7 +106,7 @@ def verdicts(run: Run, *, fail: bool) -> list[Verdict]:
     found: list[Verdict] = []
     for entry in sorted(run.tests.values(), key=lambda e: e.nodeid):
         worst: dict[str, dict[str, Any]] = {}
-        for item in entry.stale:
+        for item in entry.stale or ():
             drift = abs(item["estimated_input_tokens"] - item["recorded_input_tokens"])
             best = worst.get(item["cassette"])
             if best is None or drift > abs(best["estimated_input_tokens"] - best["recorded_input_tokens"]):

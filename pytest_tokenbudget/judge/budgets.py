@@ -18,7 +18,7 @@ import functools
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, NamedTuple, get_args
 
 from .. import units as fmt
 from ..config import (
@@ -27,7 +27,10 @@ from ..config import (
     TABLE,
     ConfigError,
     Context,
+    EstimatedPolicy,
+    Mode,
     Settings,
+    Severity,
     money,
     non_negative_int,
     shown,
@@ -45,7 +48,8 @@ METRICS: dict[str, str] = {
 }
 """Limit field (marker keyword; ``max-*`` key with ``_``) → the metric it limits."""
 
-PER = ("test", "total")
+Per = Literal["test", "total"]
+PER: tuple[Per, ...] = get_args(Per)
 SCOPE_MATCHERS = ("path", "model", "provider", "marker", "fixture")
 _SCOPE_KEYS = ("name", "per", *SCOPE_MATCHERS)
 _LIMIT_KEYS = tuple(name.replace("_", "-") for name in METRICS)
@@ -173,7 +177,7 @@ class Scope:
 
     name: str
     limits: Limits
-    per: str = "total"  # test: each matching test on its own; total: summed over them
+    per: Per = "total"  # test: each matching test on its own; total: summed over them
     paths: tuple[str, ...] = ()
     models: tuple[str, ...] = ()
     providers: tuple[str, ...] = ()
@@ -231,19 +235,6 @@ class Scope:
             total.merge(tally)
         return total, chosen
 
-    def counted_parts(self, entry: TestUsage) -> list[Tally] | None:
-        """The tallies that :meth:`usage_of` would merge, in its order; None when every model
-        counts (its usage is then ``entry.total``)."""
-        if not self.models and not self.providers:
-            return None
-        models, counted = entry.models, self._models_counted
-        # Dict lookups, not a call of counts() per model: 0.01 of this method's 0.03 s at 20,000 tests.
-        if not counted.keys() >= models.keys():  # a model not seen yet: answer for it once
-            for key in models:
-                self.counts(key)
-        parts = [tally for key, tally in models.items() if counted[key]]
-        return None if len(parts) == len(models) else parts
-
     @property
     def chooses_every_entry(self) -> bool:
         """Whether :meth:`selects` is true of every entry (no path, marker or fixture filter)."""
@@ -263,9 +254,9 @@ class Policy:
     """How a measurement becomes a status."""
 
     warn_at: float = 0.8
-    mode: str = "fail"  # fail | warn
-    unknown_price: str = "warn"  # ignore | warn | fail
-    estimated: str = "count"  # count | warn-only: an overrun that includes estimated calls only warns
+    mode: Mode = "fail"
+    unknown_price: Severity = "warn"
+    estimated: EstimatedPolicy = "count"  # warn-only: an overrun that includes estimated calls only warns
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +346,7 @@ class Budgets:
     ) -> list[Verdict]:
         if scope.chooses_every_entry:
             # Every entry (fixtures and the session too) is chosen, so the sums per model are the
-            # run's, added in the same order: reused, not summed again (0.02 s at 100,000 calls).
+            # run's, added in the same order: reused, not summed again (a pass over every test).
             models = {key: tally for key, tally in run_models().items() if scope.counts(key)}
         else:
             models = _models_summed(scope, run)
@@ -378,56 +369,40 @@ class Budgets:
 
     def _per_test_scope(self, scope: Scope, run: Run) -> list[Verdict]:
         """Each non-ok test gets its verdict; when all are ok, one verdict names the largest."""
-        verdicts: list[Verdict] = []
+        name, subject = f"scope {scope.name}", f"budget {scope.name!r}"
         entries = run.tests.values() if scope.fixtures else run.iter_tests()
-        # Each test's usage is judged from its counted parts (None: from ``entry.total``); a tally of
-        # its own is merged only for a verdict that is shown. Merging one for every test took about
-        # half of this scope's 0.1 s at 20,000 tests of three models, two of them counted.
-        used: list[tuple[TestUsage, list[Tally] | None]] = []
-        for entry in entries:
-            if scope.selects(entry):
-                parts = scope.counted_parts(entry)
-                if _counted(entry, parts, "calls"):
-                    used.append((entry, parts))
-        used.sort(key=lambda entry_parts: entry_parts[0].nodeid)  # stable: as if sorted, then filtered
+        used = [
+            (entry, *scope.usage_of(entry)) for entry in sorted(entries, key=_nodeid) if scope.selects(entry)
+        ]
+        used = [(entry, tally, models) for entry, tally, models in used if tally.calls]
 
-        def verdict(entry: TestUsage) -> Verdict:
-            subject = f"budget {scope.name!r} ({entry.nodeid})"
-            tally, models = scope.usage_of(entry)
+        def verdict(entry: TestUsage, tally: Tally, models: dict[str, Tally]) -> Verdict:
             return _verdict(
-                f"scope {scope.name}", "scope", subject, metric, limit, tally, models, self.policy,
+                name, "scope", f"{subject} ({entry.nodeid})", metric, limit, tally, models, self.policy,
                 nodeid=entry.nodeid, path=entry.path, line=entry.line,
             )  # fmt: skip
 
+        verdicts: list[Verdict] = []
         for metric, limit in scope.limits.items():
             flagged: list[Verdict] = []
-            largest: tuple[float, TestUsage] | None = None
-            for entry, parts in used:  # a verdict (and its sentence) only when it is shown
-                actual = _measure_counted(entry, parts, metric)
-                unpriced = _counted(entry, parts, "unpriced_calls") if metric == "cost_usd" else 0
-                if _plainly_ok(metric, limit, actual, unpriced, self.policy):
-                    if largest is None or actual > largest[0]:
-                        largest = (actual, entry)
-                else:
-                    flagged.append(verdict(entry))
+            largest: tuple[float, TestUsage, Tally, dict[str, Tally]] | None = None
+            for entry, tally, models in used:  # a verdict (and its sentence) only when it is shown
+                judged = judge(metric, limit, tally, self.policy)
+                if judged.status != Status.OK:
+                    flagged.append(verdict(entry, tally, models))
+                elif largest is None or judged.actual > largest[0]:  # the first of the largest
+                    largest = (judged.actual, entry, tally, models)
             if flagged:
                 verdicts.extend(flagged)
             elif largest is not None:
-                verdicts.append(verdict(largest[1]))
+                verdicts.append(verdict(*largest[1:]))
             else:
-                verdicts.append(
-                    _verdict(
-                        f"scope {scope.name}",
-                        "scope",
-                        f"budget {scope.name!r}",
-                        metric,
-                        limit,
-                        Tally(),
-                        {},
-                        self.policy,
-                    )
-                )
+                verdicts.append(_verdict(name, "scope", subject, metric, limit, Tally(), {}, self.policy))
         return verdicts
+
+
+def _nodeid(entry: TestUsage) -> str:
+    return entry.nodeid
 
 
 def _models_summed(scope: Scope, run: Run) -> dict[str, Tally]:
@@ -541,39 +516,39 @@ def measure(tally: Tally, metric: str) -> float:
     return value
 
 
-def _counted(entry: TestUsage, parts: list[Tally] | None, name: str) -> float:
-    """Field ``name`` of the entry's usage as a scope counts it (see :meth:`Scope.counted_parts`)."""
-    if parts is None:
-        total: float = getattr(entry.total, name)
-        return total
-    # As merging the parts into a new Tally would: the same additions from the same zero, in the
-    # same order (a sum of costs depends on its order).
-    value = 0.0 if name == "cost_usd" else 0
-    for part in parts:
-        value += getattr(part, name)
-    return value
-
-
-def _measure_counted(entry: TestUsage, parts: list[Tally] | None, metric: str) -> float:
-    """:func:`measure` of the entry's usage as a scope counts it."""
-    value = _counted(entry, parts, metric)
-    return round(value, 10) if metric == "cost_usd" else value
-
-
-def _plainly_ok(metric: str, limit: float, actual: float, unpriced_calls: float, policy: Policy) -> bool:
-    """Whether :func:`_verdict` would say "ok" of a tally with this measurement and this many calls
-    without a price (cheap: no verdict, no sentence)."""
-    if _status(actual, limit, policy.warn_at) != Status.OK:
-        return False
-    return not (metric == "cost_usd" and unpriced_calls and policy.unknown_price != "ignore")
-
-
-def _status(actual: float, limit: float, warn_at: float) -> str:
+def _status(actual: float, limit: float, warn_at: float) -> Status:
     if actual > limit:
         return Status.EXCEEDED
     if limit and actual >= warn_at * limit:
         return Status.WARN
     return Status.OK
+
+
+class Judgement(NamedTuple):
+    """How a measurement against a limit is judged under a policy (before any sentence is written)."""
+
+    actual: float
+    measured: Status  # of the measurement alone: ok, warn (at warn-at) or exceeded
+    unpriced: bool  # a cost over calls without a price, and unknown-price is not "ignore"
+    estimated: bool  # over the limit with estimated calls in it, and estimated is "warn-only"
+    status: Status  # the verdict's
+
+
+def judge(metric: str, limit: float, tally: Tally, policy: Policy) -> Judgement:
+    """The one place a status is decided: every verdict's, and the per-test scopes' choice of the
+    verdicts they show."""
+    actual = measure(tally, metric)
+    measured = _status(actual, limit, policy.warn_at)
+    unpriced = metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore"
+    estimated = actual > limit and policy.estimated == "warn-only" and tally.estimated_calls > 0
+    status = measured
+    if unpriced and measured != Status.EXCEEDED:
+        status = Status.EXCEEDED if policy.unknown_price == "fail" else Status.UNKNOWN
+    if estimated:
+        status = Status.WARN
+    if status == Status.EXCEEDED and policy.mode == "warn":
+        status = Status.WARN
+    return Judgement(actual, measured, unpriced, estimated, status)
 
 
 def _verdict(
@@ -590,43 +565,37 @@ def _verdict(
     path: str = "",
     line: int | None = None,
 ) -> Verdict:
-    actual = measure(tally, metric)
-    status = _status(actual, limit, policy.warn_at)
+    """:func:`judge`'s judgement as a verdict, with the sentence that says it."""
+    judged = judge(metric, limit, tally, policy)
+    actual = judged.actual
     detail = _detail(tally, models)
     amount, of = _amount(metric, actual, tally), _amount(metric, limit)
-    unpriced = metric == "cost_usd" and not tally.cost_known and policy.unknown_price != "ignore"
-    warn_mode = policy.mode == "warn"
-    exceeded = "exceeded (mode warn)" if warn_mode else "exceeded"
-    if unpriced and status != Status.EXCEEDED:
+    exceeded = "exceeded (mode warn)" if policy.mode == "warn" else "exceeded"
+    if judged.unpriced and judged.measured != Status.EXCEEDED:
         calls = f"{tally.unpriced_calls} call" + ("" if tally.unpriced_calls == 1 else "s")
         if policy.unknown_price == "fail":
-            status = Status.EXCEEDED
             message = (
                 f"{subject} {exceeded}: cost unknown, {calls} without a price "
                 f"(unknown-price = fail); {amount} of {of} ({detail})"
             )
         else:
-            status = Status.UNKNOWN
             message = f"{subject} unknown: {calls} without a price; {amount} of {of} ({detail})"
-    elif status == Status.EXCEEDED:
+    elif judged.measured == Status.EXCEEDED:
         message = f"{subject} {exceeded}: {amount} > {of} ({detail})"
-    elif status == Status.WARN:
+    elif judged.measured == Status.WARN:
         message = f"{subject} at {fmt.percent(actual, limit)}: {amount} of {of} ({detail})"
     else:
         message = f"{subject} ok: {amount} of {of} ({detail})"
-    if actual > limit and policy.estimated == "warn-only" and tally.estimated_calls:
+    if judged.estimated:
         calls = f"{tally.estimated_calls} estimated call" + ("" if tally.estimated_calls == 1 else "s")
         message += f"; includes {calls} (estimated = warn-only)"
-        status = Status.WARN
-    if status == Status.EXCEEDED and warn_mode:
-        status = Status.WARN
     return Verdict(
         name=name,
         kind=kind,
         metric=metric,
         limit=float(limit),
         actual=float(actual),
-        status=status,
+        status=judged.status,
         message=message,
         nodeid=nodeid,
         path=path,

@@ -42,7 +42,7 @@ TREND_RUNS: Final = 20
 _ROWS: Final = 10  # bars in a chart, rows in the comparison table
 _VERDICT_ROWS: Final = 200  # budgets listed before "… more in the JSON artifact"
 _LABEL: Final = 40  # characters of a label in a chart (the full text is its tooltip)
-_RANK: Final = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
+_RANK: Final[dict[str, int]] = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 _KEYS: Final = ("calls", "input", "cached", "cache_write", "output", "reasoning", "total", "cost")
 _KINDS: Final = (  # (segment label, Tally attribute): the parts of total tokens, drawn stacked
     ("input (uncached)", "uncached"),
@@ -342,10 +342,9 @@ def _anatomy(run: Run) -> list[str]:
             f'<td class="n">{"~" + format(peak, ",") if peak else "–"}</td></tr>\n'
         )
     out.append("</tbody></table>\n")
-    shares = [e for e in run.tests.values() if e.context]
+    shares = [(e, e.context) for e in run.tests.values() if e.context]
     if shares:
-        peak_entry = min(shares, key=lambda e: (-e.context["max"], e.nodeid))
-        context = peak_entry.context
+        peak_entry, context = min(shares, key=lambda share: (-share[1]["max"], share[0].nodeid))
         window = fmt.tokens(int(context.get("window", 0)))
         used = f"{fmt.tokens(int(context.get('input_tokens', 0)))} of {window}"
         out.append(

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 MARKER = "<!-- pytest-tokenbudget -->"
 LIMIT = 65_536  # GitHub's limit for a comment body and a job summary per step, in characters
 
-_ICON = {Status.EXCEEDED: "❌", Status.WARN: "⚠️", Status.UNKNOWN: "❔", Status.OK: "✅"}
-_ORDER = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
+_ICON: dict[str, str] = {Status.EXCEEDED: "❌", Status.WARN: "⚠️", Status.UNKNOWN: "❔", Status.OK: "✅"}
+_ORDER: dict[str, int] = {Status.EXCEEDED: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.OK: 3}
 
 
 def render(
@@ -80,7 +80,7 @@ def _render(run: Run, rows: int, extras: list[str] | None = None) -> str:
 def _states(issues: list[dict[str, Any]]) -> str:
     """``1 unparsed, 2 closed-early``: the issues counted by state, named by their CallState value."""
     found = Counter(str(issue.get("state", "")) for issue in issues)
-    order = {state: index for index, state in enumerate(_STATE_ORDER)}
+    order: dict[str, int] = {state: index for index, state in enumerate(_STATE_ORDER)}
     ranked = sorted(found.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0]))
     return ", ".join(f"{n:,} {literal(state)}" for state, n in ranked)
 

@@ -541,7 +541,7 @@ def _verdict_attributes(verdicts: Sequence[Verdict]) -> dict[str, Any]:
     }
 
 
-_SEVERITY: Final = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.EXCEEDED: 3}
+_SEVERITY: Final[dict[str, int]] = {Status.OK: 0, Status.UNKNOWN: 1, Status.WARN: 2, Status.EXCEEDED: 3}
 
 
 def _worst(verdicts: Sequence[Verdict]) -> str:

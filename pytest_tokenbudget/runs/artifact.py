@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+import operator
 import os
 import platform
 import secrets
 import subprocess
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from json.encoder import encode_basestring
 from pathlib import Path
 from typing import Any, Final
 
 from ..model import ArtifactError, Run, Tally, TestUsage, Verdict
+from ..model.fields import TALLY_FIELDS, TEST_HEAD_FIELDS, VERDICT_FIELDS, Field, Kind
 
 
 def temp_beside(path: Path, suffix: str = ".tmp", tag: str = "") -> tuple[int, str]:
@@ -63,8 +65,8 @@ def dump_run(run: Run) -> str:
 
 def iter_run(run: Run) -> Iterator[str]:
     """The artifact's JSON text in pieces, to write as they come: small sections indented, big
-    collections one entry per line (the text of a 100k-call run is ~50 MB; it is never whole in
-    memory when written with :func:`write_run`)."""
+    collections one entry per line (the text of a large run is tens of megabytes; it is never
+    whole in memory when written with :func:`write_run`)."""
     yield "{\n"
     data = run.to_dict(tests=False)
     last = len(data) - 1
@@ -103,45 +105,57 @@ def _compact(value: Any) -> str:
     return _COMPACT.encode(value)
 
 
-# ``Tally.to_dict()`` as compact JSON, written by one ``%`` (2.5x faster than building the dict and
-# encoding it: a 100k-call run has ~100k tallies). tests/test_model.py holds it equal,
-# byte for byte, to ``_compact(tally.to_dict())``.
-_COUNTS = (
-    '{"calls":%d,"input_tokens":%d,"cached_input_tokens":%d,"cache_write_tokens":%d,'
-    '"output_tokens":%d,"reasoning_tokens":%d,"total_tokens":%d,"cost_usd":%s,'
-)
-_UNPRICED = '"cost_known":%s,"unpriced_calls":%d,'
-_SOURCES = '"live_calls":%d,"live_cost_usd":%s,"replayed_calls":%d,"replayed_cost_usd":%s,'
-_CAVEATS = (
-    '"manual_calls":%d,"estimated_calls":%d,"unparsed_calls":%d,"failed_calls":%d,"unmetered_calls":%d}'
-)
-_TALLY_JSON: Final = _COUNTS + _UNPRICED + _SOURCES + _CAVEATS
-_PLAIN_TALLY_JSON: Final = _COUNTS + _UNPRICED % ("true", 0) + _SOURCES + _CAVEATS % (0, 0, 0, 0, 0)
-"""A tally without caveats (almost every one): six fewer numbers to format."""
+# The encoders below write the records the artifact holds many of (a few tallies per test) by
+# one ``%`` each into a template made here, once, from the model's declaration of their
+# fields (model/fields.py): cheaper than building each record's dict and encoding it, and the same
+# bytes (tests/test_model.py holds them equal to ``_compact(x.to_dict())``).
+
+
+def _slot(field: Field) -> str:
+    return "%d" if field.kind is Kind.COUNT else "%s"  # money and flags arrive as their JSON text
+
+
+def _tally_template(plain: bool) -> str:
+    """``{"calls":%d,…}``, a slot per field of :data:`TALLY_FIELDS`; ``plain``: for a tally without
+    caveats, whose rare fields are written as an empty tally has them."""
+    empty = Tally()
+    parts = [
+        f"{_compact(f.name)}:{_compact(getattr(empty, f.name)) if plain and f.rare else _slot(f)}"
+        for f in TALLY_FIELDS
+    ]
+    return "{" + ",".join(parts) + "}"
+
+
+def _at(fields: Sequence[Field], kind: Kind) -> tuple[int, ...]:
+    return tuple(index for index, f in enumerate(fields) if f.kind is kind)
+
+
+_TALLY_JSON: Final = _tally_template(plain=False)
+_TALLY_VALUES: Final = operator.attrgetter(*(f.name for f in TALLY_FIELDS))
+_TALLY_MONEY_AT: Final = _at(TALLY_FIELDS, Kind.MONEY)
+_TALLY_FLAGS_AT: Final = _at(TALLY_FIELDS, Kind.FLAG)
+_PLAIN_FIELDS: Final = tuple(f for f in TALLY_FIELDS if not f.rare)
+_PLAIN_TALLY_JSON: Final = _tally_template(plain=True)
+"""A tally without caveats (almost every one): fewer numbers to format."""
+_PLAIN_TALLY_VALUES: Final = operator.attrgetter(*(f.name for f in _PLAIN_FIELDS))
+_PLAIN_TALLY_MONEY_AT: Final = _at(_PLAIN_FIELDS, Kind.MONEY)
 
 
 def encode_tally(tally: Tally) -> str:
     """``_compact(tally.to_dict())``, fast."""
-    cost, live = tally.cost_usd, tally.live_cost_usd
-    if (cost + live) * 0.0 != 0.0:  # NaN or infinite: JSON spells those its own way
+    if (tally.cost_usd + tally.live_cost_usd) * 0.0 != 0.0:  # NaN or infinite: JSON spells those its own way
         return _compact(tally.to_dict())
-    counts = (
-        tally.calls,
-        tally.input_tokens,
-        tally.cached_input_tokens,
-        tally.cache_write_tokens,
-        tally.output_tokens,
-        tally.reasoning_tokens,
-        tally.input_tokens + tally.output_tokens,
-        _money(cost),
-    )
-    sources = (tally.live_calls, _money(live), tally.replayed_calls, _money(cost - live))
-    c = tally.caveats
-    if c is None:
-        return _PLAIN_TALLY_JSON % (counts + sources)
-    unpriced = ("false" if c.unpriced_calls else "true", c.unpriced_calls)
-    caveats = (c.manual_calls, c.estimated_calls, c.unparsed_calls, c.failed_calls, c.unmetered_calls)
-    return _TALLY_JSON % (*counts, *unpriced, *sources, *caveats)
+    if tally.caveats is None:
+        row = list(_PLAIN_TALLY_VALUES(tally))
+        template, money_at = _PLAIN_TALLY_JSON, _PLAIN_TALLY_MONEY_AT
+    else:
+        row = list(_TALLY_VALUES(tally))
+        template, money_at = _TALLY_JSON, _TALLY_MONEY_AT
+        for index in _TALLY_FLAGS_AT:
+            row[index] = "true" if row[index] else "false"
+    for index in money_at:
+        row[index] = _money(row[index])
+    return template % tuple(row)
 
 
 _MONEY: dict[float, str] = {}
@@ -162,27 +176,28 @@ def _money(value: float) -> str:
     return text
 
 
+_TEST_HEAD_JSON: Final = "{" + ",".join(f"{_compact(name)}:%s" for name in TEST_HEAD_FIELDS)
+_TEST_HEAD_VALUES: Final = operator.attrgetter(*TEST_HEAD_FIELDS)
+
+
 def encode_test(entry: TestUsage) -> str:
-    """``_compact(entry.to_dict())``, fast: a breakdown that is the test's total itself (one phase,
+    """``_compact(entry.to_dict())``, fast: a breakdown written as the test's total is (one phase,
     one model: most tests) reuses the total's text."""
     total = entry.total
     if not total.calls:
         return _compact(entry.to_dict())
     whole = encode_tally(total)
-    head = (
-        f'{{"kind":{_scalar(entry.kind)},"path":{_scalar(entry.path)},'
-        f'"line":{_scalar(entry.line)},"outcome":{_scalar(entry.outcome)}'
-    )
+    head = _TEST_HEAD_JSON % tuple(map(_scalar, _TEST_HEAD_VALUES(entry)))
     if entry.markers:
         head += ',"markers":' + _compact(list(entry.markers))
-    phases, models = _breakdown(entry.phase_tallies(), total, whole), _breakdown(entry.models, total, whole)
+    phases, models = _breakdown(entry.phases, total, whole), _breakdown(entry.models, total, whole)
     text = f'{head},{whole[1:-1]},"phases":{phases},"models":{models}'
     if entry.anatomy:
         text += ',"anatomy":' + _compact(dict(sorted(entry.anatomy.items())))
     if entry.context:
-        text += ',"context":' + _compact(dict(entry.context))
+        text += ',"context":' + _compact(entry.context)
     if entry.stale:
-        text += ',"stale":' + _compact(list(entry.stale))
+        text += ',"stale":' + _compact(entry.stale)
     return text + "}"
 
 
@@ -203,37 +218,34 @@ def _part(name: str, tally: Tally, total: Tally, whole: str) -> str:
         key = _compact(name)
         if len(_KEYS) < 10_000:
             _KEYS[name] = key
-    return f"{key}:{whole if tally is total else encode_tally(tally)}"
+    return f"{key}:{whole if _written_alike(tally, total) else encode_tally(tally)}"
 
 
-_VERDICT_JSON: Final = (
-    '{"name":%s,"kind":%s,"metric":%s,"limit":%s,"actual":%s,"status":%s,"message":%s,'
-    '"nodeid":%s,"path":%s,"line":%s}'
-)
+def _written_alike(tally: Tally, total: Tally) -> bool:
+    """Whether ``tally`` is written exactly as ``total`` is: equal, and with amounts written alike
+    (``==`` holds between 0.0 and -0.0, and 1 and 1.0, whose texts differ). Comparing is cheaper
+    than encoding."""
+    return (
+        tally == total
+        and _money(tally.cost_usd) == _money(total.cost_usd)
+        and _money(tally.live_cost_usd) == _money(total.live_cost_usd)
+    )
+
+
+_VERDICT_JSON: Final = "{" + ",".join(f"{_compact(name)}:%s" for name in VERDICT_FIELDS) + "}"
+_VERDICT_VALUES: Final = operator.attrgetter(*VERDICT_FIELDS)
 
 
 def encode_verdict(verdict: Verdict) -> str:
     """``_compact(verdict.to_dict())``, fast: a per-test budget gives every test a verdict."""
-    fields = (
-        verdict.name,
-        verdict.kind,
-        verdict.metric,
-        verdict.limit,
-        verdict.actual,
-        verdict.status,
-        verdict.message,
-        verdict.nodeid,
-        verdict.path,
-        verdict.line,
-    )
-    return _VERDICT_JSON % tuple(map(_scalar, fields))
+    return _VERDICT_JSON % tuple(map(_scalar, _VERDICT_VALUES(verdict)))
 
 
 def _scalar(value: Any) -> str:
     """``_compact(value)``, fast for a string, a finite number and None."""
-    kind = type(value)
-    if kind is str:
+    if isinstance(value, str):  # a StrEnum's value too
         return encode_basestring(value)
+    kind = type(value)
     if kind is int or (kind is float and value - value == 0.0):  # not NaN or infinite
         return repr(value)
     return "null" if value is None else _compact(value)

@@ -75,7 +75,8 @@ def merge_runs(shards: Sequence[Shard], *, duplicates: str = "error", expected: 
 
     ``expected``: the number of shards the CI matrix ran; another count (a job that died before
     uploading) is refused. The shards are not changed. The merged run shares their test entries
-    (copying 50,000 of them doubled the merge time): change neither if the other must stay as is.
+    (copying them would cost as much as the merge itself): change neither if the other must stay
+    as is.
     """
     if duplicates not in DUPLICATES:
         raise ValueError(f"duplicates must be one of {', '.join(DUPLICATES)}, got {duplicates!r}")

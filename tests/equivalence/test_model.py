@@ -1,4 +1,4 @@
-"""The compact per-test tallies (one phase and one model share the test's total) add up exactly.
+"""A test's tallies (its total, each phase, each model) add up exactly.
 
 However calls are split — recorded in one place, spread over xdist workers and merged, written to
 an artifact and read back — a test's totals, phases and models come out the same.
@@ -7,16 +7,20 @@ an artifact and read back — a test's totals, phases and models come out the sa
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pytest_tokenbudget.model import Call, CallState, Run, Tally, TestUsage, Usage, Verdict
+from pytest_tokenbudget.model.fields import TALLY_FIELDS
+from pytest_tokenbudget.runs import baseline
 from pytest_tokenbudget.runs.artifact import (
     _compact,  # private: the plain encoder the fast encoders must equal byte for byte
     _money,  # private: the remembered money text must equal the plain one
@@ -25,11 +29,12 @@ from pytest_tokenbudget.runs.artifact import (
     encode_test,
     encode_verdict,
     iter_run,
+    load_run,
     write_atomic,
     write_run,
 )
 
-CALL_STATES = [v for k, v in vars(CallState).items() if k.isupper()]
+CALL_STATES = list(CallState)
 
 calls = st.builds(
     lambda phase, model, tokens, cost: Call(
@@ -78,18 +83,23 @@ def test_split_merged_and_reread_tallies_equal_one_recording(sequence: list[Call
         assert expected["input_tokens"] == sum(call.usage.input_tokens for call in sequence)
 
 
-def test_a_second_phase_gets_its_own_tally() -> None:
+def test_each_phase_and_model_has_a_tally_of_its_own() -> None:
     usage = TestUsage("t.py::test_x")
     setup = Call("t", "setup", "openai", "openai.chat", "h", "m", Usage(input_tokens=10, output_tokens=1))
     call = Call("t", "call", "openai", "openai.chat", "h", "m", Usage(input_tokens=20, output_tokens=2))
     usage.add_call(setup)
-    assert (usage.phase, dict(usage.phases)) == ("setup", {})  # no dict while there is one phase
+    assert (usage.phases, usage.models) == ({"setup": usage.total}, {"openai/m": usage.total})
+    assert usage.phases["setup"] is not usage.total is not usage.models["openai/m"]
     usage.add_call(call)
-    assert usage.phase == ""
     assert {name: t.total_tokens for name, t in usage.phases.items()} == {"setup": 11, "call": 22}
+    assert usage.models["openai/m"] == usage.total
     assert usage.total.total_tokens == 33
     assert usage.total.usage == Usage(input_tokens=30, output_tokens=3)
     assert Tally.from_dict(usage.total.to_dict()) == usage.total
+    snapshot = TestUsage("t.py::test_x")
+    snapshot.merge(usage)
+    snapshot.add_call(call)  # the snapshot's tallies are its own: the entry it copied is unchanged
+    assert (usage.total.calls, usage.phases["call"].calls, usage.models["openai/m"].calls) == (2, 1, 2)
 
 
 # -- the artifact's fast encoder writes exactly what json.dumps would ---------------------------
@@ -136,12 +146,23 @@ def test_the_fast_test_encoder_writes_what_json_dumps_would(
     entry.markers = tuple(markers)
     entry.outcome, entry.path, entry.line = head
     if extras:
-        entry.own_anatomy().update({"system": 3, "messages.user": 9})
-        entry.own_context().update({"max": 0.5, "model": "gpt-4o"})
-        entry.own_stale().append({"cassette": "c.yaml", "drift": 1.0})
+        entry.anatomy = {"system": 3, "messages.user": 9}
+        entry.context = {"max": 0.5, "model": "gpt-4o"}
+        entry.stale = [{"cassette": "c.yaml", "drift": 1.0}]
     assert encode_test(entry) == _compact(entry.to_dict())
-    for tally in [entry.total, *entry.models.values(), *entry.phase_tallies().values()]:
+    for tally in [entry.total, *entry.models.values(), *entry.phases.values()]:
         assert encode_tally(tally) == _compact(tally.to_dict())
+
+
+@pytest.mark.parametrize("amount", [-0.0, 1, float("nan"), 0.1 + 0.2])
+def test_a_breakdown_equal_to_the_total_but_written_apart_is_written_as_itself(amount: float) -> None:
+    """The encoder writes a breakdown equal to its test's total with the total's text; -0.0 and 1
+    equal 0.0 and 1.0 but are written differently (and NaN equals nothing)."""
+    total = Tally(calls=1, cost_usd=float(amount) if amount == amount else 0.0)
+    entry = TestUsage("t.py::test_x", total=total)
+    entry.phases["call"] = Tally(calls=1, cost_usd=amount)
+    entry.models["openai/m"] = Tally(calls=1, live_cost_usd=amount, cost_usd=total.cost_usd)
+    assert encode_test(entry) == _compact(entry.to_dict())
 
 
 @given(
@@ -270,3 +291,89 @@ def test_a_finished_run_holds_off_the_garbage_collector_and_gives_it_back() -> N
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def _rich_run() -> Run:
+    """A run with every kind of entry and section the artifact has: one-phase and many-phase tests,
+    several models, every caveat, markers, request inspection, fixtures, issues, verdicts and a
+    comparison."""
+    run = Run(meta={"started": "2026-12-01T00:00:00Z", "branch": "m\u00e9t\u00e9o"})
+
+    def call(owner: str, phase: str = "call", **kwargs: Any) -> None:
+        fields: dict[str, Any] = {"provider": "openai", "api": "openai.chat", "host": "h", "model": "gpt-4o"}
+        fields.update(kwargs)
+        kind = "test" if "::" in owner else "fixture"
+        run.usage_for(owner, kind).add_call(Call(owner, phase, **fields))
+
+    call("t.py::test_plain", usage=Usage(120, 20, 0, 30, 0), cost_usd=0.00042, source="replayed")
+    for phase, model in (("setup", "gpt-4o"), ("call", "gpt-4o-mini"), ("teardown", "gpt-4o")):
+        call('t.py::test_many[a|"b"]', phase, model=model, usage=Usage(50, 0, 10, 5, 2), cost_usd=0.1 + 0.2)
+    call("t.py::test_caveats", usage=Usage(10, 0, 0, 1, 0), cost_usd=None, estimated=True)
+    call("t.py::test_caveats", source="manual", usage=Usage(7, 0, 0, 7, 0), cost_usd=1e-11)
+    call("t.py::test_caveats", state=CallState.UNPARSED, detail="not JSON")
+    call("t.py::test_caveats", state=CallState.FAILED, status_code=500)
+    call("t.py::test_caveats", state=CallState.UNMETERED, provider="anthropic", model="claude-x")
+    call("t.py::test_caveats", model="gpt-4o-mini", usage=Usage(3, 0, 0, 0, 0), cost_usd=0.5, part=True)
+    call("<session fixture corpus>", "setup", usage=Usage(1000, 0, 0, 0, 0), cost_usd=0.02)
+    run.usage_for("t.py::test_no_llm").outcome = "passed"
+    entry = run.tests["t.py::test_plain"]
+    entry.markers, entry.path, entry.line, entry.outcome = ("slow", "n\u00e4me"), "t.py", 3, "passed"
+    entry.anatomy = {"system": 40, "messages.user": 80, "peak:system": 40}
+    entry.context = {"max": 0.25, "model": "gpt-4o", "warned_calls": 0}
+    entry.stale = [{"cassette": "c.yaml", "drift": 1.5}]
+    run.issues.append(dict.fromkeys(("test", "phase", "provider", "api", "model", "state", "detail"), "x"))
+    run.verdicts += [
+        Verdict("session", "session", "total_tokens", 1000.0, 1517.0, "exceeded", "over", "", "", None),
+        Verdict(
+            "marker t.py::test_plain",
+            "marker",
+            "cost_usd",
+            0.05,
+            0.00042,
+            "ok",
+            "ok \u2713",
+            "t.py::x",
+            "t.py",
+            3,
+        ),
+    ]
+    run.comparison = baseline.compare(Run(), run)
+    return run
+
+
+def _plain_artifact(run: Run) -> str:
+    """The artifact's layout written from ``run.to_dict()`` by the standard library alone: small
+    sections indented, the big collections one compact entry per line."""
+    one_per_line = {"models", "providers", "files", "markers", "tests", "issues", "verdicts"}
+    sections = []
+    for key, value in run.to_dict().items():
+        head = f"  {json.dumps(key, ensure_ascii=False)}: "
+        if key in one_per_line and value:
+            compact = functools.partial(json.dumps, ensure_ascii=False, separators=(",", ":"))
+            if isinstance(value, dict):
+                lines = [f"    {compact(k)}: {compact(v)}" for k, v in value.items()]
+                sections.append(head + "{\n" + ",\n".join(lines) + "\n  }")
+            else:
+                sections.append(head + "[\n" + ",\n".join(f"    {compact(v)}" for v in value) + "\n  ]")
+        else:
+            sections.append(head + json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  "))
+    return "{\n" + ",\n".join(sections) + "\n}\n"
+
+
+def test_the_fast_artifact_is_the_plain_data_byte_for_byte(tmp_path: Path) -> None:
+    """The encoder's templates come from the fields the model declares once: what it writes is,
+    byte for byte, ``run.to_dict()`` written by ``json`` in the artifact's layout."""
+    run = _rich_run()
+    assert run.tests["t.py::test_caveats"].total.caveats is not None  # the long template is used
+    assert len(run.tests['t.py::test_many[a|"b"]'].phases) == 3
+    write_run(tmp_path / "run.json", run)
+    assert (tmp_path / "run.json").read_text(encoding="utf-8") == _plain_artifact(run)
+    reread = load_run(tmp_path / "run.json")
+    assert dump_run(reread) == _plain_artifact(reread) == _plain_artifact(run)
+
+
+def test_a_tally_is_written_with_the_declared_fields_in_their_order() -> None:
+    tally = _rich_run().tests["t.py::test_caveats"].total
+    assert list(tally.to_dict()) == [field.name for field in TALLY_FIELDS]
+    assert list(json.loads(encode_tally(tally))) == [field.name for field in TALLY_FIELDS]
+    assert list(json.loads(encode_tally(Tally(calls=1)))) == [field.name for field in TALLY_FIELDS]

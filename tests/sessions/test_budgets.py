@@ -15,18 +15,14 @@ from hypothesis import strategies as st
 from pytester_session import run_session
 
 from pytest_tokenbudget.judge.budgets import (
-    METRICS,
     PER,
     Budgets,
     Limits,
     Policy,
     Scope,
-    _counted,  # private: the fast judging path is pinned to the plain oracle below (same verdicts)
-    _measure_counted,  # private: as _counted
     _verdict,  # private: the oracle builds verdicts the way the judge does
-    measure,
 )
-from pytest_tokenbudget.model import Call, Caveats, Run, Status, Tally, TestUsage, Usage, Verdict
+from pytest_tokenbudget.model import Call, Run, Status, Tally, TestUsage, Usage, Verdict
 
 LLM_CONFTEST = """
 import pytest
@@ -963,7 +959,8 @@ def _budget_run(recorded_calls: list[tuple[Any, ...]]) -> Run:
 
 
 def _plain_evaluation(budgets: Budgets, run: Run) -> list[Verdict]:
-    """What evaluate_run decides, the long way: every tally merged, every verdict made."""
+    """What evaluate_run decides, the long way: every scope's usage summed entry by entry (not
+    taken from the run's sums per model), and each test of a per-test scope judged on its own."""
     verdicts = [
         _verdict(
             "session", "session", "session budget", metric, limit, run.totals(), run.models(), budgets.policy
@@ -986,25 +983,15 @@ def _plain_evaluation(budgets: Budgets, run: Run) -> list[Verdict]:
                 for metric, limit in scope.limits.items()
             ]
             continue
-        entries = run.tests.values() if scope.fixtures else run.iter_tests()
-        used = [(e, *scope.usage_of(e)) for e in sorted(entries, key=lambda e: e.nodeid) if scope.selects(e)]
-        for metric, limit in scope.limits.items():
+        # Per test: each chosen test judged in a run of its own, then the scope's rule applied to
+        # them: every test not ok, or else the largest (the first of them in node id order).
+        entries = list(run.tests.values() if scope.fixtures else run.iter_tests())
+        alone = Budgets(scopes=(scope,), policy=budgets.policy)
+        for index, (metric, limit) in enumerate(scope.limits.items()):
             judged = [
-                _verdict(
-                    name,
-                    "scope",
-                    f"{subject} ({e.nodeid})",
-                    metric,
-                    limit,
-                    tally,
-                    models,
-                    budgets.policy,
-                    nodeid=e.nodeid,
-                    path=e.path,
-                    line=e.line,
-                )
-                for e, tally, models in used
-                if tally.calls
+                alone.evaluate_run(Run(tests={e.nodeid: e}))[index]
+                for e in sorted(entries, key=lambda e: e.nodeid)
+                if scope.selects(e) and scope.usage_of(e)[0].calls
             ]
             flagged = [v for v in judged if v.status != Status.OK]
             if flagged:
@@ -1038,45 +1025,6 @@ def test_evaluate_run_decides_as_the_plain_computation(
     expected = [v.to_dict() for v in _plain_evaluation(budgets, run)]
     with run.finished() if finished else contextlib.nullcontext():
         assert [v.to_dict() for v in budgets.evaluate_run(run)] == expected
-
-
-tallies = st.builds(
-    lambda calls, tokens, cost, unpriced: Tally(
-        calls=calls,
-        input_tokens=tokens,
-        output_tokens=tokens // 3,
-        cost_usd=cost,
-        caveats=Caveats(unpriced_calls=unpriced) if unpriced else None,
-    ),
-    st.integers(0, 3),
-    st.integers(0, 10**6),
-    st.one_of(  # 0.1 + 0.2 + 0.3 differs from 0.3 + 0.2 + 0.1; 0.0 + -0.0 is 0.0
-        st.sampled_from([0.1, 0.2, 0.3, 1e7, 1e-9, -0.0]),
-        st.floats(allow_nan=False, allow_infinity=False, min_value=-1e9, max_value=1e9),
-    ),
-    st.integers(0, 2),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    models=st.dictionaries(st.sampled_from([f"{p}/{m}" for p, m in MODEL_KEYS]), tallies, max_size=5),
-    model_globs=st.sampled_from([(), ("gpt-*",), ("*mini", "claude-*"), ("nothing",)]),
-    providers=st.sampled_from([(), ("openai",), ("anthropic", "groq")]),
-)
-def test_counted_parts_add_up_to_the_merged_usage_bit_for_bit(
-    models: dict[str, Tally], model_globs: tuple[str, ...], providers: tuple[str, ...]
-) -> None:
-    entry = TestUsage("t.py::test", total=Tally(calls=9, cost_usd=0.1), models=models)
-    scope = Scope("s", Limits(max_calls=1), models=model_globs, providers=providers)
-    parts = scope.counted_parts(entry)
-    tally, _ = scope.usage_of(entry)
-    assert (parts is None) == (tally is entry.total)
-    for name in ("calls", "input_tokens", "output_tokens", "total_tokens", "unpriced_calls"):
-        assert _counted(entry, parts, name) == getattr(tally, name)
-    assert float(_counted(entry, parts, "cost_usd")).hex() == tally.cost_usd.hex()  # same sum, same sign
-    for metric in METRICS.values():
-        assert repr(_measure_counted(entry, parts, metric)) == repr(measure(tally, metric))
 
 
 def test_a_scope_over_every_entry_counts_fixture_and_session_calls_of_its_models() -> None:
