@@ -65,7 +65,7 @@ class OtelRole:
         self.ingest_problem = ""
         self._ingest_wanted = settings.ingest_otel and plugin.role != "controller"
         if self.exporting and plugin.role != "controller":
-            from ..report.otel import CallRecord  # the standard library and model.py only
+            from ..report.otel import CallRecord  # the standard library and model/ only
 
             self._record_of = CallRecord.of
             plugin.capture.recorder.observers.append(self._time)

@@ -306,6 +306,9 @@ def _charts(run: Run, trend: Sequence[Entry]) -> list[str]:
         out.append(_stacked_figure("providers", "Tokens by provider", "provider", providers))
         per_file = [(f.name, f.tally) for f in files_of(run)]
         out.append(_stacked_figure("files", "Tokens by test file", "file", per_file))
+        per_marker = sorted(run.markers().items(), key=lambda kv: (-kv[1].total_tokens, kv[0]))
+        if per_marker:  # tests' own markers (slow, integration, …); pytest's are left out
+            out.append(_stacked_figure("markers", "Tokens by marker", "marker", per_marker))
         heaviest = [(t.nodeid, t.total) for t in run.heaviest(_ROWS)]
         out.append(_stacked_figure("heaviest", "Heaviest tests", "test", heaviest))
     if len(trend) >= 2:

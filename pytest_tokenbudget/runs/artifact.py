@@ -108,7 +108,7 @@ def _compact(value: Any) -> str:
 # The encoders below write the records the artifact holds many of (a few tallies per test) by
 # one ``%`` each into a template made here, once, from the model's declaration of their
 # fields (model/fields.py): cheaper than building each record's dict and encoding it, and the same
-# bytes (tests/test_model.py holds them equal to ``_compact(x.to_dict())``).
+# bytes (tests/equivalence/test_model.py holds them equal to ``_compact(x.to_dict())``).
 
 
 def _slot(field: Field) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from llm_server import LLMServer
-from test_reports import HOSTILE, fixed_run
+from sample_runs import HOSTILE, fixed_run
 
 from pytest_tokenbudget.cli import main as cli
 from pytest_tokenbudget.model import Call, Run, Status, Usage, Verdict

@@ -217,6 +217,14 @@ class TestPullRequestRecipe:
         assert html["if"] == "always()"
         assert html["with"]["path"] == "tokenbudget.html"
 
+    def test_the_pr_comment_links_the_run_that_holds_the_html_report(self) -> None:
+        """The markdown's "HTML report" link goes to this run's page (its artifacts list the
+        report); the URL is built from the run's own context, never from the PR's text."""
+        (pytest_step,) = [s for s in steps(load(PR)) if "--token-budget" in s.get("run", "")]
+        assert pytest_step["env"]["TOKENBUDGET_HTML_URL"] == (
+            "${{ github.server_url }}/${{ github.repository }}/actions/runs/${{ github.run_id }}"
+        )
+
     @pytest.mark.slow
     def test_a_missing_base_branch_baseline_is_a_note(self, pytester: pytest.Pytester) -> None:
         """First adoption: the base branch has no tokenbudget.baseline.json yet, the run passes."""
