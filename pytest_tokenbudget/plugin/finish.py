@@ -257,28 +257,6 @@ class Finish:
             write(command)
 
 
-def no_prices_used() -> dict[str, Any]:
-    """What :meth:`Pricer.provenance` says when no call was priced, without importing pricing
-    (a suite without LLM calls never needs it); tests/sessions/test_startup_imports.py keeps the two equal.
-    Prices or aliases in pyproject.toml make the pricer at start-up: overrides and aliases are 0."""
-    from datetime import UTC, datetime
-    from importlib.metadata import PackageNotFoundError, version
-
-    info: dict[str, Any] = {
-        "source": "genai-prices",
-        "priced_at": datetime.now(tz=UTC).date().isoformat(),
-        "overrides": 0,
-        "aliases": 0,
-        "calls_by_source": {},
-        "unknown": [],
-    }
-    try:
-        info["version"] = version("genai-prices")
-    except PackageNotFoundError:
-        info["version"] = None
-    return info
-
-
 class _Exceeded:
     """A session verdict among pytest's stats: its last line then says "1 budget exceeded"."""
 

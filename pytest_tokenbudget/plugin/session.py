@@ -219,8 +219,6 @@ class Session:
     def price_provenance(self) -> dict[str, Any]:
         """``meta.prices``: which prices were used (none when no call was priced here)."""
         if self._pricer is None:
-            from .finish import no_prices_used
-
             return no_prices_used()
         return self._pricer.provenance()
 
@@ -297,6 +295,28 @@ class Session:
                         recorder.note_internal_error(exc, source="a pytest_tokenbudget_price hook")
 
             self.ledger.add_pricer(price, "a pytest_tokenbudget_price hook", first=True)
+
+
+def no_prices_used() -> dict[str, Any]:
+    """What :meth:`Pricer.provenance` says when no call was priced, without importing pricing
+    (a suite without LLM calls never needs it); tests/sessions/test_startup_imports.py keeps the two equal.
+    Prices or aliases in pyproject.toml make the pricer at start-up: overrides and aliases are 0."""
+    from datetime import UTC, datetime
+    from importlib.metadata import PackageNotFoundError, version
+
+    info: dict[str, Any] = {
+        "source": "genai-prices",
+        "priced_at": datetime.now(tz=UTC).date().isoformat(),
+        "overrides": 0,
+        "aliases": 0,
+        "calls_by_source": {},
+        "unknown": [],
+    }
+    try:
+        info["version"] = version("genai-prices")
+    except PackageNotFoundError:
+        info["version"] = None
+    return info
 
 
 def _make_inspector(settings: Settings) -> Inspector:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from llm_server import LLMServer
 
-from pytest_tokenbudget.plugin.finish import no_prices_used as _no_prices_used
+from pytest_tokenbudget.plugin.session import no_prices_used as _no_prices_used
 from pytest_tokenbudget.pricing.prices import Pricer
 
 DEFERRED = (
