@@ -11,7 +11,7 @@ ratio also as its range over the repetitions (each run over the plugin-only run 
 
 Whole processes on a shared 2-CPU machine drift by tens of per cent, so the script also measures
 the two parts the export adds to a run whose receiver is down, in this process: the per-call
-bookkeeping (the role's recorder observer and ledger listener, on real openai calls through the
+bookkeeping (CallRecords' recorder observer and ledger listener, on real openai calls through the
 capture, timed call by call in turns with capture alone, as ``bench_calls.py`` does) and the end
 of the session (:func:`export_run` against the closed port: one refused TCP connect), and states
 the ratio they make for the suite: (suite + calls × per-call cost + end cost) ÷ suite.
@@ -36,8 +36,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 from bench_calls import chat, openai_client
 from bench_suite import compare, make_suite, row
@@ -45,7 +44,7 @@ from bench_suite import compare, make_suite, row
 from pytest_tokenbudget.capture import Capture
 from pytest_tokenbudget.ledger import Ledger, Owner
 from pytest_tokenbudget.model import Call, Run, Usage
-from pytest_tokenbudget.plugin.otel import OtelRole
+from pytest_tokenbudget.plugin.otel import CallRecords
 from pytest_tokenbudget.report.otel import export_run
 
 
@@ -86,8 +85,8 @@ PLUGIN = ["-p", "pytest_tokenbudget.plugin", "--token-budget"]
 
 
 def per_call_cost(calls: int) -> dict[str, Any]:
-    """The role's per-call work: real openai calls through the capture alone and through the capture
-    with the role's observer and listener, each call timed alone, the two in turns (alternating
+    """The export's per-call work: real openai calls through the capture alone and through the capture
+    with CallRecords' observer and listener, each call timed alone, the two in turns (alternating
     order), medians compared."""
     one = chat(openai_client())
     sides = []
@@ -96,11 +95,9 @@ def per_call_cost(calls: int) -> dict[str, Any]:
         ledger.push_owner(Owner("bench::test", "call"))
         capture = Capture(ledger)
         if with_role:
-            settings = SimpleNamespace(otel=True, ingest_otel=False)
-            plugin = SimpleNamespace(
-                settings=settings, is_controller=False, capture=capture, ledger=ledger, run=ledger.run
-            )
-            OtelRole(cast(Any, plugin))  # adds its observer and listener to this capture and ledger
+            records = CallRecords()  # wired as Session._compose wires it
+            capture.recorder.observers.append(records.time)
+            ledger.add_listener(records.keep, "the OpenTelemetry export")
         sides.append(capture)
     timings: tuple[list[float], list[float]] = ([], [])
 

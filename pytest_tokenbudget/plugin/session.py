@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ..model import Call, Run, Verdict
     from ..pricing.prices import Pricer
     from ..report.export import CallLog
+    from .otel import CallRecords, Ingest
 
     Evaluator = Callable[[Run], list[Verdict]]
 
@@ -69,6 +70,8 @@ class Session:
         self.evaluators: list[Evaluator] = []
         self.call_log: CallLog | None = None
         self.hard_cap: HardCap | None = None
+        self.otel_calls: CallRecords | None = None  # the OpenTelemetry export's, when on
+        self.otel_ingest: Ingest | None = None  # the gen_ai span ingest, when on
         self._closed = False
         self._compose()
         self.judges()
@@ -80,13 +83,15 @@ class Session:
 
         1. **capture** — an HTTP stack's wrapper hands the request to the recorder, which routes it
            (a ``pytest_tokenbudget_route`` hook first, then :mod:`..providers`) and asks the
-           *preflight* hooks (the hard cap) before it leaves;
+           *preflight* hooks (the hard cap, then the ``gen_ai`` span ingest) before it
+           leaves;
         2. **provider** — the route's parser reads the response (a stream as the SDK consumes it)
            into a :class:`~..model.Call`; the recorder's *observers* see it with its exchange
-           (request inspection);
+           (request inspection, then the OpenTelemetry export's timing);
         3. **ledger** — its *pricers* set the cost (a ``pytest_tokenbudget_price`` hook, then
-           genai-prices), it is **tallied**, then *listeners* are told (the hard cap's spend), then
-           *observers* (the JSONL call log; out of event loops, at the next drain).
+           genai-prices), it is **tallied**, then *listeners* are told (the hard cap's spend, the
+           OpenTelemetry export), then *observers* (the JSONL call log; out of event loops, at the
+           next drain).
 
         After the loop, the *evaluators* judge the run (request inspection, session and scoped
         budgets, the baseline): the same list ``tokenbudget check`` builds (:mod:`..check`).
@@ -109,6 +114,8 @@ class Session:
             worker = str(getattr(self.config, "workerinput", {}).get("workerid", ""))
             self.call_log = CallLog(settings.calls_path, part=worker)
             ledger.add_observer(self.call_log, "the call log (--token-budget-calls)")
+        if enabled and (settings.otel or settings.ingest_otel):
+            self._compose_otel()
         budgets = self.budgets if settings.has_budgets and enabled else None
         self.per_test_default = bool(budgets and budgets.per_test)
         if enabled and self.role != "worker":  # workers never judge the session
@@ -119,6 +126,22 @@ class Session:
                     settings, budgets, session=not settings.defer_session, inspection=self.inspection_verdicts
                 )
             )
+
+    def _compose_otel(self) -> None:
+        """The OpenTelemetry export keeps a record of each call (after the sinks above); the ingest
+        is told of each request before it leaves (after the hard cap)."""
+        from .otel import CallRecords, Ingest, require_sdk
+
+        settings, making_calls = self.settings, self.role != "controller"
+        require_sdk(settings)
+        if settings.otel:
+            self.otel_calls = CallRecords()
+            if making_calls:
+                self.capture.recorder.observers.append(self.otel_calls.time)
+                self.ledger.add_listener(self.otel_calls.keep, "the OpenTelemetry export")
+        if settings.ingest_otel and making_calls:
+            self.otel_ingest = Ingest(self.ledger)
+            self.capture.recorder.preflight.append(self.otel_ingest.request_leaving)
 
     def _roles(self) -> list[object]:
         """The objects whose hooks this session needs, by where it runs."""
@@ -136,14 +159,23 @@ class Session:
             roles = [attribution, PerTest(self, attribution)]
             roles += [Worker(self, attribution)] if self.role == "worker" else [Outcomes(self), Finish(self)]
         if self.settings.enabled and (self.settings.otel or self.settings.ingest_otel):
-            from .otel import OtelRole  # OpenTelemetry itself is imported by the role, when used
-
-            roles.append(OtelRole(self))
+            roles += self._otel_roles()
         if self.settings.enabled and self.config.get_verbosity() >= 1:  # -v: usage beside each outcome
             from .teststatus import OutcomeUsage
 
             roles.append(OutcomeUsage(self.run))
         return roles
+
+    def _otel_roles(self) -> list[object]:
+        from .otel import OtelController, OtelFinish, OtelWorker
+
+        calls, ingest = self.otel_calls, self.otel_ingest
+        roles: list[object] = [] if ingest is None else [ingest]
+        if self.role == "worker":
+            return [*roles, OtelWorker(calls, ingest)]
+        if self.role == "controller":
+            roles.append(OtelController(calls, self.run))
+        return [*roles, OtelFinish(calls, ingest, self.run)]
 
     def close(self) -> None:
         if not self._closed:
